@@ -1,0 +1,1 @@
+"""Serving runtime: settings, error map, handler loading, web app and process supervision."""

@@ -1,0 +1,178 @@
+"""The one settings object, built from the environment once at start-up.
+
+Nothing else in the project reads `os.environ` for configuration: the entrypoint builds a
+`Settings` with `Settings.from_env(os.environ)` and hands it down (tests pass a plain dict).
+A malformed value raises `SettingsError` naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+SUPPORTED_TASK = "question-answering"
+
+
+def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int | None = None) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise SettingsError(f"{key}={value} is out of range: it must be {bound}")
+    return value
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{key}={raw!r} is not a boolean: use true or false")
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise SettingsError(f"{key}={raw!r} is not supported: allowed values are {', '.join(allowed)}")
+    return raw
+
+
+def _log_level(env: Mapping[str, str], key: str) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return logging.INFO
+    if raw.isdigit():
+        return int(raw)
+    level = LOG_LEVELS.get(raw.upper())
+    if level is None:
+        raise SettingsError(f"{key}={raw!r} is not a log level: use a number or one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def container_cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
+    """CPUs this process may use: the cgroup quota if set, else the affinity mask.
+
+    `os.cpu_count()` reports the host's CPUs, which oversubscribes a container limited with
+    `--cpus` (SageMaker instances are not, but local runs and other hosts often are).
+    """
+    cpus = float(len(os.sched_getaffinity(0)))
+    try:  # cgroup v2
+        quota, period = (cgroup_root / "cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            if quota > 0:
+                cpus = min(cpus, quota / period)
+        except (OSError, ValueError):
+            pass
+    return max(cpus, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # SageMaker's variables
+    port: int = 8080
+    workers: int = 1
+    request_timeout_s: int = 60
+    max_payload_mb: int = 6
+    batch_transform: bool = False
+    batch_strategy: str = "MULTI_RECORD"
+    max_concurrent_transforms: int = 1
+    multi_model: bool = False
+    log_level: int = logging.INFO
+    hf_model_id: str | None = None
+    hf_model_revision: str | None = None
+    hf_token: str | None = None
+    # Project knobs (README, "Configuration")
+    bind_host: str = "0.0.0.0"
+    model_dir: Path = Path("/opt/ml/model")
+    baked_model_dir: Path = Path("/opt/program/model")
+    run_dir: Path = Path("/tmp/qa-serving")
+    threads_per_worker: int = 4
+    torch_threads: int = 1
+    preload: bool = False
+    max_items_per_request: int = 64
+    max_windows_per_request: int = 256
+    forward_batch_size: int = 16
+    allow_pickle_weights: bool = False
+    install_user_requirements: bool = True
+    cpu_limit: float = 1.0
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.max_payload_mb * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> "Settings":
+        cpus = container_cpu_limit() if cpu_limit is None else cpu_limit
+        task = env.get("HF_TASK", "").strip()
+        if task and task != SUPPORTED_TASK:
+            raise SettingsError(f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}")
+
+        # Two workers measured best on 2 CPUs (README, "Performance"); more only with more CPUs,
+        # never more than the CPUs the container may use.
+        default_workers = max(1, min(2, math.floor(cpus)))
+        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
+        # Split the allowed CPUs between workers so torch's intra-op pools do not fight.
+        default_torch_threads = max(1, math.floor(cpus / workers))
+
+        return cls(
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            workers=workers,
+            request_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1, 3600),
+            max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 100),
+            batch_transform=_bool(env, "SAGEMAKER_BATCH", False),
+            batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),
+            max_concurrent_transforms=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", workers, 1, 1024),
+            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
+            log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
+            hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
+            hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,
+            hf_token=(env.get("HF_TOKEN") or env.get("HF_API_TOKEN") or "").strip() or None,
+            bind_host=env.get("QA_BIND_HOST", "").strip() or "0.0.0.0",
+            model_dir=Path(env.get("QA_MODEL_DIR", "").strip() or "/opt/ml/model"),
+            baked_model_dir=Path(env.get("QA_BAKED_MODEL_DIR", "").strip() or "/opt/program/model"),
+            run_dir=Path(env.get("QA_RUN_DIR", "").strip() or "/tmp/qa-serving"),
+            threads_per_worker=_int(env, "QA_THREADS_PER_WORKER", 4, 1, 256),
+            torch_threads=_int(env, "QA_TORCH_THREADS", default_torch_threads, 1, 256),
+            preload=_bool(env, "QA_PRELOAD", False),
+            max_items_per_request=_int(env, "QA_MAX_ITEMS_PER_REQUEST", 64, 1, 100000),
+            max_windows_per_request=_int(env, "QA_MAX_WINDOWS_PER_REQUEST", 256, 1, 1000000),
+            forward_batch_size=_int(env, "QA_FORWARD_BATCH_SIZE", 16, 1, 1024),
+            allow_pickle_weights=_bool(env, "QA_ALLOW_PICKLE_WEIGHTS", False),
+            install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
+            cpu_limit=cpus,
+        )
+
+    def to_log_dict(self) -> dict:
+        """The resolved settings for the start-up log line, with the token hidden."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        if out["hf_token"]:
+            out["hf_token"] = "***"
+        return out
