@@ -1,0 +1,366 @@
+"""Loading an extractive QA model, cutting inputs into windows, and the batched forward pass.
+
+`QAModel.predict` runs every window of every item of a request through the model in batches of
+at most `forward_batch_size`, padded to the longest window of each batch (never to
+`max_seq_len`), then hands each item's unpadded window logits to qa_spans.py. The forward pass
+is the only step that takes the model lock, so a per-worker batcher can later replace
+`forward_windows` without touching the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qa_request import BatchResults, LineResults, QAParams, QARequest
+from qa_spans import WindowLogits, answer_from_windows
+from serving.errors import BadRequest, InternalError, PayloadTooLarge
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+PIPELINE_MAX_SEQ_LEN = 384  # the pipeline's default window length
+PIPELINE_MAX_DOC_STRIDE = 128  # the pipeline's default overlap cap
+UNSET_MODEL_MAX_LENGTH = 1_000_000  # tokenizers without a limit report ~1e30
+
+
+class ModelLoadError(InternalError):
+    """The model directory cannot be served; the message names the file and the fix."""
+
+
+@dataclasses.dataclass
+class Window:
+    """One tokenized window of one item, unpadded."""
+
+    item_index: int
+    input_ids: list[int]
+    type_ids: list[int]
+    attention_mask: list[int]
+    p_mask: np.ndarray
+    encoding: object  # tokenizers.Encoding
+
+
+def load_model(model_dir: Path, settings: Settings) -> "QAModel":
+    """An AutoModelForQuestionAnswering and its fast tokenizer from a save_pretrained directory."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} does not exist")
+    present = {p.name for p in model_dir.iterdir()}
+    if "config.json" not in present:
+        raise ModelLoadError(
+            f"{model_dir}/config.json is missing: the model directory must hold the files written by "
+            f"save_pretrained (config.json, model.safetensors, tokenizer.json)"
+        )
+    if any(name in present for name in SAFETENSORS_FILES):
+        use_safetensors = True
+    elif any(name in present for name in PICKLE_FILES):
+        if not settings.allow_pickle_weights:
+            raise ModelLoadError(
+                f"{model_dir} holds only pickle weights (pytorch_model.bin), which can run arbitrary code "
+                f"when loaded, so they are refused. Convert them to model.safetensors "
+                f"(model.save_pretrained(dir)), or set QA_ALLOW_PICKLE_WEIGHTS=true to load them with "
+                f"torch.load(weights_only=True)."
+            )
+        use_safetensors = False
+        log.warning("loading pickle weights from %s with weights_only=True (QA_ALLOW_PICKLE_WEIGHTS)", model_dir)
+    else:
+        raise ModelLoadError(
+            f"{model_dir}/model.safetensors is missing: no model weights found "
+            f"(expected model.safetensors or a sharded model.safetensors.index.json)"
+        )
+    if not any(name in present for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{model_dir}/tokenizer.json is missing: save the tokenizer next to the model "
+            f"(tokenizer.save_pretrained(dir))"
+        )
+
+    torch.set_num_threads(settings.torch_threads)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer from {model_dir} (tokenizer.json): {exc}") from exc
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ModelLoadError(
+            f"{model_dir}: the tokenizer is not a fast tokenizer; character offsets need tokenizer.json"
+        )
+    try:
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            model_dir,
+            trust_remote_code=False,
+            local_files_only=True,
+            use_safetensors=use_safetensors,
+            output_loading_info=True,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load a question-answering model from {model_dir}: {exc}") from exc
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise ModelLoadError(
+            f"{model_dir}: the weights lack {', '.join(missing[:4])}: this is not a trained "
+            f"question-answering model (its answers would be random)"
+        )
+    model.eval()
+    return QAModel(model, tokenizer, settings)
+
+
+class QAModel:
+    """A loaded model + tokenizer; `predict` is safe to call from several threads at once."""
+
+    def __init__(self, model, tokenizer, settings: Settings):
+        import tokenizers
+
+        self.model = model
+        self.settings = settings
+        # Our own copy of the Rust tokenizer: truncation settings are per call, guarded by a lock.
+        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._tokenizer.encode_special_tokens = False
+        self._tokenizer_lock = threading.Lock()
+        self._forward_lock = threading.Lock()
+
+        self.question_first = tokenizer.padding_side == "right"
+        self.truncation_side = tokenizer.truncation_side
+        self.cls_token_id = tokenizer.cls_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.input_names = list(tokenizer.model_input_names)
+        self.pair_special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
+        self.single_special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
+        self._use_cache_arg = "use_cache" in inspect.signature(model.forward).parameters
+
+        limits = []
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            limits.append(positions)
+        tokenizer_max = tokenizer.model_max_length
+        if isinstance(tokenizer_max, int) and 0 < tokenizer_max < UNSET_MODEL_MAX_LENGTH:
+            limits.append(tokenizer_max)
+        self.max_positions = min(limits) if limits else 512
+        pipeline_default = min(tokenizer_max, PIPELINE_MAX_SEQ_LEN) if tokenizer_max else PIPELINE_MAX_SEQ_LEN
+        self.default_max_seq_len = min(pipeline_default, self.max_positions)
+
+    # ---- parameters -------------------------------------------------------------------------
+
+    def window_lengths(self, params: QAParams, where: str) -> tuple[int, int]:
+        """(max_seq_len, doc_stride) for these parameters, as the pipeline resolved them."""
+        max_seq_len = self.default_max_seq_len if params.max_seq_len is None else params.max_seq_len
+        shortest = self.pair_special_tokens + 2  # one question token and one context token
+        if not shortest <= max_seq_len <= self.max_positions:
+            raise BadRequest(
+                f"{where}parameters.max_seq_len={max_seq_len} is out of range: this model takes between "
+                f"{shortest} and {self.max_positions} tokens per window"
+            )
+        doc_stride = min(max_seq_len // 2, PIPELINE_MAX_DOC_STRIDE) if params.doc_stride is None else params.doc_stride
+        # The tokenizer needs room for the special tokens beside the overlap.
+        stride_limit = max_seq_len - self.single_special_tokens
+        if doc_stride >= stride_limit:
+            raise BadRequest(
+                f"{where}parameters.doc_stride={doc_stride} is too large: with max_seq_len={max_seq_len} it "
+                f"must be below {stride_limit} (max_seq_len minus {self.single_special_tokens} special tokens)"
+            )
+        return max_seq_len, doc_stride
+
+    # ---- tokenization -----------------------------------------------------------------------
+
+    def _count_tokens(self, texts: Sequence[str]) -> list[int]:
+        with self._tokenizer_lock:
+            self._tokenizer.no_truncation()
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], max_seq_len: int, doc_stride: int) -> list:
+        with self._tokenizer_lock:
+            self._tokenizer.enable_truncation(
+                max_seq_len,
+                stride=doc_stride,
+                strategy="only_second" if self.question_first else "only_first",
+                direction=self.truncation_side,
+            )
+            try:
+                return self._tokenizer.encode_batch(list(pairs), add_special_tokens=True)
+            finally:
+                self._tokenizer.no_truncation()
+
+    def windows_for(self, request: QARequest, max_windows: int) -> tuple[list[list[Window]], list[tuple[int, int]]]:
+        """Windows per item (flattened over queries) and the resolved lengths per query."""
+        items = [item for query in request.queries for item in query.items]
+        counts = self._count_tokens([text for item in items for text in (item.question, item.context)])
+        lengths = []
+        planned = 0
+        flat_index = 0
+        for query in request.queries:
+            max_seq_len, doc_stride = self.window_lengths(query.params, query.where)
+            lengths.append((max_seq_len, doc_stride))
+            for item in query.items:
+                q_tokens, c_tokens = counts[2 * flat_index], counts[2 * flat_index + 1]
+                flat_index += 1
+                planned += self._plan_windows(item, q_tokens, c_tokens, max_seq_len, doc_stride)
+                if planned > max_windows:
+                    raise PayloadTooLarge(
+                        f"the request needs more than {max_windows} model windows of {max_seq_len} tokens "
+                        f"(limit QA_MAX_WINDOWS_PER_REQUEST={max_windows}); send shorter contexts or fewer "
+                        f"items per request"
+                    )
+
+        windows: list[list[Window]] = []
+        flat_index = 0
+        for query, (max_seq_len, doc_stride) in zip(request.queries, lengths):
+            pairs = [
+                (item.question, item.context) if self.question_first else (item.context, item.question)
+                for item in query.items
+            ]
+            for encoding in self._encode_pairs(pairs, max_seq_len, doc_stride):
+                windows.append(self._item_windows(flat_index, encoding))
+                flat_index += 1
+        return windows, lengths
+
+    def _plan_windows(self, item, q_tokens: int, c_tokens: int, max_seq_len: int, doc_stride: int) -> int:
+        """Windows this item will need; rejects what the tokenizer cannot cut (it would panic)."""
+        question_key, context_key = "question", "context"
+        for key, count in ((question_key, q_tokens), (context_key, c_tokens)):
+            if count == 0:
+                raise BadRequest(
+                    f"{item.where}.{key} has no tokens left after the tokenizer's normalisation "
+                    f"(only control, zero-width or whitespace characters?): send some text"
+                )
+        fixed, cut = (q_tokens, c_tokens) if self.question_first else (c_tokens, q_tokens)
+        if fixed + cut + self.pair_special_tokens <= max_seq_len:
+            return 1
+        budget = max_seq_len - fixed - self.pair_special_tokens
+        if budget < 1:
+            raise BadRequest(
+                f"{item.where}.question is too long: its {fixed} tokens plus {self.pair_special_tokens} special "
+                f"tokens leave no room for the context in max_seq_len={max_seq_len}; shorten the question "
+                f"or raise parameters.max_seq_len"
+            )
+        if doc_stride >= budget:
+            raise BadRequest(
+                f"{item.where}: parameters.doc_stride={doc_stride} is too large for this question: with "
+                f"max_seq_len={max_seq_len} each window holds {budget} context tokens, and doc_stride must "
+                f"be below that; lower doc_stride or raise max_seq_len"
+            )
+        return 1 + -(-(cut - budget) // (budget - doc_stride))
+
+    def _item_windows(self, item_index: int, encoding) -> list[Window]:
+        windows = []
+        for enc in [encoding] + list(encoding.overflowing):
+            # 1 for tokens that cannot be in the answer: everything but the context...
+            if self.question_first:
+                p_mask = [int(seq != 1) for seq in enc.sequence_ids]
+            else:
+                p_mask = [0] * len(enc.ids)
+            # ...except CLS, which some models use to say "no answer".
+            if self.cls_token_id is not None:
+                for index, token_id in enumerate(enc.ids):
+                    if token_id == self.cls_token_id:
+                        p_mask[index] = 0
+            windows.append(
+                Window(
+                    item_index=item_index,
+                    input_ids=enc.ids,
+                    type_ids=enc.type_ids,
+                    attention_mask=enc.attention_mask,
+                    p_mask=np.array(p_mask),
+                    encoding=enc,
+                )
+            )
+        return windows
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward_windows(self, windows: Sequence[Window], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(start, end) float32 logits per window, unpadded, in the order given."""
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+        results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
+        for begin in range(0, len(order), batch_size):
+            chunk = [windows[i] for i in order[begin : begin + batch_size]]
+            start, end = self._forward_batch(chunk)
+            for row, index in enumerate(order[begin : begin + batch_size]):
+                length = len(windows[index].input_ids)
+                results[index] = (start[row, :length], end[row, :length])
+        return results
+
+    def _forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(w.input_ids) for w in chunk)
+        input_ids = np.full((len(chunk), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
+        type_ids = np.zeros((len(chunk), width), dtype=np.int64)
+        for row, window in enumerate(chunk):
+            n = len(window.input_ids)
+            input_ids[row, :n] = window.input_ids
+            attention_mask[row, :n] = window.attention_mask
+            type_ids[row, :n] = window.type_ids
+        tensors = {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "token_type_ids": torch.from_numpy(type_ids),
+        }
+        inputs = {name: tensors[name] for name in self.input_names if name in tensors}
+        if self._use_cache_arg:
+            inputs["use_cache"] = False
+        with self._forward_lock, torch.inference_mode():
+            output = self.model(**inputs)
+            start, end = output[0], output[1]
+            # The pipeline upcast bfloat16 logits; float32 is what it computed with.
+            start = start.to(torch.float32).numpy().copy()
+            end = end.to(torch.float32).numpy().copy()
+        return start, end
+
+    # ---- the whole request ------------------------------------------------------------------
+
+    def predict(self, request: QARequest, settings: Settings | None = None):
+        """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched."""
+        settings = settings or self.settings
+        windows, _ = self.windows_for(request, settings.max_windows_per_request)
+        flat = [w for item_windows in windows for w in item_windows]
+        logits = self.forward_windows(flat, settings.forward_batch_size)
+
+        per_item: list[list[WindowLogits]] = [[] for _ in windows]
+        for window, (start, end) in zip(flat, logits):
+            per_item[window.item_index].append(
+                WindowLogits(
+                    start_logits=start,
+                    end_logits=end,
+                    p_mask=window.p_mask,
+                    attention_mask=np.array(window.attention_mask),
+                    encoding=window.encoding,
+                )
+            )
+
+        results = []
+        flat_index = 0
+        for query in request.queries:
+            answers = []
+            for item in query.items:
+                answers.append(self._answer(item.context, per_item[flat_index], query.params))
+                flat_index += 1
+            results.append(BatchResults(answers) if query.batched else answers[0])
+        if request.line_oriented:
+            return LineResults(results)
+        return results[0] if len(results) == 1 else results
+
+    def _answer(self, context: str, windows: list[WindowLogits], params: QAParams):
+        return answer_from_windows(
+            windows,
+            context,
+            top_k=params.top_k,
+            handle_impossible_answer=params.handle_impossible_answer,
+            max_answer_len=params.max_answer_len,
+            align_to_words=params.align_to_words,
+            question_first=self.question_first,
+        )
+
