@@ -1,0 +1,63 @@
+"""Send one request to an endpoint (real-time, or async through S3) and return the answer."""
+
+from __future__ import annotations
+
+import json
+
+from deploy.resources import RequestError
+
+
+def build_body(*, question: str | None, context: str | None, body: str | None,
+               parameters: dict) -> bytes:
+    if body is not None:
+        if question is not None or context is not None:
+            raise RequestError("give --body/--body-file, or --question and --context, not both")
+        if parameters:
+            raise RequestError("--param only goes with --question and --context: put "
+                               "\"parameters\" in the body yourself")
+        return body.encode("utf-8")
+    if not question or not context:
+        raise RequestError("give --question and --context, or --body / --body-file")
+    request: dict = {"inputs": {"question": question, "context": context}}
+    if parameters:
+        request["parameters"] = parameters
+    return json.dumps(request).encode("utf-8")
+
+
+def parse_params(pairs: list[str] | None) -> dict:
+    """key=value with JSON values where they parse (top_k=3 -> 3), strings otherwise."""
+    params = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise RequestError(f"--param {pair!r}: expected key=value, e.g. top_k=3")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def invoke(clients, name: str, body: bytes, *, content_type: str = "application/json",
+           accept: str = "application/json", custom_attributes: str | None = None):
+    """The decoded answer: parsed JSON when the endpoint answered JSON, else text."""
+    args = {"EndpointName": name, "Body": body, "ContentType": content_type, "Accept": accept}
+    if custom_attributes:
+        args["CustomAttributes"] = custom_attributes
+    response = clients("sagemaker-runtime").invoke_endpoint(**args)
+    payload = response["Body"].read().decode("utf-8")
+    if "json" in response.get("ContentType", accept) and "jsonlines" not in accept:
+        try:
+            return json.loads(payload)
+        except json.JSONDecodeError:
+            return payload
+    return payload
+
+
+def invoke_async(clients, name: str, input_location: str, *, content_type: str = "application/json",
+                 accept: str = "application/json") -> dict:
+    """Queue a request whose body already lies in S3; the answer lands under the async output path."""
+    response = clients("sagemaker-runtime").invoke_endpoint_async(
+        EndpointName=name, InputLocation=input_location, ContentType=content_type, Accept=accept)
+    return {"inference_id": response.get("InferenceId"), "output": response.get("OutputLocation"),
+            "failure": response.get("FailureLocation")}

@@ -1,0 +1,108 @@
+"""Build model.tar.gz the way SageMaker extracts it into /opt/ml/model, and upload it to S3.
+
+The archive root is the model directory itself (config.json, model.safetensors, tokenizer
+files ...) with an optional code/ folder (inference.py, requirements.txt) beside them.
+Entries are sorted with fixed owners and times, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+ARCHIVE_NAME = "model.tar.gz"
+
+
+class PackageError(ValueError):
+    """The inputs cannot make a valid model archive; the message says which and why."""
+
+
+def _files(root: Path) -> list[Path]:
+    out = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+            raise PackageError(f"{path} is a symlink out of {root}: copy the file in instead")
+        if path.is_file():
+            out.append(path)
+    return out
+
+
+def plan_archive(model_dir: Path, code_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """(source file, name in archive) pairs, sorted by name. code_dir replaces model_dir/code."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise PackageError(f"model directory {model_dir} does not exist")
+    entries: dict[str, Path] = {}
+    for path in _files(model_dir):
+        rel = path.relative_to(model_dir).as_posix()
+        if code_dir is not None and rel.split("/", 1)[0] == "code":
+            continue
+        entries[rel] = path
+    if code_dir is not None:
+        code_dir = Path(code_dir)
+        if not code_dir.is_dir():
+            raise PackageError(f"code directory {code_dir} does not exist")
+        for path in _files(code_dir):
+            rel = path.relative_to(code_dir).as_posix()
+            if "__pycache__" in rel.split("/"):
+                continue
+            entries[f"code/{rel}"] = path
+    if ARCHIVE_NAME in entries:
+        raise PackageError(f"{model_dir} already holds {ARCHIVE_NAME}: point at the unpacked model")
+    names = set(entries)
+    if "config.json" not in names and "code/inference.py" not in names:
+        raise PackageError(
+            f"{model_dir} has no config.json (a save_pretrained directory) and no "
+            "code/inference.py (a custom handler): nothing the container could load")
+    return sorted(((src, name) for name, src in entries.items()), key=lambda item: item[1])
+
+
+def build_archive(model_dir: Path, output: Path, code_dir: Path | None = None) -> list[str]:
+    """Write the archive to `output`; returns the member names in order."""
+    plan = plan_archive(model_dir, code_dir)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for src, name in plan:
+                info = tarfile.TarInfo(name)
+                info.size = src.stat().st_size
+                info.mode = 0o644
+                info.mtime = 0
+                with open(src, "rb") as handle:
+                    tar.addfile(info, handle)
+    return [name for _, name in plan]
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key). A key ending in '/' gets model.tar.gz appended."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise PackageError(f"{uri!r} is not an S3 URI (s3://bucket/prefix/{ARCHIVE_NAME})")
+    key = parsed.path.lstrip("/")
+    if not key or key.endswith("/"):
+        key += ARCHIVE_NAME
+    return parsed.netloc, key
+
+
+def upload(s3_client, archive: Path, uri: str) -> str:
+    """Upload the archive (multipart for big files); returns the s3:// URI of the object."""
+    bucket, key = parse_s3_uri(uri)
+    s3_client.upload_file(str(archive), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def list_members(archive: Path) -> list[str]:
+    with tarfile.open(archive, "r:gz") as tar:
+        return tar.getnames()
+
+
+def read_member(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive, "r:gz") as tar:
+        member = tar.extractfile(name)
+        if member is None:
+            raise KeyError(name)
+        return member.read()
+
