@@ -122,6 +122,7 @@ class Settings:
     forward_batch_size: int = 16
     allow_pickle_weights: bool = False
     install_user_requirements: bool = True
+    shutdown_timeout_s: int = 25
     cpu_limit: float = 1.0
 
     @property
@@ -167,6 +168,7 @@ class Settings:
             forward_batch_size=_int(env, "QA_FORWARD_BATCH_SIZE", 16, 1, 1024),
             allow_pickle_weights=_bool(env, "QA_ALLOW_PICKLE_WEIGHTS", False),
             install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
+            shutdown_timeout_s=_int(env, "QA_SHUTDOWN_TIMEOUT_S", 25, 1, 3600),
             cpu_limit=cpus,
         )
 

@@ -1,0 +1,61 @@
+"""gunicorn's configuration: plain Python assigning only gunicorn's own names, from the Settings.
+
+Loaded by `python -m gunicorn -c docker/gunicorn_conf.py` (started by serving/supervisor.py with
+the app root as working directory). Raw reads, then derived values, then assignments.
+"""
+
+import json
+import logging
+import os
+
+from serving.nginx import socket_path
+from serving.settings import Settings
+
+_settings = Settings.from_env(os.environ)
+
+wsgi_app = "serving.app:create_app_from_env()"
+bind = [f"unix:{socket_path(_settings)}"]
+umask = 0o077
+worker_class = "gthread"
+workers = _settings.workers
+# One thread per request the handler may run at once, plus two so /ping and fast 503s always
+# find a free thread (the app bounds in-flight requests to threads_per_worker).
+threads = _settings.threads_per_worker + 2
+# gthread workers heartbeat from their main loop, so this only catches a hung worker process.
+timeout = 30
+# The supervisor drains nginx first (up to shutdown_timeout_s - 5 s); gunicorn then only has idle
+# workers or abandoned timed-out work left, and the whole stop fits SageMaker's 30 s SIGKILL window.
+graceful_timeout = min(5, _settings.shutdown_timeout_s)
+keepalive = 2
+preload_app = _settings.preload
+# nginx writes the access log; gunicorn logs errors to stderr.
+accesslog = None
+errorlog = "-"
+loglevel = (
+    "debug" if _settings.log_level <= logging.DEBUG
+    else "info" if _settings.log_level <= logging.INFO
+    else "warning" if _settings.log_level <= logging.WARNING
+    else "error" if _settings.log_level <= logging.ERROR
+    else "critical"
+)
+proc_name = "qa-serving"
+# gunicorn's runtime control socket lives in $HOME by default (read-only in the image); not needed.
+control_socket_disable = True
+
+
+def when_ready(server):
+    server.log.info(
+        "resolved settings: %s",
+        json.dumps(
+            {
+                "settings": _settings.to_log_dict(),
+                "gunicorn": {"workers": workers, "threads": threads, "timeout": timeout, "graceful_timeout": graceful_timeout, "preload_app": preload_app, "bind": bind},
+            },
+            sort_keys=True,
+        ),
+    )
+
+
+def post_worker_init(worker):
+    # Start loading the model in a background thread of this worker: /ping answers 503 meanwhile.
+    worker.wsgi.start()

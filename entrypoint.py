@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""The image's ENTRYPOINT (and the way to run the stack on a developer machine).
+
+    entrypoint.py serve    build the settings, resolve the model, check the inference code,
+                           render nginx's config, then run nginx + gunicorn under the supervisor
+    entrypoint.py train    fails: this image only serves
+    entrypoint.py CMD ...  runs CMD (handy for debugging a container)
+
+This file's directory is the app root (/opt/program in the image): `code/` holds the built-in
+handler, `docker/` the nginx template and gunicorn config, `serving/` the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+APP_ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(APP_ROOT))
+
+from serving import logs, nginx  # noqa: E402
+from serving.handler import HandlerError, install_user_requirements  # noqa: E402
+from serving.model_source import ModelSourceError, resolve_model  # noqa: E402
+from serving.settings import Settings, SettingsError  # noqa: E402
+from serving.supervisor import ChildSpec, Supervisor  # noqa: E402
+
+log = logging.getLogger("entrypoint")
+
+EXIT_STARTUP_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_NGINX_DIED = 3
+EXIT_GUNICORN_DIED = 4
+GUNICORN_CONF = APP_ROOT / "docker" / "gunicorn_conf.py"
+
+
+def _prepare_run_dir(settings: Settings) -> None:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    # Leftovers of an earlier run in the same dir: readiness markers and the old socket.
+    shutil.rmtree(settings.run_dir / "ready", ignore_errors=True)
+    nginx.socket_path(settings).unlink(missing_ok=True)
+
+
+def _check_handler() -> None:
+    """Import and compose the hooks in a child process: fails fast on a bad inference.py without
+    loading torch into this long-lived supervisor."""
+    result = subprocess.run([sys.executable, "-m", "serving.handler", "check"], cwd=APP_ROOT, check=False)
+    if result.returncode != 0:
+        raise HandlerError("the inference code failed its start-up check (see the error above)")
+
+
+def serve(env: dict[str, str]) -> int:
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    logs.configure(settings.log_level)
+    log.info("starting: %s", json.dumps(settings.to_log_dict(), sort_keys=True))
+    try:
+        _prepare_run_dir(settings)
+        model_dir = resolve_model(settings, download=True)
+        install_user_requirements(settings)
+        _check_handler()
+        if not Path(nginx.NGINX_BINARY).exists():
+            raise HandlerError(f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)")
+        conf = nginx.write_config(settings)
+    except (ModelSourceError, HandlerError, OSError) as exc:
+        log.error("start-up failed: %s", exc)
+        return EXIT_STARTUP_ERROR
+    log.info("model %s; nginx config %s", model_dir, conf)
+    socket = nginx.socket_path(settings)
+    supervisor = Supervisor(
+        [
+            ChildSpec(
+                "gunicorn",
+                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)],
+                signal.SIGTERM,
+                EXIT_GUNICORN_DIED,
+                cwd=APP_ROOT,
+                ready=socket.exists,
+            ),
+            ChildSpec("nginx", nginx.command(settings), signal.SIGQUIT, EXIT_NGINX_DIED),
+        ],
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
+    return supervisor.run()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "serve"
+    if command == "serve":
+        return serve(dict(os.environ))
+    if command == "train":
+        print("error: this image only serves models (run it with `serve`); training is not supported", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    os.execvp(argv[0], argv)
+    return EXIT_STARTUP_ERROR  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,65 @@
+"""Renders docker/nginx.conf.template into the run dir from the Settings object."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from serving.settings import Settings
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf.template"
+NGINX_BINARY = "/usr/sbin/nginx"
+# nginx waits a little longer than the app's own budget, so the app's 504 with its message wins.
+PROXY_TIMEOUT_MARGIN_S = 5
+_NGINX_LOG_LEVELS = ((logging.DEBUG, "info"), (logging.INFO, "warn"), (logging.WARNING, "warn"), (logging.ERROR, "error"))
+
+
+def socket_path(settings: Settings) -> Path:
+    return settings.run_dir / "gunicorn.sock"
+
+
+def config_path(settings: Settings) -> Path:
+    return settings.run_dir / "nginx.conf"
+
+
+def _error_log_level(level: int) -> str:
+    for threshold, name in _NGINX_LOG_LEVELS:
+        if level <= threshold:
+            return name
+    return "crit"
+
+
+def render(settings: Settings, template: Path = TEMPLATE) -> str:
+    values = {
+        # Workers of a root master would drop to `nobody`, who cannot reach the run dir or the socket;
+        # the image runs as root (SageMaker expects it) and nginx only proxies.
+        "user_directive": "user root root;" if os.geteuid() == 0 else "",
+        "run_dir": str(settings.run_dir),
+        "error_log_level": _error_log_level(settings.log_level),
+        "socket_path": str(socket_path(settings)),
+        "bind_host": settings.bind_host,
+        "port": str(settings.port),
+        "max_body_mb": str(settings.max_payload_mb),
+        "proxy_timeout_s": str(settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S),
+    }
+
+    def substitute(match: re.Match) -> str:
+        return values[match.group(1)]
+
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", substitute, template.read_text())
+
+
+def write_config(settings: Settings) -> Path:
+    """Render the config and create nginx's temp dirs; returns the config's path."""
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (settings.run_dir / "nginx" / sub).mkdir(parents=True, exist_ok=True)
+    path = config_path(settings)
+    path.write_text(render(settings))
+    return path
+
+
+def command(settings: Settings, binary: str = NGINX_BINARY) -> list[str]:
+    # -e stderr: nginx opens its default error log before reading the config; avoid that path.
+    return [binary, "-e", "stderr", "-p", str(settings.run_dir / "nginx"), "-c", str(config_path(settings))]
