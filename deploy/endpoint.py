@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from deploy import resources
+from deploy import resources, scaling
 from deploy.resources import RequestError
 from deploy.waiting import wait_for_endpoint
 
@@ -154,7 +154,9 @@ def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = 
     config = sm.describe_endpoint_config(EndpointConfigName=config_name)
     models = [v["ModelName"] for v in config["ProductionVariants"]]
     variants = [v["VariantName"] for v in config["ProductionVariants"]]
-    deregistered = _deregister_scaling(clients("application-autoscaling"), name, variants, log)
+    deregistered = scaling.deregister(
+        clients("application-autoscaling"),
+        [f"endpoint/{name}/variant/{variant}" for variant in variants], log=log)
     sm.delete_endpoint(EndpointName=name)
     log(f"endpoint {name}: deleted")
     result = {"endpoint": name, "autoscaling_deregistered": deregistered}
@@ -168,18 +170,6 @@ def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = 
             log(f"model {model_name}: deleted")
         result["models"] = models
     return result
-
-
-def _deregister_scaling(aas, endpoint: str, variants: list[str], log) -> list[str]:
-    ids = [f"endpoint/{endpoint}/variant/{variant}" for variant in variants]
-    found = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=ids)
-    removed = []
-    for target in found.get("ScalableTargets", []):
-        aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
-                                       ScalableDimension=target["ScalableDimension"])
-        log(f"autoscaling {target['ResourceId']}: deregistered")
-        removed.append(target["ResourceId"])
-    return removed
 
 
 def _maybe_wait(sm, name: str, wait: WaitSpec, log) -> str:

@@ -30,11 +30,35 @@ def autoscale(clients, name: str, *, variant: str | None, min_capacity: int, max
             "target": float(target)}
 
 
+def deregister(aas, resource_ids: list[str], log=print) -> list[str]:
+    """Delete the policies of these variants, then their scalable targets; returns those removed.
+
+    AWS drops the policies with the target, but deleting them first states it and does not
+    depend on that.
+    """
+    dimension = "sagemaker:variant:DesiredInstanceCount"
+    found = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=resource_ids,
+                                          ScalableDimension=dimension)
+    removed = []
+    for target in found.get("ScalableTargets", []):
+        resource_id = target["ResourceId"]
+        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource_id,
+                                                 ScalableDimension=dimension)
+        for policy in policies.get("ScalingPolicies", []):
+            aas.delete_scaling_policy(PolicyName=policy["PolicyName"], ServiceNamespace="sagemaker",
+                                      ResourceId=resource_id, ScalableDimension=dimension)
+            log(f"policy {policy['PolicyName']}: deleted")
+        aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource_id,
+                                       ScalableDimension=dimension)
+        log(f"autoscaling {resource_id}: deregistered")
+        removed.append(resource_id)
+    return removed
+
+
 def remove_autoscaling(clients, name: str, *, variant: str | None, log=print) -> dict:
     variant = variant or resources.VARIANT_NAME
     resource_id = f"endpoint/{name}/variant/{variant}"
-    clients("application-autoscaling").deregister_scalable_target(
-        ServiceNamespace="sagemaker", ResourceId=resource_id,
-        ScalableDimension="sagemaker:variant:DesiredInstanceCount")
-    log(f"autoscaling {resource_id}: deregistered (its policies go with it)")
+    removed = deregister(clients("application-autoscaling"), [resource_id], log=log)
+    if not removed:
+        raise RequestError(f"{resource_id} has no autoscaling to remove")
     return {"resource_id": resource_id, "deregistered": True}
