@@ -1,0 +1,221 @@
+"""One command: the peer and our configurations on the same stand-in model, closed-loop load at
+several concurrencies, answers compared, BENCHMARKS.md + chart written.
+
+    python -m bench.run --target image:qa-serving:latest \\
+        --config default= --config onnx-int8=QA_BACKEND=onnx,QA_PRECISION=int8
+    python -m bench.run --smoke            # a few seconds per level, tiny model, output in build/
+
+Servers run one at a time, in the order peer, ours..., repeated `--rounds` times, so machine
+noise hits all of them alike; every server is stopped (or its container removed) before the
+next starts, also on failure or Ctrl-C. Load goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import corpus, loadgen, report, servers
+from bench.make_standin_model import DEFAULT_OUT as DEFAULT_MODEL
+from bench.make_standin_model import build as build_model
+from bench.make_standin_model import find_vocab
+
+REPO = servers.REPO
+POLL_S = 0.25
+
+
+def free_port() -> int:
+    """A free loopback port below 32767: MMS rejects higher ones ("Invalid port number")."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+def parse_config(text: str) -> tuple[str, dict[str, str]]:
+    """`name=KEY=V,KEY2=V2` (or `name=`) -> (name, env)."""
+    name, sep, rest = text.partition("=")
+    if not name or not sep:
+        raise argparse.ArgumentTypeError(f"--config {text!r}: use NAME= or NAME=KEY=VALUE,KEY=VALUE")
+    env = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise argparse.ArgumentTypeError(f"--config {text!r}: {item!r} is not KEY=VALUE")
+        env[key.strip()] = value.strip()
+    return name, env
+
+
+def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: float) -> float:
+    """Seconds from launch to the first correct answer; raises if the server dies or times out."""
+    deadline = server.t_launch + timeout
+    while time.perf_counter() < deadline:
+        if loadgen.first_answer(server.port, probe):
+            return time.perf_counter() - server.t_launch
+        if not server.alive():
+            raise RuntimeError(f"{server.name} exited before answering")
+        time.sleep(POLL_S)
+    raise RuntimeError(f"{server.name} gave no answer within {timeout:.0f} s")
+
+
+def measure(server: servers.Server, requests: list[corpus.QARequest], args) -> dict:
+    """Start one server, measure it, stop it. Never leaves it running."""
+    result = {"name": server.name, "kind": server.kind, "env": server.extra_env, "levels": [], "error": None}
+    try:
+        result["describe"] = server.describe()
+        server.start(free_port())
+        with servers.Meter(server) as meter:
+            result["startup_s"] = round(wait_first_answer(server, requests[0], args.startup_timeout), 2)
+            print(f"  {server.name}: first answer after {result['startup_s']} s", flush=True)
+            for concurrency in args.concurrency:
+                meter.reset_level()
+                cpu_at_start: list[float] = []
+                level = loadgen.run_level(server.port, requests, concurrency, args.duration, args.warmup,
+                                          args.max_requests, on_measure_start=lambda: cpu_at_start.append(meter.cpu()))
+                cpu_used = meter.cpu() - (cpu_at_start[0] if cpu_at_start else 0.0)
+                meter.sample()
+                row = level.summary()
+                answered = level.requests - level.errors
+                row["cpu_s_per_req"] = round(cpu_used / answered, 4) if answered else None
+                row["peak_memory_bytes"] = meter.level_peak
+                result["levels"].append(row)
+                print(f"  {server.name} c={concurrency}: {row['rps']} req/s, p50 {row['p50_ms']} ms, "
+                      f"p99 {row['p99_ms']} ms, errors {row['errors']}/{row['requests']}, "
+                      f"CPU {row['cpu_s_per_req']} s/req, mem {meter.level_peak / 2**20:.0f} MiB", flush=True)
+                if level.error_examples:
+                    print(f"    errors, e.g.: {level.error_examples[0]}", flush=True)
+            if args.answers:
+                answers = loadgen.collect_answers(server.port, requests[: args.answers])
+                result["answers"] = {str(k): v for k, v in sorted(answers.items())}
+            result["peak_memory_bytes"] = meter.peak
+    except Exception as exc:  # one failed server must not stop the others being measured
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"  {server.name} FAILED: {result['error']}\n--- log tail ---\n{server.log_tail()}", flush=True)
+    finally:
+        server.stop()
+    return result
+
+
+def median_of_rounds(runs: list[dict]) -> dict:
+    """One result per server: the median of each figure across rounds (first round's answers)."""
+    ok = [r for r in runs if not r["error"]] or runs[:1]
+    merged = dict(ok[0])
+    if len(ok) > 1:
+        for key in ("startup_s", "peak_memory_bytes"):
+            merged[key] = statistics.median(r[key] for r in ok)
+        merged["levels"] = []
+        for i, level in enumerate(ok[0]["levels"]):
+            row = dict(level)
+            for key, value in level.items():
+                values = [r["levels"][i][key] for r in ok if i < len(r["levels"])]
+                if isinstance(value, (int, float)) and key != "concurrency" and None not in values:
+                    row[key] = statistics.median(values)
+            merged["levels"].append(row)
+    merged["rounds"] = len(ok)
+    return merged
+
+
+def compare_answers(results: list[dict], reference_name: str) -> None:
+    """Share of top answers equal to the fp32 default's (and to the peer's) on the same requests."""
+    by_name = {r["name"]: r.get("answers") for r in results}
+    reference, peer = by_name.get(reference_name), by_name.get("peer")
+    for r in results:
+        answers = r.get("answers")
+        if not answers or r["kind"] == "peer":
+            continue
+        if reference:
+            r["match_default"], r["match_count"] = loadgen.match_share(answers, reference)
+        if peer:
+            r["match_peer"], r["match_peer_count"] = loadgen.match_share(answers, peer)
+
+
+def make_servers(args, work_dir: Path) -> list[servers.Server]:
+    out: list[servers.Server] = []
+    if args.peer:
+        out.append(servers.PeerServer("peer", args.model, work_dir, servers.ensure_peer_venv(args.peer_venv)))
+    for name, env in args.config:
+        if args.target == "host":
+            out.append(servers.HostServer(name, args.model, work_dir, args.python, env))
+        else:
+            out.append(servers.ImageServer(name, args.model, work_dir, args.target.removeprefix("image:"), env))
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--target", default="host", help="image:TAG (the built image under Docker) or host (default)")
+    p.add_argument("--config", action="append", type=parse_config, default=None, metavar="NAME=K=V,...",
+                   help="one configuration of ours and its extra env; repeatable (default: default=)")
+    p.add_argument("--reference", default="default", help="config whose answers the others are compared to")
+    p.add_argument("--no-peer", dest="peer", action="store_false", help="measure ours only")
+    p.add_argument("--peer-venv", type=Path, default=REPO / "build" / "peer-venv",
+                   help="the peer's venv, created with its pins when missing")
+    p.add_argument("--model", type=Path, default=None, help="model dir (default: the stand-in, built when missing)")
+    p.add_argument("--python", default=sys.executable, help="interpreter for --target host")
+    p.add_argument("--build", action="store_true", help="run ./build.sh before measuring an image target")
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
+    p.add_argument("--duration", type=float, default=30.0, help="measured seconds per level")
+    p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each level")
+    p.add_argument("--max-requests", type=int, default=None, help="cap on measured requests per level")
+    p.add_argument("--answers", type=int, default=200, help="requests in the compare step (0: skip)")
+    p.add_argument("--requests", type=int, default=400, help="distinct requests generated")
+    p.add_argument("--rounds", type=int, default=1, help="alternate peer/ours this many times; report medians")
+    p.add_argument("--startup-timeout", type=float, default=600.0)
+    p.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
+    p.add_argument("--chart", type=Path, default=REPO / "bench" / "benchmarks.png")
+    p.add_argument("--json", type=Path, default=REPO / "bench" / "benchmarks.json")
+    p.add_argument("--smoke", action="store_true",
+                   help="harness check: tiny model, c=1,4, 3 s levels, output under build/bench-smoke/")
+    args = p.parse_args(argv)
+    args.config = args.config or [("default", {})]
+    if args.smoke:
+        out = REPO / "build" / "bench-smoke"
+        args.model = args.model or REPO / "build" / "standin-tiny"
+        if args.concurrency == [1, 4, 16]:
+            args.concurrency = [1, 4]
+        args.duration, args.warmup, args.answers = min(args.duration, 3.0), min(args.warmup, 1.0), min(args.answers, 8)
+        args.report, args.chart, args.json = out / "BENCHMARKS.md", out / "benchmarks.png", out / "benchmarks.json"
+    args.model = args.model or DEFAULT_MODEL
+    if args.target != "host" and not args.target.startswith("image:"):
+        p.error("--target must be host or image:TAG")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.model / "config.json").exists():
+        print(f"bench: building the stand-in model in {args.model}", flush=True)
+        build_model(args.model, find_vocab(), tiny=args.smoke)
+    if args.build and args.target.startswith("image:"):
+        subprocess.run(["bash", str(REPO / "build.sh")], cwd=REPO, check=True)
+    requests = corpus.make_requests(args.requests)
+    runs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
+        for round_no in range(args.rounds):
+            for server in make_servers(args, Path(tmp)):
+                print(f"bench: round {round_no + 1}/{args.rounds}: {server.name} ({server.kind})", flush=True)
+                runs.setdefault(server.name, []).append(measure(server, requests, args))
+                time.sleep(2)  # let the machine settle between servers
+    results = [median_of_rounds(r) for r in runs.values()]
+    compare_answers(results, args.reference)
+    doc = report.build(results, args, requests)
+    report.write(doc, args.report, args.chart, args.json)
+    print(report.summary_text(doc), flush=True)
+    return 0 if all(not r["error"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
