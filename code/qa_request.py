@@ -284,7 +284,8 @@ def query_from_document(document, *, max_items: int, where: str = "") -> QAQuery
 def _items(values: list, name: str, max_items: int, where: str) -> tuple[QAItem, ...]:
     label = name or "body"
     if not values:
-        raise BadRequest(f"{where}'{label}' is an empty list: the batch needs at least one question/context item")
+        what = f"'{name}'" if name else "the request body"
+        raise BadRequest(f"{where}{what} is an empty list: the batch needs at least one question/context item")
     check_item_count(len(values), max_items)
     return tuple(_item(value, f"{where}{label}[{index}]") for index, value in enumerate(values))
 

@@ -1,9 +1,42 @@
-"""Put the repository root (for `serving`) and code/ (the handler's flat modules) on sys.path."""
+"""Put the repository root (for `serving`), code/ (the handler's flat modules) and tests/fixtures
+(golden_cases.py) on sys.path, and share the tiny fixture model between the handler's tests."""
 
 import sys
+import types
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT, ROOT / "code"):
+FIXTURES = ROOT / "tests" / "fixtures"
+for path in (ROOT, ROOT / "code", FIXTURES):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+@pytest.fixture(scope="session")
+def qa_model_dir() -> Path:
+    """A tiny DistilBERT QA model saved by transformers 4.57.6 (committed fixture)."""
+    from golden_cases import model_dir
+
+    return model_dir("distilbert-tiny-s0")
+
+
+@pytest.fixture(scope="session")
+def qa_model(qa_model_dir):
+    import inference
+
+    return inference.model_fn(qa_model_dir)
+
+
+@pytest.fixture
+def make_context():
+    """Builds a runtime context as serving/handler.py passes it, with Settings overrides."""
+    from serving.settings import Settings
+
+    def make(**settings):
+        return types.SimpleNamespace(
+            settings=Settings(**settings), model_dir=None, request_id=None, custom_attributes=None
+        )
+
+    return make
