@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from deploy import resources, scaling
 from deploy.resources import RequestError
-from deploy.waiting import wait_for_endpoint
+from deploy.waiting import WaitError, wait_for_endpoint
 
 
 @dataclass
@@ -57,7 +57,7 @@ def create(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *, asyn
     log(f"endpoint config {model_name}: created")
     sm.create_endpoint(EndpointName=name, EndpointConfigName=model_name)
     log(f"endpoint {name}: creating")
-    status = _maybe_wait(sm, name, wait, log)
+    status = _maybe_wait(sm, name, wait, log)["EndpointStatus"]
     return {"endpoint": name, "endpoint_config": model_name, "model": model_name, "status": status}
 
 
@@ -86,7 +86,12 @@ def update(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *,
         new_config_name, new_model = _new_config(sm, name, old_config, model, capacity, log)
     sm.update_endpoint(EndpointName=name, EndpointConfigName=new_config_name)
     log(f"endpoint {name}: updating {old_config_name} -> {new_config_name}")
-    status = _maybe_wait(sm, name, wait, log)
+    described = _maybe_wait(sm, name, wait, log)
+    status = described["EndpointStatus"]
+    if status == "InService" and described["EndpointConfigName"] != new_config_name:
+        reason = described.get("FailureReason", "see the endpoint's events in CloudWatch")
+        raise WaitError(f"update of endpoint {name} failed and was rolled back to "
+                        f"{described['EndpointConfigName']}: {reason}")
     result = {"endpoint": name, "endpoint_config": new_config_name, "previous_endpoint_config":
               old_config_name, "status": status}
     if new_model:
@@ -172,8 +177,8 @@ def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = 
     return result
 
 
-def _maybe_wait(sm, name: str, wait: WaitSpec, log) -> str:
+def _maybe_wait(sm, name: str, wait: WaitSpec, log) -> dict:
     if not wait.wait:
-        return sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
-    return wait_for_endpoint(sm, name, timeout=wait.timeout, poll=wait.poll, log=log)["EndpointStatus"]
+        return sm.describe_endpoint(EndpointName=name)
+    return wait_for_endpoint(sm, name, timeout=wait.timeout, poll=wait.poll, log=log)
 

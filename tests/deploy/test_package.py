@@ -1,0 +1,101 @@
+"""model.tar.gz layout: what SageMaker extracts into /opt/ml/model, byte-for-byte reproducible."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from deploy import package
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "distilbert"}')
+    (model / "model.safetensors").write_bytes(b"\0" * 64)
+    (model / "tokenizer.json").write_text("{}")
+    (model / "code").mkdir()
+    (model / "code" / "inference.py").write_text("# model-dir handler\n")
+    return model
+
+
+def test_files_at_the_archive_root(model_dir, tmp_path):
+    out = tmp_path / "model.tar.gz"
+    names = package.build_archive(model_dir, out)
+    assert names == ["code/inference.py", "config.json", "model.safetensors", "tokenizer.json"]
+    with tarfile.open(out, "r:gz") as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == names
+    assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 and m.mtime == 0 for m in members)
+    assert package.read_member(out, "model.safetensors") == b"\0" * 64
+
+
+def test_code_dir_replaces_model_code(model_dir, tmp_path):
+    code = tmp_path / "my_code"
+    (code / "__pycache__").mkdir(parents=True)
+    (code / "inference.py").write_text("# custom handler\n")
+    (code / "requirements.txt").write_text("\n")
+    (code / "__pycache__" / "inference.cpython-311.pyc").write_bytes(b"x")
+    out = tmp_path / "model.tar.gz"
+    names = package.build_archive(model_dir, out, code_dir=code)
+    assert names == ["code/inference.py", "code/requirements.txt", "config.json", "model.safetensors",
+                     "tokenizer.json"]
+    assert package.read_member(out, "code/inference.py") == b"# custom handler\n"
+
+
+def test_same_inputs_same_bytes(model_dir, tmp_path):
+    first, second = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    package.build_archive(model_dir, first)
+    (model_dir / "config.json").touch()  # a new mtime must not change the archive
+    package.build_archive(model_dir, second)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_custom_handler_without_config_is_allowed(tmp_path):
+    model = tmp_path / "m"
+    (model / "code").mkdir(parents=True)
+    (model / "code" / "inference.py").write_text("")
+    assert package.build_archive(model, tmp_path / "o.tar.gz") == ["code/inference.py"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "no config.json"),
+    (lambda d: (d / "model.tar.gz").write_bytes(b""), "already holds model.tar.gz"),
+])
+def test_refuses_what_the_container_could_not_load(tmp_path, setup, message):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "notes.txt").write_text("")
+    setup(model)
+    if message != "no config.json":
+        (model / "config.json").write_text("{}")
+    with pytest.raises(package.PackageError, match=message):
+        package.build_archive(model, tmp_path / "o.tar.gz")
+
+
+def test_refuses_missing_dirs_and_escaping_symlinks(model_dir, tmp_path):
+    with pytest.raises(package.PackageError, match="does not exist"):
+        package.plan_archive(tmp_path / "nowhere")
+    with pytest.raises(package.PackageError, match="code directory"):
+        package.plan_archive(model_dir, tmp_path / "no-code")
+    (tmp_path / "secret").write_text("x")
+    (model_dir / "link").symlink_to(tmp_path / "secret")
+    with pytest.raises(package.PackageError, match="symlink out of"):
+        package.plan_archive(model_dir)
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("s3://bucket/qa/model.tar.gz", ("bucket", "qa/model.tar.gz")),
+    ("s3://bucket/qa/", ("bucket", "qa/model.tar.gz")),
+    ("s3://bucket", ("bucket", "model.tar.gz")),
+])
+def test_s3_uris(uri, expected):
+    assert package.parse_s3_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["bucket/key", "https://bucket.s3.amazonaws.com/k", "s3:///key"])
+def test_bad_s3_uris(uri):
+    with pytest.raises(package.PackageError, match="not an S3 URI"):
+        package.parse_s3_uri(uri)
