@@ -7,6 +7,7 @@ the app root as working directory). Raw reads, then derived values, then assignm
 import json
 import logging
 import os
+import sys
 
 from serving.nginx import socket_path
 from serving.settings import Settings
@@ -59,3 +60,14 @@ def when_ready(server):
 def post_worker_init(worker):
     # Start loading the model in a background thread of this worker: /ping answers 503 meanwhile.
     worker.wsgi.start()
+
+
+def worker_exit(server, worker):
+    # Tearing down an interpreter with torch loaded costs seconds of CPU during a stop and there is
+    # nothing left to flush: leave at once, with the exit status gunicorn was about to use.
+    exiting = sys.exc_info()[1]
+    code = exiting.code if isinstance(exiting, SystemExit) and isinstance(exiting.code, int) else 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -266,7 +266,8 @@ def _from_falcon(ex: falcon.HTTPError) -> ServingError:
 
 def _handle_serving_error(req: falcon.Request, resp: falcon.Response, ex: ServingError, params: dict) -> None:
     log_fn = log.warning if ex.status >= 500 else log.info
-    log_fn("%s %s -> %d %s: %s", req.method, req.path, ex.status, ex.type, ex.message)
+    if req.path != "/ping":  # polled every few seconds while loading: not worth a line each
+        log_fn("%s %s -> %d %s: %s", req.method, req.path, ex.status, ex.type, ex.message)
     _error_response(resp, ex)
 
 
