@@ -14,30 +14,99 @@ SEED = 1234
 MIN_WORDS, MAX_WORDS = 80, 220
 
 PEOPLE = [
-    "Margaret Holloway", "Tomas Lindqvist", "Aiko Tanaka", "Samuel Okafor", "Elena Petrova", "Rafael Mendes",
-    "Clara Beaumont", "Henrik Dahl", "Priya Raman", "Jonas Weber", "Fatima Al-Sayed", "William Ashford",
-    "Lucia Romano", "Kwame Mensah", "Ingrid Solberg", "Daniel Foster", "Mei Lin", "Arthur Pembroke",
-    "Sofia Castillo", "Nikolai Orlov", "Grace Whitfield", "Hugo Marchetti", "Amara Nwosu", "Edward Linton",
+    "Margaret Holloway",
+    "Tomas Lindqvist",
+    "Aiko Tanaka",
+    "Samuel Okafor",
+    "Elena Petrova",
+    "Rafael Mendes",
+    "Clara Beaumont",
+    "Henrik Dahl",
+    "Priya Raman",
+    "Jonas Weber",
+    "Fatima Al-Sayed",
+    "William Ashford",
+    "Lucia Romano",
+    "Kwame Mensah",
+    "Ingrid Solberg",
+    "Daniel Foster",
+    "Mei Lin",
+    "Arthur Pembroke",
+    "Sofia Castillo",
+    "Nikolai Orlov",
+    "Grace Whitfield",
+    "Hugo Marchetti",
+    "Amara Nwosu",
+    "Edward Linton",
 ]
 PLACES = [
-    "Aldermoor", "the Vellan Valley", "Port Essington", "Kaltenbrunn", "the island of Merrow", "Lakeshore",
-    "Santa Brisa", "Northfield", "the Corran Highlands", "Eastwick", "Valdoria", "Greyhaven", "Marlow Bay",
-    "the Tamsin Delta", "Oakridge", "Bellcastle", "Riverton", "the Sorrel Plains", "Westmarch", "Cedar Falls",
+    "Aldermoor",
+    "the Vellan Valley",
+    "Port Essington",
+    "Kaltenbrunn",
+    "the island of Merrow",
+    "Lakeshore",
+    "Santa Brisa",
+    "Northfield",
+    "the Corran Highlands",
+    "Eastwick",
+    "Valdoria",
+    "Greyhaven",
+    "Marlow Bay",
+    "the Tamsin Delta",
+    "Oakridge",
+    "Bellcastle",
+    "Riverton",
+    "the Sorrel Plains",
+    "Westmarch",
+    "Cedar Falls",
 ]
 ORGS = [
-    "the Royal Society of Engineers", "the Aldermoor Observatory", "the Northern Railway Company",
-    "the Institute of Marine Biology", "the National Library", "the Merrow Botanical Garden",
-    "the Coastal Trading Guild", "the University of Greyhaven", "the Westmarch Orchestra",
-    "the Bellcastle Museum of Art", "the Valdorian Academy of Sciences", "the Riverton Medical School",
+    "the Royal Society of Engineers",
+    "the Aldermoor Observatory",
+    "the Northern Railway Company",
+    "the Institute of Marine Biology",
+    "the National Library",
+    "the Merrow Botanical Garden",
+    "the Coastal Trading Guild",
+    "the University of Greyhaven",
+    "the Westmarch Orchestra",
+    "the Bellcastle Museum of Art",
+    "the Valdorian Academy of Sciences",
+    "the Riverton Medical School",
 ]
 THINGS = [
-    "a steam-powered pump", "a reflecting telescope", "a suspension bridge", "a printing press",
-    "a vaccine against river fever", "a lighthouse lens", "a mechanical loom", "a tide-prediction machine",
-    "a public water system", "a botanical survey", "a choral symphony", "a map of the northern coast",
-    "a seed bank", "a weather station", "a glass-domed greenhouse", "a canal lock",
+    "a steam-powered pump",
+    "a reflecting telescope",
+    "a suspension bridge",
+    "a printing press",
+    "a vaccine against river fever",
+    "a lighthouse lens",
+    "a mechanical loom",
+    "a tide-prediction machine",
+    "a public water system",
+    "a botanical survey",
+    "a choral symphony",
+    "a map of the northern coast",
+    "a seed bank",
+    "a weather station",
+    "a glass-domed greenhouse",
+    "a canal lock",
 ]
-FIELDS = ["astronomy", "engineering", "medicine", "botany", "music", "cartography", "chemistry", "architecture",
-          "economics", "geology", "linguistics", "navigation"]
+FIELDS = [
+    "astronomy",
+    "engineering",
+    "medicine",
+    "botany",
+    "music",
+    "cartography",
+    "chemistry",
+    "architecture",
+    "economics",
+    "geology",
+    "linguistics",
+    "navigation",
+]
 MATERIALS = ["granite", "cast iron", "oak timber", "red brick", "limestone", "steel", "marble", "sandstone"]
 REASONS = [
     "the harbour had silted up after a series of storms",
@@ -51,26 +120,52 @@ COLOURS = ["green", "blue", "white", "grey", "red", "golden"]
 
 # Each fact: (sentence template, question template, answer slot). Slots are filled from one dict.
 FACTS = [
-    ("{place} was founded in {year} by {person}, who had travelled there from {place2}.",
-     "Who founded {place}?", "person"),
-    ("In {year}, {person} built {thing} near the centre of {place}.",
-     "What did {person} build in {place}?", "thing"),
-    ("{org} was established in {year2} to promote the study of {field}.",
-     "When was {org} established?", "year2"),
-    ("The main hall of {org} is made of {material} and can hold {count} people.",
-     "What is the main hall of {org} made of?", "material"),
-    ("{person2} became the first director of {org} after a long career in {field}.",
-     "Who was the first director of {org}?", "person2"),
-    ("The project was started because {reason}.",
-     "Why was the project started?", "reason"),
-    ("{place} lies about {distance} kilometres north of {place2}, on the banks of a wide river.",
-     "How far is {place} from {place2}?", "distance"),
-    ("By {year3}, the population of {place} had grown to roughly {population} inhabitants.",
-     "What was the population of {place} by {year3}?", "population"),
-    ("The flag of {place} is {colour} with a white star in the upper corner.",
-     "What colour is the flag of {place}?", "colour"),
-    ("{person2} was born in {place2} in {year4} and studied {field} at {org}.",
-     "Where was {person2} born?", "place2"),
+    (
+        "{place} was founded in {year} by {person}, who had travelled there from {place2}.",
+        "Who founded {place}?",
+        "person",
+    ),
+    (
+        "In {year}, {person} built {thing} near the centre of {place}.",
+        "What did {person} build in {place}?",
+        "thing",
+    ),
+    (
+        "{org} was established in {year2} to promote the study of {field}.",
+        "When was {org} established?",
+        "year2",
+    ),
+    (
+        "The main hall of {org} is made of {material} and can hold {count} people.",
+        "What is the main hall of {org} made of?",
+        "material",
+    ),
+    (
+        "{person2} became the first director of {org} after a long career in {field}.",
+        "Who was the first director of {org}?",
+        "person2",
+    ),
+    ("The project was started because {reason}.", "Why was the project started?", "reason"),
+    (
+        "{place} lies about {distance} kilometres north of {place2}, on the banks of a wide river.",
+        "How far is {place} from {place2}?",
+        "distance",
+    ),
+    (
+        "By {year3}, the population of {place} had grown to roughly {population} inhabitants.",
+        "What was the population of {place} by {year3}?",
+        "population",
+    ),
+    (
+        "The flag of {place} is {colour} with a white star in the upper corner.",
+        "What colour is the flag of {place}?",
+        "colour",
+    ),
+    (
+        "{person2} was born in {place2} in {year4} and studied {field} at {org}.",
+        "Where was {person2} born?",
+        "place2",
+    ),
 ]
 FILLER = [
     "Visitors often remark on the quiet streets and the old stone houses near the market square.",
@@ -109,12 +204,23 @@ def _slots(rng: random.Random) -> dict[str, str]:
     place, place2 = rng.sample(PLACES, 2)
     year = rng.randint(1620, 1890)
     return {
-        "person": person, "person2": person2, "place": place, "place2": place2,
-        "org": rng.choice(ORGS), "thing": rng.choice(THINGS), "field": rng.choice(FIELDS),
-        "material": rng.choice(MATERIALS), "reason": rng.choice(REASONS), "colour": rng.choice(COLOURS),
-        "year": str(year), "year2": str(year + rng.randint(5, 60)), "year3": str(year + rng.randint(61, 130)),
-        "year4": str(year - rng.randint(20, 60)), "count": str(rng.randint(2, 40) * 50),
-        "distance": str(rng.randint(12, 480)), "population": f"{rng.randint(3, 950) * 100:,}",
+        "person": person,
+        "person2": person2,
+        "place": place,
+        "place2": place2,
+        "org": rng.choice(ORGS),
+        "thing": rng.choice(THINGS),
+        "field": rng.choice(FIELDS),
+        "material": rng.choice(MATERIALS),
+        "reason": rng.choice(REASONS),
+        "colour": rng.choice(COLOURS),
+        "year": str(year),
+        "year2": str(year + rng.randint(5, 60)),
+        "year3": str(year + rng.randint(61, 130)),
+        "year4": str(year - rng.randint(20, 60)),
+        "count": str(rng.randint(2, 40) * 50),
+        "distance": str(rng.randint(12, 480)),
+        "population": f"{rng.randint(3, 950) * 100:,}",
     }
 
 
@@ -131,7 +237,7 @@ def make_request(index: int, rng: random.Random) -> QARequest:
     sentences: list[str] = []
     words = 0
     # Alternate facts and filler until the paragraph is long enough; the asked fact comes first.
-    pool = [s for pair in zip(facts, fillers) for s in pair] + fillers[len(facts):]
+    pool = [s for pair in zip(facts, fillers, strict=False) for s in pair] + fillers[len(facts) :]
     for item in pool:
         text = _capitalise(item[0].format(**slots)) if isinstance(item, tuple) else item
         n = len(text.split())

@@ -55,9 +55,14 @@ class LevelResult:
 
     def summary(self) -> dict:
         return {
-            "concurrency": self.concurrency, "requests": self.requests, "errors": self.errors,
-            "seconds": round(self.seconds, 3), "rps": round(self.rps, 3),
-            "p50_ms": _r(self.percentile(50)), "p95_ms": _r(self.percentile(95)), "p99_ms": _r(self.percentile(99)),
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "rps": round(self.rps, 3),
+            "p50_ms": _r(self.percentile(50)),
+            "p95_ms": _r(self.percentile(95)),
+            "p99_ms": _r(self.percentile(99)),
             "mean_ms": _r(statistics.fmean(self.latencies_ms) if self.latencies_ms else None),
             "error_examples": self.error_examples[:3],
         }
@@ -78,8 +83,12 @@ class Client:
         if self.conn is None:
             self.conn = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT_S)
         try:
-            self.conn.request("POST", self.path, body=body,
-                              headers={"Content-Type": "application/json", "Accept": "application/json"})
+            self.conn.request(
+                "POST",
+                self.path,
+                body=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+            )
             resp = self.conn.getresponse()
             data = resp.read()
             if resp.getheader("Connection", "").lower() == "close":
@@ -114,8 +123,15 @@ def ask(client: Client, req: QARequest) -> tuple[bool, dict | str]:
     return True, answer
 
 
-def run_level(port: int, requests: Sequence[QARequest], concurrency: int, duration: float, warmup: float,
-              max_requests: int | None = None, on_measure_start: Callable[[], None] | None = None) -> LevelResult:
+def run_level(
+    port: int,
+    requests: Sequence[QARequest],
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    max_requests: int | None = None,
+    on_measure_start: Callable[[], None] | None = None,
+) -> LevelResult:
     """Closed-loop load at `concurrency`; returns the measured window only."""
     counter = itertools.count()
     lock = threading.Lock()
@@ -167,9 +183,12 @@ def run_level(port: int, requests: Sequence[QARequest], concurrency: int, durati
     window_start = min((s.start for s in samples), default=t_measure)
     window_end = max((s.end for s in samples), default=window_start)
     return LevelResult(
-        concurrency=concurrency, requests=len(samples), errors=sum(not s.ok for s in samples),
+        concurrency=concurrency,
+        requests=len(samples),
+        errors=sum(not s.ok for s in samples),
         seconds=window_end - window_start,
-        latencies_ms=[(s.end - s.start) * 1000 for s in samples if s.ok], error_examples=errors[:3],
+        latencies_ms=[(s.end - s.start) * 1000 for s in samples if s.ok],
+        error_examples=errors[:3],
     )
 
 
@@ -211,7 +230,9 @@ def first_answer(port: int, req: QARequest) -> bool:
         client.close()
 
 
-def match_share(answers: dict[int, dict | None], reference: dict[int, dict | None]) -> tuple[float | None, int]:
+def match_share(
+    answers: dict[int, dict | None], reference: dict[int, dict | None]
+) -> tuple[float | None, int]:
     """Share of requests (answered by both) whose top answer text and span equal the reference's."""
     keys = [k for k in reference if reference[k] is not None and answers.get(k) is not None]
     if not keys:

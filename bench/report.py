@@ -28,15 +28,27 @@ def machine() -> dict:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    docker = subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True, text=True,
-                            check=False).stdout.strip() if _has("docker") else ""
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "memory_gib": round(mem / 2**30, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "docker": docker or "n/a"}
+    docker = (
+        subprocess.run(
+            ["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if _has("docker")
+        else ""
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "docker": docker or "n/a",
+    }
 
 
 def _has(tool: str) -> bool:
     from shutil import which
+
     return which(tool) is not None
 
 
@@ -58,14 +70,18 @@ def ratios(results: list[dict]) -> list[dict]:
             base = peer_levels.get(lv["concurrency"])
             if base is None:
                 continue
-            out.append({
-                "name": r["name"], "concurrency": lv["concurrency"],
-                "rps": _ratio(lv["rps"], base["rps"]), "p50": _ratio(lv["p50_ms"], base["p50_ms"]),
-                "p99": _ratio(lv["p99_ms"], base["p99_ms"]),
-                "cpu_per_req": _ratio(lv["cpu_s_per_req"], base["cpu_s_per_req"]),
-                "startup": _ratio(r.get("startup_s"), peer.get("startup_s")),
-                "peak_memory": _ratio(r.get("peak_memory_bytes"), peer.get("peak_memory_bytes")),
-            })
+            out.append(
+                {
+                    "name": r["name"],
+                    "concurrency": lv["concurrency"],
+                    "rps": _ratio(lv["rps"], base["rps"]),
+                    "p50": _ratio(lv["p50_ms"], base["p50_ms"]),
+                    "p99": _ratio(lv["p99_ms"], base["p99_ms"]),
+                    "cpu_per_req": _ratio(lv["cpu_s_per_req"], base["cpu_s_per_req"]),
+                    "startup": _ratio(r.get("startup_s"), peer.get("startup_s")),
+                    "peak_memory": _ratio(r.get("peak_memory_bytes"), peer.get("peak_memory_bytes")),
+                }
+            )
     return out
 
 
@@ -100,11 +116,20 @@ def build(results: list[dict], args, requests) -> dict:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "settings": {
-            "target": args.target, "model": str(args.model), "concurrency": args.concurrency,
-            "model_shape": {k: config.get(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim", "vocab_size")},
-            "duration_s": args.duration, "warmup_s": args.warmup, "max_requests": args.max_requests,
-            "rounds": args.rounds, "answers": args.answers, "requests": len(requests),
-            "context_words": [min(words), round(statistics.fmean(words)), max(words)], "smoke": args.smoke,
+            "target": args.target,
+            "model": str(args.model),
+            "concurrency": args.concurrency,
+            "model_shape": {
+                k: config.get(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim", "vocab_size")
+            },
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "max_requests": args.max_requests,
+            "rounds": args.rounds,
+            "answers": args.answers,
+            "requests": len(requests),
+            "context_words": [min(words), round(statistics.fmean(words)), max(words)],
+            "smoke": args.smoke,
         },
         "results": results,
         "ratios": ratio_rows,
@@ -120,96 +145,189 @@ def _env_text(env: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in env.items()) or "defaults"
 
 
-def markdown(doc: dict, chart_rel: str) -> str:
-    m, s = doc["machine"], doc["settings"]
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Run {doc['date']} on {m['cpu']}, {m['cores']} cores ({m['usable_cpus']} usable), {m['memory_gib']} GiB,"
-        f" Linux {m['kernel']}, Python {m['python']}, Docker {m['docker']}.",
-        f"Model: {_model_text(s)} at `{s['model']}`.",
-        f"Load: closed loop on 127.0.0.1, {s['requests']} SQuAD-like requests (contexts of {s['context_words'][0]}-"
-        f"{s['context_words'][2]} words, mean {s['context_words'][1]}), {s['warmup_s']:g} s warm-up then"
-        f" {s['duration_s']:g} s measured per level, servers one at a time, peer and ours alternating,"
-        f" {s['rounds']} round(s) (medians). Target for ours: `{s['target']}`.",
-    ]
-    if s.get("smoke"):
-        lines += ["", "**Smoke run (tiny model, seconds per level): checks the harness, not the servers.**"]
-    lines += ["", f"![throughput and p99 latency against concurrency]({chart_rel})", "",
-              "## Results", "",
-              "| configuration | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | CPU s/req | peak memory MiB |"
-              " start to first answer s | size MB |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _header(*names: str, left: int = 1) -> list[str]:
+    """A table header; the first `left` columns left-aligned, the rest right-aligned (figures)."""
+    return [_row(*names), _row(*(["---"] * left + ["---:"] * (len(names) - left)))]
+
+
+def _size_text(describe: dict) -> str:
+    size = describe.get("size_bytes")
+    return f"{size / 1e6:.0f} ({describe.get('size_what', '')})" if size else "—"
+
+
+def _results_table(doc: dict) -> list[str]:
+    lines = _header(
+        "configuration",
+        "concurrency",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "CPU s/req",
+        "peak memory MiB",
+        "start to first answer s",
+        "size MB",
+    )
     for r in doc["results"]:
-        d = r.get("describe") or {}
-        size = d.get("size_bytes")
-        size_text = f"{size / 1e6:.0f} ({d.get('size_what', '')})" if size else "—"
         if r["error"]:
-            lines.append(f"| {r['name']} | — | failed: {r['error']} | | | | | | | | |")
+            lines.append(_row(r["name"], "—", f"failed: {r['error']}", *([""] * 8)))
             continue
         for lv in r["levels"]:
             lines.append(
-                f"| {r['name']} | {lv['concurrency']} | {_fmt(lv['rps'], '.2f')} | {_fmt(lv['p50_ms'], '.0f')} |"
-                f" {_fmt(lv['p95_ms'], '.0f')} | {_fmt(lv['p99_ms'], '.0f')} | {lv['errors']}/{lv['requests']} |"
-                f" {_fmt(lv['cpu_s_per_req'], '.3f')} | {lv['peak_memory_bytes'] / MIB:.0f} |"
-                f" {_fmt(r.get('startup_s'), '.1f')} | {size_text} |")
+                _row(
+                    r["name"],
+                    lv["concurrency"],
+                    _fmt(lv["rps"], ".2f"),
+                    _fmt(lv["p50_ms"], ".0f"),
+                    _fmt(lv["p95_ms"], ".0f"),
+                    _fmt(lv["p99_ms"], ".0f"),
+                    f"{lv['errors']}/{lv['requests']}",
+                    _fmt(lv["cpu_s_per_req"], ".3f"),
+                    f"{lv['peak_memory_bytes'] / MIB:.0f}",
+                    _fmt(r.get("startup_s"), ".1f"),
+                    _size_text(r.get("describe") or {}),
+                )
+            )
     lines += ["", "Peak memory per row is the level's peak; over the whole run (start-up included):"]
-    for r in doc["results"]:
-        if not r["error"]:
-            lines.append(f"- {r['name']}: {r.get('peak_memory_bytes', 0) / MIB:.0f} MiB")
+    lines += [
+        f"- {r['name']}: {r.get('peak_memory_bytes', 0) / MIB:.0f} MiB"
+        for r in doc["results"]
+        if not r["error"]
+    ]
+    return lines
+
+
+def _ratio_table(doc: dict) -> list[str]:
+    lines = _header(
+        "configuration",
+        "concurrency",
+        "throughput",
+        "p50",
+        "p99",
+        "CPU/req",
+        "start to first answer",
+        "peak memory",
+    )
+    for x in doc["ratios"]:
+        cells = [
+            _fmt(x[k], ".2f") + "x" if x[k] is not None else "—"
+            for k in ("rps", "p50", "p99", "cpu_per_req", "startup", "peak_memory")
+        ]
+        lines.append(_row(x["name"], x["concurrency"], *cells))
+    return lines
+
+
+def _targets_table(doc: dict) -> list[str]:
+    lines = _header("target", "this run", "bound", "met")
+    for t in doc["targets"]:
+        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(_row(t["target"], _fmt(t["value"], ".2f"), t["bound"], met))
+    return lines
+
+
+def _answers_table(ours: list[dict]) -> list[str]:
+    lines = _header("configuration", "env", "same as fp32 default", "same as peer", left=2)
+    for r in ours:
+        lines.append(
+            _row(
+                r["name"],
+                _env_text(r["env"]),
+                _pct(r.get("match_default"), r.get("match_count")),
+                _pct(r.get("match_peer"), r.get("match_peer_count")),
+            )
+        )
+    return lines
+
+
+METHOD = [
+    "- Each server is started, polled with a real request until it answers (start to first answer),"
+    " loaded, then stopped before the next starts.",
+    "- Closed loop: each client sends its next request when the previous one is answered, over a"
+    " keep-alive connection; all servers get the same request sequence. Latency percentiles cover"
+    " answered requests.",
+    "- CPU s/req: utime+stime (children included) from /proc/<pid>/stat, summed over the server's"
+    " session (the container's processes for an image), over the measured window, divided by answered"
+    " requests.",
+    "- Memory: summed PSS from /proc/<pid>/smaps_rollup over the same processes, sampled every 0.5 s.",
+    "- The load generator (Python threads, http.client) shares the CPUs with the server, for peer and"
+    " ours alike.",
+    "- Peer: `torch==2.13.0 transformers==4.57.6 sagemaker-huggingface-inference-toolkit==2.6.0"
+    " multi-model-server==1.1.11`, OpenJDK 17, 2 MMS workers, started by"
+    " `mms_model_server.start_model_server()` as in the Hugging Face container; its size is its venv on"
+    " disk (the real container image is larger).",
+    "",
+    "Reproduce: `python -m bench.run --target image:TAG --config default= --config NAME=KEY=VALUE,...`",
+    "(`python -m bench.run --help`; raw figures in `bench/benchmarks.json`).",
+    "",
+]
+
+
+def markdown(doc: dict, chart_rel: str) -> str:
+    m, s = doc["machine"], doc["settings"]
+    low, mean, high = s["context_words"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run {doc['date']} on {m['cpu']}, {m['cores']} cores ({m['usable_cpus']} usable),"
+        f" {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, Docker {m['docker']}.",
+        f"Model: {_model_text(s)} at `{s['model']}`.",
+        f"Load: closed loop on 127.0.0.1, {s['requests']} SQuAD-like requests (contexts of {low}-{high}"
+        f" words, mean {mean}), {s['warmup_s']:g} s warm-up then {s['duration_s']:g} s measured per level,"
+        f" servers one at a time, peer and ours alternating, {s['rounds']} round(s) (medians)."
+        f" Target for ours: `{s['target']}`.",
+    ]
+    if s.get("smoke"):
+        lines += ["", "**Smoke run (small model, seconds per level): checks the harness, not the servers.**"]
+    lines += ["", f"![throughput and p99 latency against concurrency]({chart_rel})", "", "## Results", ""]
+    lines += _results_table(doc)
     if doc["ratios"]:
-        lines += ["", "## Ours / peer", "",
-                  "Throughput above 1 is better; latency, CPU per request, start-up and memory below 1 are better.", "",
-                  "| configuration | concurrency | throughput | p50 | p99 | CPU/req | start to first answer | peak memory |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for x in doc["ratios"]:
-            lines.append(f"| {x['name']} | {x['concurrency']} | {_fmt(x['rps'], '.2f')}x | {_fmt(x['p50'], '.2f')}x |"
-                         f" {_fmt(x['p99'], '.2f')}x | {_fmt(x['cpu_per_req'], '.2f')}x | {_fmt(x['startup'], '.2f')}x |"
-                         f" {_fmt(x['peak_memory'], '.2f')}x |")
-    if doc["targets"]:
-        lines += ["", "## Targets (issue 5)", "", "| target | this run | bound | met |", "| --- | ---: | --- | --- |"]
-        for t in doc["targets"]:
-            met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
-            lines.append(f"| {t['target']} | {_fmt(t['value'], '.2f')} | {t['bound']} | {met} |")
+        lines += [
+            "",
+            "## Ours / peer",
+            "",
+            "Throughput above 1 is better; latency, CPU per request, start-up and memory below 1 are better.",
+            "",
+        ]
+        lines += _ratio_table(doc)
+    if doc["ratios"] and doc["targets"]:
+        lines += ["", "## Targets (issue 5)", ""] + _targets_table(doc)
     ours = [r for r in doc["results"] if r["kind"] != "peer" and not r["error"] and "match_default" in r]
     if ours:
-        lines += ["", "## Answers", "",
-                  f"Top answer (text, start, end) equal on the first {s['answers']} requests, answered at concurrency 4.",
-                  "", "| configuration | env | same as fp32 default | same as peer |", "| --- | --- | ---: | ---: |"]
-        for r in ours:
-            lines.append(f"| {r['name']} | {_env_text(r['env'])} | {_pct(r.get('match_default'), r.get('match_count'))} |"
-                         f" {_pct(r.get('match_peer'), r.get('match_peer_count'))} |")
+        lines += [
+            "",
+            "## Answers",
+            "",
+            f"Top answer (text, start, end) equal on the first {s['answers']}"
+            " requests, answered at concurrency 4.",
+            "",
+        ]
+        lines += _answers_table(ours)
     lines += ["", "## Configurations", ""]
     for r in doc["results"]:
         d = r.get("describe") or {}
         extra = ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("size_bytes", "size_what") and v)
         lines.append(f"- **{r['name']}** ({r['kind']}): {_env_text(r['env'])}; {extra}")
-    lines += [
-        "", "## Method", "",
-        "- Each server is started, polled with a real request until it answers (start to first answer),"
-        " loaded, then stopped before the next starts.",
-        "- Closed loop: each client sends its next request when the previous one is answered, over a keep-alive"
-        " connection; all servers get the same request sequence. Latency percentiles cover answered requests.",
-        "- CPU s/req: utime+stime (children included) from /proc/<pid>/stat, summed over the server's session"
-        " (the container's processes for an image), over the measured window, divided by answered requests.",
-        "- Memory: summed PSS from /proc/<pid>/smaps_rollup over the same processes, sampled every 0.5 s.",
-        "- Peer: `torch==2.13.0 transformers==4.57.6 sagemaker-huggingface-inference-toolkit==2.6.0"
-        " multi-model-server==1.1.11`, OpenJDK 17, 2 MMS workers, started by"
-        " `mms_model_server.start_model_server()` as in the Hugging Face container; its size is its venv on disk"
-        " (the real container image is larger).",
-        "", "Reproduce: `python -m bench.run --target image:TAG --config default= --config NAME=KEY=VALUE,...`",
-        "(`python -m bench.run --help`; raw figures in `bench/benchmarks.json`).", "",
-    ]
+    lines += ["", "## Method", ""] + METHOD
     return "\n".join(lines)
 
 
 def _model_text(settings: dict) -> str:
     shape = settings.get("model_shape") or {}
     full = shape.get("dim") == 768 and shape.get("n_layers") == 6
-    what = ("the full-size stand-in for distilbert-base-uncased-distilled-squad" if full
-            else "a small DistilBERT (harness check only)")
+    what = (
+        "the full-size stand-in for distilbert-base-uncased-distilled-squad"
+        if full
+        else "a small DistilBERT (harness check only)"
+    )
     dims = ", ".join(f"{k} {v}" for k, v in shape.items())
-    return f"{what} ({dims}; `bench/make_standin_model.py`, seeded random weights: timings real, answers meaningless)"
+    return (
+        f"{what} ({dims}; `bench/make_standin_model.py`, seeded random weights: real timings, junk answers)"
+    )
 
 
 def _pct(share, count) -> str:
@@ -240,11 +358,12 @@ def chart(doc: dict, path: Path) -> None:
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    ax_rps.legend(fontsize=8)
+    if ax_rps.lines:
+        ax_rps.legend(fontsize=8)
     m = doc["machine"]
     shape = doc["settings"].get("model_shape") or {}
-    fig.suptitle(f"DistilBERT QA (dim {shape.get('dim')}, {shape.get('n_layers')} layers), {m['cpu']}, {m['usable_cpus']} CPUs, {doc['date']}",
-                 fontsize=10)
+    model = f"dim {shape.get('dim')}, {shape.get('n_layers')} layers"
+    fig.suptitle(f"DistilBERT QA ({model}), {m['cpu']}, {m['usable_cpus']} CPUs, {doc['date']}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -261,18 +380,30 @@ def write(doc: dict, md_path: Path, chart_path: Path, json_path: Path) -> None:
 
 
 def summary_text(doc: dict) -> str:
-    lines = ["", "bench: ratios ours/peer (throughput, p50, p99, CPU/req, start-up, peak memory):"]
+    lines = ["", "bench: ours / peer:"]
     for x in doc["ratios"]:
-        lines.append(f"  {x['name']:>12} c={x['concurrency']:<3} throughput {_fmt(x['rps'], '.2f')}x  "
-                     f"p50 {_fmt(x['p50'], '.2f')}x  p99 {_fmt(x['p99'], '.2f')}x  CPU/req {_fmt(x['cpu_per_req'], '.2f')}x  "
-                     f"start {_fmt(x['startup'], '.2f')}x  memory {_fmt(x['peak_memory'], '.2f')}x")
-    for t in doc["targets"]:
+        figures = "  ".join(
+            f"{label} {_fmt(x[k], '.2f')}x"
+            for label, k in (
+                ("throughput", "rps"),
+                ("p50", "p50"),
+                ("p99", "p99"),
+                ("CPU/req", "cpu_per_req"),
+                ("start", "startup"),
+                ("memory", "peak_memory"),
+            )
+        )
+        lines.append(f"  {x['name']:>12} c={x['concurrency']:<3} {figures}")
+    for t in doc["targets"] if doc["ratios"] else []:
         met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
         lines.append(f"  target {t['target']}: {_fmt(t['value'], '.2f')} ({t['bound']}) {met}")
     for r in doc["results"]:
         if "match_default" in r:
-            lines.append(f"  answers {r['name']}: same as fp32 default {_pct(r.get('match_default'), r.get('match_count'))},"
-                         f" same as peer {_pct(r.get('match_peer'), r.get('match_peer_count'))}")
+            lines.append(
+                f"  answers {r['name']}: same as fp32 default"
+                f" {_pct(r.get('match_default'), r.get('match_count'))},"
+                f" same as peer {_pct(r.get('match_peer'), r.get('match_peer_count'))}"
+            )
         if r["error"]:
             lines.append(f"  {r['name']} FAILED: {r['error']}")
     return "\n".join(lines)

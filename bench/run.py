@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import socket
 import statistics
 import subprocess
@@ -82,19 +83,28 @@ def measure(server: servers.Server, requests: list[corpus.QARequest], args) -> d
             print(f"  {server.name}: first answer after {result['startup_s']} s", flush=True)
             for concurrency in args.concurrency:
                 meter.reset_level()
-                cpu_at_start: list[float] = []
-                level = loadgen.run_level(server.port, requests, concurrency, args.duration, args.warmup,
-                                          args.max_requests, on_measure_start=lambda: cpu_at_start.append(meter.cpu()))
-                cpu_used = meter.cpu() - (cpu_at_start[0] if cpu_at_start else 0.0)
+                level = loadgen.run_level(
+                    server.port,
+                    requests,
+                    concurrency,
+                    args.duration,
+                    args.warmup,
+                    args.max_requests,
+                    on_measure_start=meter.mark_cpu,
+                )
+                cpu_used = meter.cpu() - meter.cpu_at_mark
                 meter.sample()
                 row = level.summary()
                 answered = level.requests - level.errors
                 row["cpu_s_per_req"] = round(cpu_used / answered, 4) if answered else None
                 row["peak_memory_bytes"] = meter.level_peak
                 result["levels"].append(row)
-                print(f"  {server.name} c={concurrency}: {row['rps']} req/s, p50 {row['p50_ms']} ms, "
-                      f"p99 {row['p99_ms']} ms, errors {row['errors']}/{row['requests']}, "
-                      f"CPU {row['cpu_s_per_req']} s/req, mem {meter.level_peak / 2**20:.0f} MiB", flush=True)
+                print(
+                    f"  {server.name} c={concurrency}: {row['rps']} req/s, p50 {row['p50_ms']} ms, "
+                    f"p99 {row['p99_ms']} ms, errors {row['errors']}/{row['requests']}, "
+                    f"CPU {row['cpu_s_per_req']} s/req, mem {meter.level_peak / 2**20:.0f} MiB",
+                    flush=True,
+                )
                 if level.error_examples:
                     print(f"    errors, e.g.: {level.error_examples[0]}", flush=True)
             if args.answers:
@@ -150,35 +160,61 @@ def make_servers(args, work_dir: Path) -> list[servers.Server]:
         if args.target == "host":
             out.append(servers.HostServer(name, args.model, work_dir, args.python, env))
         else:
-            out.append(servers.ImageServer(name, args.model, work_dir, args.target.removeprefix("image:"), env))
+            out.append(
+                servers.ImageServer(name, args.model, work_dir, args.target.removeprefix("image:"), env)
+            )
     return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument("--target", default="host", help="image:TAG (the built image under Docker) or host (default)")
-    p.add_argument("--config", action="append", type=parse_config, default=None, metavar="NAME=K=V,...",
-                   help="one configuration of ours and its extra env; repeatable (default: default=)")
+    p.add_argument(
+        "--target", default="host", help="image:TAG (the built image under Docker) or host (default)"
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        type=parse_config,
+        default=None,
+        metavar="NAME=K=V,...",
+        help="one configuration of ours and its extra env; repeatable (default: default=)",
+    )
     p.add_argument("--reference", default="default", help="config whose answers the others are compared to")
     p.add_argument("--no-peer", dest="peer", action="store_false", help="measure ours only")
-    p.add_argument("--peer-venv", type=Path, default=REPO / "build" / "peer-venv",
-                   help="the peer's venv, created with its pins when missing")
-    p.add_argument("--model", type=Path, default=None, help="model dir (default: the stand-in, built when missing)")
+    p.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=REPO / "build" / "peer-venv",
+        help="the peer's venv, created with its pins when missing",
+    )
+    p.add_argument(
+        "--model", type=Path, default=None, help="model dir (default: the stand-in, built when missing)"
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for --target host")
-    p.add_argument("--build", action="store_true", help="run ./build.sh before measuring an image target")
+    p.add_argument(
+        "--build",
+        action="store_true",
+        help="first build the --target image: ./build.sh --tag TAG --no-model [--build-args]",
+    )
+    p.add_argument("--build-args", default="", help="extra ./build.sh arguments, one string")
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     p.add_argument("--duration", type=float, default=30.0, help="measured seconds per level")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each level")
     p.add_argument("--max-requests", type=int, default=None, help="cap on measured requests per level")
     p.add_argument("--answers", type=int, default=200, help="requests in the compare step (0: skip)")
     p.add_argument("--requests", type=int, default=400, help="distinct requests generated")
-    p.add_argument("--rounds", type=int, default=1, help="alternate peer/ours this many times; report medians")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="alternate peer/ours this many times; report medians"
+    )
     p.add_argument("--startup-timeout", type=float, default=600.0)
     p.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--chart", type=Path, default=REPO / "bench" / "benchmarks.png")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "benchmarks.json")
-    p.add_argument("--smoke", action="store_true",
-                   help="harness check: tiny model, c=1,4, 3 s levels, output under build/bench-smoke/")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="harness check: tiny model, c=1,4, 3 s levels, output under build/bench-smoke/",
+    )
     args = p.parse_args(argv)
     args.config = args.config or [("default", {})]
     if args.smoke:
@@ -186,8 +222,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.model = args.model or REPO / "build" / "standin-tiny"
         if args.concurrency == [1, 4, 16]:
             args.concurrency = [1, 4]
-        args.duration, args.warmup, args.answers = min(args.duration, 3.0), min(args.warmup, 1.0), min(args.answers, 8)
-        args.report, args.chart, args.json = out / "BENCHMARKS.md", out / "benchmarks.png", out / "benchmarks.json"
+        args.duration, args.warmup, args.answers = (
+            min(args.duration, 3.0),
+            min(args.warmup, 1.0),
+            min(args.answers, 8),
+        )
+        args.report, args.chart, args.json = (
+            out / "BENCHMARKS.md",
+            out / "benchmarks.png",
+            out / "benchmarks.json",
+        )
     args.model = args.model or DEFAULT_MODEL
     if args.target != "host" and not args.target.startswith("image:"):
         p.error("--target must be host or image:TAG")
@@ -200,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: building the stand-in model in {args.model}", flush=True)
         build_model(args.model, find_vocab(), tiny=args.smoke)
     if args.build and args.target.startswith("image:"):
-        subprocess.run(["bash", str(REPO / "build.sh")], cwd=REPO, check=True)
+        tag = args.target.removeprefix("image:")
+        subprocess.run(
+            ["bash", str(REPO / "build.sh"), "--tag", tag, "--no-model", *shlex.split(args.build_args)],
+            cwd=REPO,
+            check=True,
+        )
     requests = corpus.make_requests(args.requests)
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:

@@ -23,8 +23,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_PINS = [
-    "torch==2.13.0", "transformers==4.57.6", "sagemaker-huggingface-inference-toolkit==2.6.0",
-    "multi-model-server==1.1.11", "setuptools<81",
+    "torch==2.13.0",
+    "transformers==4.57.6",
+    "sagemaker-huggingface-inference-toolkit==2.6.0",
+    "multi-model-server==1.1.11",
+    "setuptools<81",
 ]
 PEER_WORKERS = 2
 STOP_GRACE_S = 30.0
@@ -34,12 +37,13 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # --- measuring a session's processes ---------------------------------------------------------
 
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return raw[raw.rfind(")") + 2:].split()  # fields from 3 (state) on; comm may hold spaces
+    return raw[raw.rfind(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
 
 
 def session_pids(sid: int, root: int | None = None) -> set[int]:
@@ -106,6 +110,7 @@ class Meter:
         self.server, self.interval = server, interval
         self.peak = 0
         self.level_peak = 0
+        self.cpu_at_mark = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
 
@@ -130,12 +135,18 @@ class Meter:
 
     def reset_level(self) -> None:
         self.level_peak = 0
+        self.mark_cpu()
+
+    def mark_cpu(self) -> None:
+        """Remember the CPU counter now (the start of a measured window)."""
+        self.cpu_at_mark = self.cpu()
 
     def cpu(self) -> float:
         return cpu_seconds(self.server.pids())
 
 
 # --- the servers -----------------------------------------------------------------------------
+
 
 class Server:
     """One server under test. start() launches it; the caller polls for the first answer."""
@@ -177,8 +188,15 @@ class _ProcessServer(Server):
         self.log_path = self.work_dir / "server.log"
         log = open(self.log_path, "wb")
         self.t_launch = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         self._sid = self._root = self.proc.pid
 
@@ -232,19 +250,27 @@ class PeerServer(_ProcessServer):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QA_", "SAGEMAKER_", "HF_"))}
         env.update(
             PATH=f"{self.venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
-            HF_TASK="question-answering", SAGEMAKER_BIND_TO_PORT=str(port),
-            SAGEMAKER_MODEL_SERVER_WORKERS=str(PEER_WORKERS), SAGEMAKER_BASE_DIR=str(base),
+            HF_TASK="question-answering",
+            SAGEMAKER_BIND_TO_PORT=str(port),
+            SAGEMAKER_MODEL_SERVER_WORKERS=str(PEER_WORKERS),
+            SAGEMAKER_BASE_DIR=str(base),
             HF_HUB_OFFLINE="1",
         )
         env.update(self.extra_env)
-        code = "from sagemaker_huggingface_inference_toolkit import mms_model_server; mms_model_server.start_model_server()"
+        code = "import sagemaker_huggingface_inference_toolkit.mms_model_server as m; m.start_model_server()"
         self._launch([str(self.venv / "bin" / "python"), "-c", code], env, self.work_dir)
 
     def stop(self) -> None:
         try:
-            subprocess.run([str(self.venv / "bin" / "multi-model-server"), "--stop"], cwd=self.work_dir,
-                           env={**os.environ, "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}"},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+            subprocess.run(
+                [str(self.venv / "bin" / "multi-model-server"), "--stop"],
+                cwd=self.work_dir,
+                env={**os.environ, "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
         finally:
             self._terminate_session()
             if self._created_properties:
@@ -254,12 +280,19 @@ class PeerServer(_ProcessServer):
         mms_log = self.work_dir / "logs" / "model_log.log"
         tail = super().log_tail(lines)
         if mms_log.exists():
-            tail += "\n--- model_log.log ---\n" + "\n".join(mms_log.read_text(errors="replace").splitlines()[-lines:])
+            tail += "\n--- model_log.log ---\n" + "\n".join(
+                mms_log.read_text(errors="replace").splitlines()[-lines:]
+            )
         return tail
 
     def describe(self) -> dict:
-        return {"stack": "HF inference toolkit 2.6.0 + MMS 1.1.11 (venv)", "pins": " ".join(PEER_PINS),
-                "workers": PEER_WORKERS, "size_bytes": _du(self.venv), "size_what": "venv on disk"}
+        return {
+            "stack": "HF inference toolkit 2.6.0 + MMS 1.1.11 (venv)",
+            "pins": " ".join(PEER_PINS),
+            "workers": PEER_WORKERS,
+            "size_bytes": _du(self.venv),
+            "size_what": "venv on disk",
+        }
 
 
 class HostServer(_ProcessServer):
@@ -274,8 +307,13 @@ class HostServer(_ProcessServer):
     def start(self, port: int) -> None:
         self.port = port
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QA_", "SAGEMAKER_", "HF_"))}
-        env.update(QA_MODEL_DIR=str(self.model_dir.resolve()), SAGEMAKER_BIND_TO_PORT=str(port),
-                   QA_BIND_HOST="127.0.0.1", QA_RUN_DIR=str(self.work_dir / "run"), HF_HUB_OFFLINE="1")
+        env.update(
+            QA_MODEL_DIR=str(self.model_dir.resolve()),
+            SAGEMAKER_BIND_TO_PORT=str(port),
+            QA_BIND_HOST="127.0.0.1",
+            QA_RUN_DIR=str(self.work_dir / "run"),
+            HF_HUB_OFFLINE="1",
+        )
         env.update(self.extra_env)
         self._launch([self.python, "entrypoint.py", "serve"], env, REPO)
 
@@ -283,7 +321,11 @@ class HostServer(_ProcessServer):
         self._terminate_session()
 
     def describe(self) -> dict:
-        return {"stack": f"host: {self.python} entrypoint.py serve", "revision": _git_revision()}
+        return {
+            "stack": f"host: {self.python} entrypoint.py serve",
+            "revision": _git_revision(),
+            "versions": _python_versions(self.python),
+        }
 
 
 class ImageServer(Server):
@@ -299,8 +341,17 @@ class ImageServer(Server):
     def start(self, port: int) -> None:
         self.port = port
         env = {"SAGEMAKER_BIND_TO_PORT": str(port), "QA_BIND_HOST": "127.0.0.1", **self.extra_env}
-        cmd = ["docker", "run", "-d", "--name", self.container, "--network", "host",
-               "-v", f"{self.model_dir.resolve()}:/opt/ml/model:ro"]
+        cmd = [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            self.container,
+            "--network",
+            "host",
+            "-v",
+            f"{self.model_dir.resolve()}:/opt/ml/model:ro",
+        ]
         for key, value in env.items():
             cmd += ["-e", f"{key}={value}"]
         self.t_launch = time.perf_counter()
@@ -315,22 +366,40 @@ class ImageServer(Server):
         return _docker("inspect", "-f", "{{.State.Running}}", self.container) == "true"
 
     def stop(self) -> None:
-        subprocess.run(["docker", "stop", "-t", str(int(STOP_GRACE_S)), self.container],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=STOP_GRACE_S + 30)
-        subprocess.run(["docker", "rm", "-f", self.container],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=60)
+        subprocess.run(
+            ["docker", "stop", "-t", str(int(STOP_GRACE_S)), self.container],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=STOP_GRACE_S + 30,
+        )
+        subprocess.run(
+            ["docker", "rm", "-f", self.container],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=60,
+        )
 
     def log_tail(self, lines: int = 40) -> str:
-        out = subprocess.run(["docker", "logs", "--tail", str(lines), self.container],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["docker", "logs", "--tail", str(lines), self.container],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return out.stdout + out.stderr
 
     def describe(self) -> dict:
         info = json.loads(_docker("image", "inspect", self.image) or "[{}]")[0]
         labels = (info.get("Config") or {}).get("Labels") or {}
-        return {"stack": f"image {self.image}", "image_id": (info.get("Id") or "")[:19],
-                "revision": labels.get("org.opencontainers.image.revision", ""),
-                "size_bytes": info.get("Size"), "size_what": "image"}
+        return {
+            "stack": f"image {self.image}",
+            "image_id": (info.get("Id") or "")[:19],
+            "revision": labels.get("org.opencontainers.image.revision", ""),
+            "size_bytes": info.get("Size"),
+            "size_what": "image",
+        }
 
 
 def _docker(*args: str) -> str:
@@ -349,9 +418,22 @@ def _du(path: Path) -> int:
     return total
 
 
+def _python_versions(python: str) -> str:
+    """Pinned versions of the packages that set the speed, read without importing them."""
+    code = (
+        "import importlib.metadata as m\n"
+        "for p in ('torch', 'transformers', 'tokenizers', 'onnxruntime', 'gunicorn'):\n"
+        "    try: print(f'{p}=={m.version(p)}', end=' ')\n"
+        "    except m.PackageNotFoundError: pass\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    return out.stdout.strip()
+
+
 def _git_revision() -> str:
-    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
     return out.stdout.strip()
 
 
@@ -360,7 +442,9 @@ def ensure_peer_venv(venv: Path) -> Path:
     if (venv / "bin" / "multi-model-server").exists():
         return venv
     if shutil.which("java") is None:
-        sys.exit("bench: the peer (multi-model-server) needs Java 17: apt-get install -y openjdk-17-jre-headless")
+        sys.exit(
+            "bench: the peer (multi-model-server) needs Java 17: apt-get install -y openjdk-17-jre-headless"
+        )
     print(f"bench: creating the peer venv at {venv}", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *PEER_PINS], check=True)
