@@ -103,6 +103,7 @@ def load_model(model_dir: Path, settings: Settings) -> "QAModel":
             trust_remote_code=False,
             local_files_only=True,
             use_safetensors=use_safetensors,
+            weights_only=True,
             output_loading_info=True,
         )
     except Exception as exc:
@@ -195,8 +196,8 @@ class QAModel:
             finally:
                 self._tokenizer.no_truncation()
 
-    def windows_for(self, request: QARequest, max_windows: int) -> tuple[list[list[Window]], list[tuple[int, int]]]:
-        """Windows per item (flattened over queries) and the resolved lengths per query."""
+    def windows_for(self, request: QARequest, max_windows: int) -> list[list[Window]]:
+        """The windows of each item (items flattened over queries), within `max_windows` in all."""
         items = [item for query in request.queries for item in query.items]
         counts = self._count_tokens([text for item in items for text in (item.question, item.context)])
         lengths = []
@@ -226,24 +227,26 @@ class QAModel:
             for encoding in self._encode_pairs(pairs, max_seq_len, doc_stride):
                 windows.append(self._item_windows(flat_index, encoding))
                 flat_index += 1
-        return windows, lengths
+        made = sum(map(len, windows))
+        if made != planned:  # _plan_windows no longer mirrors the tokenizer's overflow rule
+            log.warning("planned %d windows, the tokenizer made %d", planned, made)
+        return windows
 
     def _plan_windows(self, item, q_tokens: int, c_tokens: int, max_seq_len: int, doc_stride: int) -> int:
         """Windows this item will need; rejects what the tokenizer cannot cut (it would panic)."""
-        question_key, context_key = "question", "context"
-        for key, count in ((question_key, q_tokens), (context_key, c_tokens)):
+        for key, count in (("question", q_tokens), ("context", c_tokens)):
             if count == 0:
                 raise BadRequest(
                     f"{item.where}.{key} has no tokens left after the tokenizer's normalisation "
                     f"(only control, zero-width or whitespace characters?): send some text"
                 )
-        fixed, cut = (q_tokens, c_tokens) if self.question_first else (c_tokens, q_tokens)
-        if fixed + cut + self.pair_special_tokens <= max_seq_len:
+        # Only the context is ever cut (it is the second sequence when the question comes first).
+        if q_tokens + c_tokens + self.pair_special_tokens <= max_seq_len:
             return 1
-        budget = max_seq_len - fixed - self.pair_special_tokens
+        budget = max_seq_len - q_tokens - self.pair_special_tokens
         if budget < 1:
             raise BadRequest(
-                f"{item.where}.question is too long: its {fixed} tokens plus {self.pair_special_tokens} special "
+                f"{item.where}.question is too long: its {q_tokens} tokens plus {self.pair_special_tokens} special "
                 f"tokens leave no room for the context in max_seq_len={max_seq_len}; shorten the question "
                 f"or raise parameters.max_seq_len"
             )
@@ -253,7 +256,7 @@ class QAModel:
                 f"max_seq_len={max_seq_len} each window holds {budget} context tokens, and doc_stride must "
                 f"be below that; lower doc_stride or raise max_seq_len"
             )
-        return 1 + -(-(cut - budget) // (budget - doc_stride))
+        return 1 + -(-(c_tokens - budget) // (budget - doc_stride))
 
     def _item_windows(self, item_index: int, encoding) -> list[Window]:
         windows = []
@@ -325,7 +328,7 @@ class QAModel:
     def predict(self, request: QARequest, settings: Settings | None = None):
         """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched."""
         settings = settings or self.settings
-        windows, _ = self.windows_for(request, settings.max_windows_per_request)
+        windows = self.windows_for(request, settings.max_windows_per_request)
         flat = [w for item_windows in windows for w in item_windows]
         logits = self.forward_windows(flat, settings.forward_batch_size)
 

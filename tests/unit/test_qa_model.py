@@ -169,7 +169,7 @@ def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model
 
     monkeypatch.setattr(qa_model.model, "forward", spy)
     items = [ITEM, {"question": "Who?", "context": LONG_CONTEXT}, {"question": "Who?", "context": "Ada did."}]
-    windows, _ = qa_model.windows_for(inference.input_fn(json.dumps({"inputs": items}).encode(), None), 10**6)
+    windows = qa_model.windows_for(inference.input_fn(json.dumps({"inputs": items}).encode(), None), 10**6)
     lengths = sorted(len(w.input_ids) for item in windows for w in item)
     predict(qa_model, {"inputs": items}, make_context(forward_batch_size=3))
     assert all(rows <= 3 for rows, _ in shapes)
@@ -228,3 +228,31 @@ def test_a_bad_request_does_not_change_later_answers(qa_model):
         predict(qa_model, {"inputs": {"question": "Who?", "context": LONG_CONTEXT},
                            "parameters": {"max_seq_len": 64, "doc_stride": 60}})
     assert predict(qa_model, {"inputs": ITEM}) == before
+
+
+@pytest.mark.parametrize("params", [{}, {"max_seq_len": 64}, {"max_seq_len": 64, "doc_stride": 0},
+                                    {"max_seq_len": 100, "doc_stride": 60}, {"max_seq_len": 512, "doc_stride": 256}])
+def test_the_window_bound_counts_exactly_the_windows_the_tokenizer_makes(qa_model, make_context, params):
+    items = [{"question": "Who?", "context": LONG_CONTEXT}, ITEM, {"question": "Who?", "context": LONG_CONTEXT[:900]}]
+    body = {"inputs": items, "parameters": params}
+    windows = qa_model.windows_for(inference.input_fn(json.dumps(body).encode(), None), 10**6)
+    count = sum(len(w) for w in windows)
+    assert count > len(items)
+    assert len(predict(qa_model, body, make_context(max_windows_per_request=count))) == 3
+    rejected(qa_model, body, status=413, names=("QA_MAX_WINDOWS_PER_REQUEST",),
+             context=make_context(max_windows_per_request=count - 1))
+
+
+def test_a_context_first_tokenizer_is_served(qa_model_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "left"
+    shutil.copytree(qa_model_dir, target)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    config["padding_side"] = "left"
+    (target / "tokenizer_config.json").write_text(json.dumps(config))
+    model = inference.model_fn(target)
+    assert not model.question_first
+    answers = predict(model, {"inputs": {"question": "Who?", "context": LONG_CONTEXT},
+                              "parameters": {"top_k": 3, "max_seq_len": 96}})
+    assert len(answers) == 3 and all(a["answer"] == LONG_CONTEXT[a["start"]:a["end"]] for a in answers)

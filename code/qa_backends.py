@@ -1,0 +1,297 @@
+"""Inference backends: the model's forward pass on padded int64 arrays, by QA_BACKEND and QA_PRECISION.
+
+    torch + fp32   the transformers model as loaded (the reference)
+    torch + bf16   the same under torch.autocast("cpu", bfloat16); logits upcast to float32
+    onnx  + fp32   ONNX Runtime on a graph exported from the loaded model
+    onnx  + int8   the same graph with dynamically quantized (int8) MatMul weights
+
+`backend.forward({"input_ids": ..., "attention_mask": ...})` returns float32 (start, end) logits of
+shape (batch, width). ONNX graphs are exported once, never per request: at build time into
+`<model_dir>/onnx/` (`python code/qa_backends.py export MODEL_DIR`), else at start-up into
+QA_ONNX_CACHE_DIR (default `<run_dir>/onnx`). The file name carries a key over the weight files,
+the precision and the library versions, so a stale graph is never picked up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __name__ == "__main__":  # run as a script: make `serving` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving.settings import BACKEND_PRECISIONS, Settings  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("start_logits", "end_logits")
+ONNX_OPSET = 17
+EXPORT_FORMAT = 1  # bump when the export or quantization steps change: old graphs stop matching
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")  # config.json and weights (and shard indexes)
+MAX_EXPORT_ERROR = 1e-3  # exported fp32 graph vs PyTorch, checked once after export
+WARMUP_WIDTH = 16
+
+
+class BackendError(RuntimeError):
+    """The backend cannot be built (bad combination, failed export); the message says why."""
+
+
+def check_combination(backend: str, precision: str) -> None:
+    if precision not in BACKEND_PRECISIONS.get(backend, ()):
+        raise BackendError(
+            f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
+            + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
+        )
+
+
+# ---- PyTorch --------------------------------------------------------------------------------
+
+
+class TorchBackend:
+    def __init__(self, model, precision: str):
+        self.model = model
+        self.name = f"torch-{precision}"
+        self.autocast = precision == "bf16"
+        self._use_cache_arg = "use_cache" in _forward_parameters(model)
+
+    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
+        if self._use_cache_arg:
+            tensors["use_cache"] = False
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            output = self.model(**tensors)
+        # The pipeline upcast bfloat16 logits; float32 is what decoding works in.
+        return output[0].float().numpy().copy(), output[1].float().numpy().copy()
+
+
+def _forward_parameters(model) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+# ---- ONNX Runtime ---------------------------------------------------------------------------
+
+
+class OnnxBackend:
+    """An ONNX Runtime session; re-created in a forked child (ORT sessions do not survive fork)."""
+
+    def __init__(self, path: Path, precision: str, threads: int):
+        self.path = Path(path)
+        self.name = f"onnx-{precision}"
+        self.threads = threads
+        self._pid = None
+        self._session = None
+        self._session_for_this_process()
+
+    def _session_for_this_process(self):
+        if self._pid != os.getpid():
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Workers share few CPUs: idle pool threads must sleep, not spin.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.input_names = [i.name for i in self._session.get_inputs()]
+            self._pid = os.getpid()
+        return self._session
+
+    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        session = self._session_for_this_process()
+        start, end = session.run(list(OUTPUT_NAMES), {name: inputs[name] for name in self.input_names})
+        return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
+
+
+class _Positional(torch.nn.Module):
+    """The QA model with positional inputs and a (start, end) tuple out, for the tracer."""
+
+    def __init__(self, model, input_names: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+
+    def forward(self, *tensors):
+        output = self.model(**dict(zip(self.input_names, tensors)), return_dict=False)
+        return output[0], output[1]
+
+
+def example_inputs(input_names: Sequence[str], batch: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Padded inputs of this shape: the last row is shorter, so the masking path is traced."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "input_ids": rng.integers(1000, 2000, (batch, width), dtype=np.int64),
+        "attention_mask": np.ones((batch, width), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, width), dtype=np.int64),
+    }
+    arrays["attention_mask"][-1, width // 2 :] = 0
+    arrays["input_ids"][-1, width // 2 :] = 0
+    arrays["token_type_ids"][:, width // 3 :] = 1
+    return {name: arrays[name] for name in input_names}
+
+
+def export_onnx(model, input_names: Sequence[str], path: Path) -> None:
+    """Trace the model into an fp32 ONNX graph with dynamic batch and sequence axes, and check it."""
+    wrapper = _Positional(model, input_names).eval()
+    was_training = model.training
+    example = example_inputs(input_names, 2, 12)
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*input_names, *OUTPUT_NAMES)}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter warns that it is deprecated and that shapes are traced as
+            # constants; the check below is what tells whether the graph is right.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                tuple(torch.from_numpy(example[name]) for name in input_names),
+                str(path),
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=axes,
+                opset_version=ONNX_OPSET,
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)  # the exporter restores the wrapper's mode, which was not the model's
+    # Another batch size and width than traced, with padding: the graph must agree with PyTorch.
+    probe = example_inputs(input_names, 3, 23, seed=1)
+    want = TorchBackend(model, "fp32").forward(probe)
+    got = OnnxBackend(path, "fp32", threads=1).forward(probe)
+    error = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    if not error <= MAX_EXPORT_ERROR:
+        raise BackendError(f"the exported ONNX graph disagrees with PyTorch (max logit difference {error:.2e})")
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic quantization: int8 weights, activations quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def graph_key(model_dir: Path, precision: str, input_names: Sequence[str]) -> str:
+    """Hash of the weights and config, the precision, inputs and every library that shapes the graph."""
+    import onnx
+    import onnxruntime
+    import transformers
+
+    digest = hashlib.sha256()
+    versions = (EXPORT_FORMAT, ONNX_OPSET, torch.__version__, transformers.__version__, onnx.__version__)
+    digest.update(repr((versions, onnxruntime.__version__, precision, list(input_names))).encode())
+    for path in sorted(Path(model_dir).iterdir()):
+        if path.is_file() and path.suffix in WEIGHT_SUFFIXES and not path.name.startswith("tokenizer"):
+            digest.update(path.name.encode())
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def graph_name(model_dir: Path, precision: str, input_names: Sequence[str]) -> str:
+    return f"qa-{precision}-{graph_key(model_dir, precision, input_names)}.onnx"
+
+
+def build_graph(model, input_names: Sequence[str], precision: str, out: Path) -> None:
+    """Export (and quantize) into `out`, atomically: a reader never sees half a file."""
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model, input_names, fp32)
+        result = fp32
+        if precision == "int8":
+            result = Path(tmp) / "int8.onnx"
+            quantize_int8(fp32, result)
+        os.replace(result, out)
+
+
+def find_or_build_graph(model, model_dir: Path, input_names: Sequence[str], precision: str, cache_dir: Path) -> Path:
+    """A baked graph from <model_dir>/onnx, else a cached one, else export into the cache."""
+    name = graph_name(model_dir, precision, input_names)
+    for directory in (Path(model_dir) / "onnx", Path(cache_dir)):
+        if (directory / name).is_file():
+            log.info("using ONNX graph %s", directory / name)
+            return directory / name
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Workers start together: one exports, the others wait on the lock and reuse its file.
+    with (cache_dir / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cache_dir / name).is_file():
+            began = time.monotonic()
+            build_graph(model, input_names, precision, cache_dir / name)
+            log.info("exported ONNX graph %s in %.1f s", cache_dir / name, time.monotonic() - began)
+    return cache_dir / name
+
+
+# ---- choosing one ---------------------------------------------------------------------------
+
+
+def create_backend(model, model_dir: Path, input_names: Sequence[str], settings: Settings):
+    """The backend the settings ask for, warmed up with one small forward pass."""
+    check_combination(settings.backend, settings.precision)
+    if settings.backend == "torch":
+        backend = TorchBackend(model, settings.precision)
+    else:
+        cache_dir = settings.onnx_cache_dir or settings.run_dir / "onnx"
+        try:
+            path = find_or_build_graph(model, model_dir, input_names, settings.precision, cache_dir)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"cannot build the ONNX graph for {model_dir} in {cache_dir}: {exc}") from exc
+        backend = OnnxBackend(path, settings.precision, settings.torch_threads)
+    backend.forward(example_inputs(input_names, 1, WARMUP_WIDTH))  # ORT allocates and plans on first run
+    return backend
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export ONNX graphs of a QA model for QA_BACKEND=onnx.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="write <out>/qa-<precision>-<key>.onnx (default out: MODEL_DIR/onnx)")
+    export.add_argument("model_dir", type=Path)
+    export.add_argument("out", type=Path, nargs="?")
+    export.add_argument("--precision", nargs="+", default=["fp32", "int8"], choices=BACKEND_PRECISIONS["onnx"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)
+    model = AutoModelForQuestionAnswering.from_pretrained(args.model_dir, local_files_only=True).eval()
+    input_names = model_input_names(model, tokenizer.model_input_names)
+    out = args.out or args.model_dir / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    for precision in args.precision:
+        path = out / graph_name(args.model_dir, precision, input_names)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        build_graph(model, input_names, precision, path)
+        print(path)
+    return 0
+
+
+def model_input_names(model, tokenizer_input_names: Sequence[str]) -> list[str]:
+    """The inputs the forward pass is fed: the tokenizer's, where the model takes them."""
+    accepted = _forward_parameters(model)
+    names = [n for n in tokenizer_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
+    return [n for n in names if n in accepted]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
