@@ -23,7 +23,7 @@ def batch(clients, *, input_uri: str, output_uri: str, instance_type: str, insta
                                "or --hf-model-id) to create a model")
         model_name = resources.stamped(job_name or "qa-batch")
         sm.create_model(**resources.model_request(model_name, model.image, model.role,
-                                                  model.model_data, model.env))
+                                                  model.model_data, model.env, model.in_image))
         log(f"model {model_name}: created")
         result["model_created"] = True
     if job_name:

@@ -34,6 +34,8 @@ def _model_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group.add_argument("--model-data", help="s3://.../model.tar.gz from `deploy package`")
     group.add_argument("--hf-model-id", help="load this Hub model at start-up instead "
                        "(sets HF_MODEL_ID), e.g. distilbert/distilbert-base-uncased-distilled-squad")
+    group.add_argument("--model-in-image", action="store_true", help="the image has a model baked "
+                       "in (build.sh --model/--model-id): no model data needed")
     group.add_argument("--role", required=required, help="execution role ARN that SageMaker "
                        "assumes to pull the image and read the model data")
     group.add_argument("--env", action="append", metavar="KEY=VALUE",
@@ -175,7 +177,8 @@ def _model_spec(args) -> endpoint.ModelSpec:
     env = resources.parse_env(args.env)
     if args.hf_model_id:
         env["HF_MODEL_ID"] = args.hf_model_id
-    return endpoint.ModelSpec(image=args.image, model_data=args.model_data, role=args.role, env=env)
+    return endpoint.ModelSpec(image=args.image, model_data=args.model_data, role=args.role, env=env,
+                              in_image=args.model_in_image)
 
 
 def _capacity_spec(args) -> endpoint.CapacitySpec:

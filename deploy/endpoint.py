@@ -15,6 +15,7 @@ class ModelSpec:
     model_data: str | None = None
     role: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    in_image: bool = False
 
 
 @dataclass
@@ -42,7 +43,7 @@ def create(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *, asyn
     sm = clients("sagemaker")
     model_name = resources.stamped(name)
     model_request = resources.model_request(model_name, model.image, model.role, model.model_data,
-                                            model.env)
+                                            model.env, model.in_image)
     variant = resources.production_variant(
         model_name, instance_type=capacity.instance_type, instance_count=capacity.instance_count or 1,
         serverless_memory=capacity.serverless_memory,
@@ -122,7 +123,7 @@ def _new_config(sm, name, old_config, model: ModelSpec, capacity: CapacitySpec, 
         env = {**container.get("Environment", {}), **model.env}
         request = resources.model_request(
             stamp_name, model.image or container["Image"], model.role or described["ExecutionRoleArn"],
-            model.model_data or container.get("ModelDataUrl"), env)
+            model.model_data or container.get("ModelDataUrl"), env, model_in_image=True)
         sm.create_model(**request)
         log(f"model {stamp_name}: created")
         model_name = stamp_name

@@ -49,10 +49,11 @@ def parse_env(pairs: list[str] | None) -> dict[str, str]:
 
 
 def model_request(name: str, image: str, role: str, model_data: str | None,
-                  env: dict[str, str]) -> dict:
-    if not model_data and not env.get("HF_MODEL_ID"):
+                  env: dict[str, str], model_in_image: bool = False) -> dict:
+    if not model_data and not env.get("HF_MODEL_ID") and not model_in_image:
         raise RequestError("give --model-data s3://.../model.tar.gz, or --hf-model-id to load "
-                           "the model from the Hugging Face Hub at start-up")
+                           "the model from the Hugging Face Hub at start-up, or --model-in-image "
+                           "when the image was built with a model baked in")
     container: dict = {"Image": image, "Mode": "SingleModel", "Environment": dict(env)}
     if model_data:
         container["ModelDataUrl"] = model_data

@@ -154,8 +154,15 @@ def test_create_rejects_bad_options_before_any_call(aws, args, message):
 def test_create_needs_model_data_or_hub_id(aws):
     proc = run_deploy(["create", "--name", "qa", "--image", IMAGE, "--role", ROLE], aws.env)
     assert proc.returncode == 2
-    assert "--model-data" in proc.stderr and "--hf-model-id" in proc.stderr
+    assert all(option in proc.stderr for option in ("--model-data", "--hf-model-id", "--model-in-image"))
     assert inventory(aws)["models"] == set()
+
+
+def test_create_with_model_baked_into_image(aws):
+    out = create_endpoint(aws, "qa", "--model-in-image")
+    container = aws.client("sagemaker").describe_model(ModelName=out["model"])["PrimaryContainer"]
+    assert container["Image"] == IMAGE
+    assert "ModelDataUrl" not in container and not container.get("Environment")
 
 
 def test_autoscale_target_tracking(aws):
