@@ -79,6 +79,12 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     target.stop()
 
 
+@pytest.fixture(scope="session")
+def startup_times() -> list[tuple[str, float]]:
+    """(label, seconds) pairs printed in the terminal summary."""
+    return STARTUP_TIMES
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
