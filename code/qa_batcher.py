@@ -1,0 +1,176 @@
+"""Dynamic batching in one worker: windows of concurrent requests share forward passes.
+
+Request threads `submit` their windows and block; one background thread owns the forward pass.
+It takes the oldest queued window, waits up to `max_wait_s` for company while the batch has
+room, adds the queued windows closest to it in length (padding wastes less) within
+`max_windows` and `max_tokens` (windows x longest length), runs one forward pass and hands each
+window its own logits, cut back to its own length: batching never changes what a window sees.
+
+The queue is bounded (`queue_windows`): when full, `submit` fails at once with 503 and
+Retry-After. A request still queued at its deadline fails with 504 and its windows are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from serving.errors import RequestTimeout, ServiceUnavailable
+
+Logits = tuple[np.ndarray, np.ndarray]
+
+
+class _Job:
+    """One request's windows and, as they come back, their logits."""
+
+    def __init__(self, count: int, deadline: float):
+        self.results: list[Logits | None] = [None] * count
+        self.remaining = count
+        self.deadline = deadline
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+class _Entry:
+    __slots__ = ("job", "index", "window", "length", "queued")
+
+    def __init__(self, job: _Job, index: int, window, queued: float):
+        self.job, self.index, self.window, self.queued = job, index, window, queued
+        self.length = len(window.input_ids)
+
+
+class Batcher:
+    def __init__(
+        self,
+        forward: Callable[[list], Logits],
+        *,
+        max_windows: int,
+        max_tokens: int,
+        max_wait_s: float,
+        queue_windows: int,
+        timeout_s: float,
+    ):
+        self.forward = forward  # padded batch of windows -> (start, end), each (batch, width)
+        self.max_windows, self.max_tokens, self.max_wait_s = max_windows, max_tokens, max_wait_s
+        self.queue_windows, self.timeout_s = queue_windows, timeout_s
+        self._cond = threading.Condition()
+        self._queue: list[_Entry] = []  # in arrival order
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def submit(self, windows: Sequence, deadline: float | None = None) -> list[Logits]:
+        """(start, end) float32 logits per window, unpadded, in the order given."""
+        if not windows:
+            return []
+        now = time.monotonic()
+        job = _Job(len(windows), deadline if deadline is not None else now + self.timeout_s)
+        with self._cond:
+            if self._closed:
+                raise ServiceUnavailable("this worker is shutting down: retry", retry_after_s=1)
+            if self._queue and len(self._queue) + len(windows) > self.queue_windows:
+                raise ServiceUnavailable(
+                    f"this worker's queue of {self.queue_windows} windows is full "
+                    f"(QA_BATCH_QUEUE_WINDOWS): retry shortly",
+                    retry_after_s=1,
+                )
+            self._ensure_thread()
+            self._queue.extend(_Entry(job, i, w, now) for i, w in enumerate(windows))
+            self._cond.notify()
+        if not job.done.wait(max(job.deadline - time.monotonic(), 0.0)):
+            with self._cond:  # drop what is still queued; a running batch finishes regardless
+                self._queue = [e for e in self._queue if e.job is not job]
+            job.fail(RequestTimeout("the request did not reach the model within its time budget"))
+        if job.error is not None:
+            raise job.error
+        return job.results
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread; queued requests fail with 503."""
+        with self._cond:
+            self._closed = True
+            for entry in self._queue:
+                entry.job.fail(ServiceUnavailable("this worker is shutting down: retry", retry_after_s=1))
+            self._queue.clear()
+            self._cond.notify_all()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def _ensure_thread(self) -> None:
+        # Started on first use, and again in a forked worker (threads do not survive fork).
+        if self._pid != os.getpid():
+            self._thread = threading.Thread(target=self._run, name="qa-batcher", daemon=True)
+            self._pid = os.getpid()
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                while not self._closed and not self._full() and (
+                    wait := self._queue[0].queued + self.max_wait_s - time.monotonic()
+                ) > 0:
+                    self._cond.wait(wait)
+                batch = self._take()
+            if batch:
+                self._run_batch(batch)
+
+    def _full(self) -> bool:
+        longest = max(e.length for e in self._queue)
+        return len(self._queue) >= self.max_windows or len(self._queue) * longest >= self.max_tokens
+
+    def _take(self) -> list[_Entry]:
+        """The oldest live window and its nearest neighbours in length, within the budgets."""
+        now = time.monotonic()
+        for entry in self._queue:
+            if entry.job.deadline <= now:
+                entry.job.fail(RequestTimeout("the request did not reach the model within its time budget"))
+        self._queue = [e for e in self._queue if not e.job.done.is_set()]
+        if not self._queue:
+            return []
+        ranked = sorted(self._queue, key=lambda e: e.length)
+        low = high = ranked.index(self._queue[0])
+        longest = ranked[low].length
+        while high - low + 1 < self.max_windows:
+            below = ranked[low - 1] if low > 0 else None
+            above = ranked[high + 1] if high + 1 < len(ranked) else None
+            nearest = min(
+                (e for e in (below, above) if e is not None),
+                key=lambda e: abs(e.length - longest),
+                default=None,
+            )
+            if nearest is None or (high - low + 2) * max(longest, nearest.length) > self.max_tokens:
+                break
+            longest = max(longest, nearest.length)
+            low, high = (low - 1, high) if nearest is below else (low, high + 1)
+        batch = ranked[low : high + 1]
+        taken = {id(e) for e in batch}
+        self._queue = [e for e in self._queue if id(e) not in taken]
+        return batch
+
+    def _run_batch(self, batch: list[_Entry]) -> None:
+        try:
+            start, end = self.forward([e.window for e in batch])
+        except BaseException as exc:  # every request in the batch sees the failure
+            for entry in batch:
+                entry.job.fail(exc)
+            return
+        for row, entry in enumerate(batch):
+            job = entry.job
+            job.results[entry.index] = (start[row, : entry.length].copy(), end[row, : entry.length].copy())
+            job.remaining -= 1  # only this thread writes results
+            if job.remaining == 0 and not job.done.is_set():
+                job.done.set()

@@ -1,0 +1,203 @@
+"""The per-worker dynamic batcher (code/qa_batcher.py) with a fake forward pass.
+
+The fake model's logits for a token depend only on that window's tokens, as a real model's do
+under its attention mask, so batched and one-by-one results must be bit-identical.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from qa_batcher import Batcher
+from serving.errors import RequestTimeout, ServiceUnavailable
+
+
+def window(length: int, seed: int):
+    rng = random.Random(seed)
+    return types.SimpleNamespace(input_ids=[rng.randrange(1, 1000) for _ in range(length)])
+
+
+class FakeModel:
+    """Pads like the real model; records batches; can be held inside a forward pass."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_with: BaseException | None = None
+
+    def __call__(self, windows):
+        self.entered.set()
+        self.gate.wait(10)
+        self.batches.append([len(w.input_ids) for w in windows])
+        if self.fail_with is not None:
+            raise self.fail_with
+        width = max(len(w.input_ids) for w in windows)
+        start = np.full((len(windows), width), -1e4, dtype=np.float32)
+        end = np.full((len(windows), width), -1e4, dtype=np.float32)
+        for row, w in enumerate(windows):
+            ids = np.array(w.input_ids, dtype=np.float32)
+            start[row, : len(ids)] = np.cumsum(ids) / 997.0
+            end[row, : len(ids)] = ids[::-1] / 13.0
+        return start, end
+
+
+def make(model, **overrides) -> Batcher:
+    options = dict(max_windows=8, max_tokens=400, max_wait_s=0.005, queue_windows=64, timeout_s=10)
+    options.update(overrides)
+    return Batcher(model, **options)
+
+
+def hold(batcher: Batcher, model: FakeModel) -> threading.Thread:
+    """Occupy the batcher's thread inside a forward pass until model.gate is set."""
+    model.gate.clear()
+    model.entered.clear()
+    thread = threading.Thread(target=batcher.submit, args=([window(4, -1)],))
+    thread.start()
+    assert model.entered.wait(5)
+    return thread
+
+
+def test_concurrent_submissions_equal_one_by_one():
+    model = FakeModel()
+    batcher = make(model)
+    rng = random.Random(7)
+    requests = [[window(rng.randrange(5, 60), 100 * r + i) for i in range(rng.randrange(1, 5))] for r in range(40)]
+    results: dict[int, list] = {}
+
+    def client(index: int) -> None:
+        results[index] = batcher.submit(requests[index])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    batcher.close()
+
+    serial = FakeModel()
+    for index, windows in enumerate(requests):
+        got = results[index]
+        assert len(got) == len(windows)
+        for w, (start, end) in zip(windows, got):
+            want_start, want_end = serial([w])
+            assert start.dtype == np.float32 and start.shape == (len(w.input_ids),)
+            np.testing.assert_array_equal(start, want_start[0])
+            np.testing.assert_array_equal(end, want_end[0])
+    assert max(len(b) for b in model.batches) > 1, "nothing was batched"
+    for lengths in model.batches:
+        assert len(lengths) <= 8
+        assert len(lengths) == 1 or len(lengths) * max(lengths) <= 400
+
+
+def test_windows_of_similar_length_go_together():
+    model = FakeModel()
+    batcher = make(model, max_tokens=220, max_wait_s=0)
+    blocker = hold(batcher, model)
+    lengths = [10, 100, 12, 98, 11]
+    threads = [threading.Thread(target=batcher.submit, args=([window(n, n)],)) for n in lengths]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(batcher._queue) < len(lengths) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    model.gate.set()
+    for t in [blocker, *threads]:
+        t.join(5)
+    batcher.close()
+    assert sorted(map(sorted, model.batches[1:])) == [[10, 11, 12], [98, 100]]
+
+
+def test_full_queue_is_a_fast_503_with_retry_after():
+    model = FakeModel()
+    batcher = make(model, queue_windows=3)
+    blocker = hold(batcher, model)
+    queued = threading.Thread(target=batcher.submit, args=([window(5, 1), window(6, 2)],))
+    queued.start()
+    while len(batcher._queue) < 2:
+        time.sleep(0.001)
+    began = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as caught:
+        batcher.submit([window(5, 3), window(5, 4)])
+    assert time.monotonic() - began < 0.05
+    assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "1"
+    model.gate.set()
+    for t in (blocker, queued):
+        t.join(5)
+    assert len(batcher.submit([window(5, 3), window(5, 4)])) == 2  # room again
+    batcher.close()
+
+
+def test_a_request_larger_than_the_queue_still_runs_alone():
+    batcher = make(FakeModel(), queue_windows=2)
+    assert len(batcher.submit([window(5, i) for i in range(5)])) == 5
+    batcher.close()
+
+
+def test_deadline_while_queued_is_a_504_and_drops_the_windows():
+    model = FakeModel()
+    batcher = make(model)
+    blocker = hold(batcher, model)
+    began = time.monotonic()
+    with pytest.raises(RequestTimeout) as caught:
+        batcher.submit([window(5, 1), window(7, 2)], deadline=time.monotonic() + 0.1)
+    assert 0.09 < time.monotonic() - began < 1.0
+    assert caught.value.status == 504
+    assert batcher._queue == []
+    model.gate.set()
+    blocker.join(5)
+    batcher.close()
+    assert [5, 7] not in model.batches and [7, 5] not in model.batches
+
+
+def test_forward_errors_reach_every_request_of_the_batch():
+    model = FakeModel()
+    model.fail_with = RuntimeError("boom")
+    batcher = make(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.submit([window(5, 1)])
+    model.fail_with = None
+    assert len(batcher.submit([window(5, 1)])) == 1  # the thread survives
+    batcher.close()
+
+
+def test_close_stops_the_thread_and_fails_queued_requests():
+    model = FakeModel()
+    batcher = make(model)
+    blocker = hold(batcher, model)
+    errors = []
+
+    def queued() -> None:
+        try:
+            batcher.submit([window(5, 1)])
+        except ServiceUnavailable as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=queued)
+    waiter.start()
+    while not batcher._queue:
+        time.sleep(0.001)
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    waiter.join(5)
+    assert len(errors) == 1 and errors[0].status == 503
+    model.gate.set()
+    closer.join(5)
+    blocker.join(5)
+    assert not batcher._thread.is_alive()
+    with pytest.raises(ServiceUnavailable):
+        batcher.submit([window(5, 2)])
+
+
+def test_no_thread_until_first_use():
+    batcher = make(FakeModel())
+    assert batcher._thread is None
+    batcher.close()
+    assert batcher.submit([]) == []
