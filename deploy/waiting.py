@@ -36,7 +36,9 @@ def wait_for(describe: Callable[[], dict], *, what: str, status_key: str, done: 
 def wait_for_endpoint(sm, name: str, *, timeout: float, poll: float, log) -> dict:
     return wait_for(lambda: sm.describe_endpoint(EndpointName=name), what=f"endpoint {name}",
                     status_key="EndpointStatus", done={"InService"},
-                    failed={"Failed", "OutOfService", "RollingBack"}, timeout=timeout,
+                    # RollingBack is not final: a failed update returns to InService on the old
+                    # config, which `update` reports as a failure.
+                    failed={"Failed", "OutOfService", "UpdateRollbackFailed"}, timeout=timeout,
                     poll=poll, log=log)
 
 

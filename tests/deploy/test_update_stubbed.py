@@ -125,7 +125,7 @@ def test_update_capacity_only_reuses_the_model(stubbed, capsys):
     assert "model" not in out
 
 
-def test_update_serverless_keeps_serverless_and_async_config(stubbed, capsys):
+def test_update_serverless_memory_stays_serverless(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
     old = endpoint_config(OLD, OLD)
@@ -140,7 +140,27 @@ def test_update_serverless_keeps_serverless_and_async_config(stubbed, capsys):
     sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
                     {"EndpointName": "qa", "EndpointConfigName": NEW})
     expect_wait(sm, NEW)
-    code, _, err = run(clients, capsys, "update", "--name", "qa", "--serverless-memory", "4096", "--poll", "0")
+    code, _, err = run(clients, capsys, "update", "--name", "qa", "--serverless-memory", "4096",
+                       "--poll", "0")
+    assert code == 0, err
+
+
+def test_update_keeps_async_inference_config(stubbed, capsys):
+    clients, stubs = stubbed
+    sm = stubs["sagemaker"]
+    async_config = {"OutputConfig": {"S3OutputPath": "s3://answers/out/"},
+                    "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4}}
+    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
+    sm.add_response("describe_endpoint_config", {**endpoint_config(OLD, OLD), "AsyncInferenceConfig": async_config},
+                    {"EndpointConfigName": OLD})
+    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
+        "EndpointConfigName": NEW, "AsyncInferenceConfig": async_config,
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
+                                "InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 2}]})
+    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
+                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    expect_wait(sm, NEW)
+    code, _, err = run(clients, capsys, "update", "--name", "qa", "--instance-count", "2", "--poll", "0")
     assert code == 0, err
 
 
@@ -195,6 +215,7 @@ def test_update_failure_reports_reason_and_keeps_old(stubbed, capsys):
     sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
                     {"EndpointName": "qa", "EndpointConfigName": NEW})
     sm.add_response("describe_endpoint", endpoint("Updating", NEW), {"EndpointName": "qa"})
+    sm.add_response("describe_endpoint", endpoint("RollingBack", NEW), {"EndpointName": "qa"})
     # SageMaker rolls a failed update back: the endpoint keeps serving the old config.
     sm.add_response("describe_endpoint", endpoint("InService", OLD), {"EndpointName": "qa"})
     code, _, err = run(clients, capsys, "update", "--name", "qa", "--instance-type", "ml.g5.xlarge",
