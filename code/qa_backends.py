@@ -183,7 +183,22 @@ def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic quantization: int8 weights, activations quantized per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    # The quantizer logs a line per tensor on the root logger; keep them out of the service log.
+    quiet = _DropFrom(str(Path(quantize_dynamic.__code__.co_filename).parent))
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropFrom(logging.Filter):
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(self.directory)
 
 
 def graph_key(model_dir: Path, precision: str, input_names: Sequence[str]) -> str:
@@ -268,7 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("out", type=Path, nargs="?")
     export.add_argument("--precision", nargs="+", default=["fp32", "int8"], choices=BACKEND_PRECISIONS["onnx"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -294,4 +308,5 @@ def model_input_names(model, tokenizer_input_names: Sequence[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main())

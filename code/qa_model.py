@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 PIPELINE_MAX_SEQ_LEN = 384  # the pipeline's default window length
 PIPELINE_MAX_DOC_STRIDE = 128  # the pipeline's default overlap cap
 UNSET_MODEL_MAX_LENGTH = 1_000_000  # tokenizers without a limit report ~1e30
+LONG_TEXT_CHARS = 20_000  # texts longer than this are counted piece by piece, up to the window budget
+PIECES_PER_CALL = 8
+_WHITESPACE = re.compile(r"\s")
 
 
 class ModelLoadError(InternalError):
@@ -126,11 +130,15 @@ class QAModel:
 
         self.model = model
         self.settings = settings
-        # Our own copy of the Rust tokenizer: truncation settings are per call, guarded by a lock.
-        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        self._tokenizer.encode_special_tokens = False
+        # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
+        # any thread; the windowing one gets per-call truncation settings under a lock.
+        backend = tokenizer.backend_tokenizer.to_str()
+        self._counter = tokenizers.Tokenizer.from_str(backend)
+        self._tokenizer = tokenizers.Tokenizer.from_str(backend)
+        for copy in (self._counter, self._tokenizer):
+            copy.no_truncation()
+            copy.no_padding()
+            copy.encode_special_tokens = False
         self._tokenizer_lock = threading.Lock()
         self._forward_lock = threading.Lock()
 
@@ -177,11 +185,22 @@ class QAModel:
 
     # ---- tokenization -----------------------------------------------------------------------
 
-    def _count_tokens(self, texts: Sequence[str]) -> list[int]:
-        with self._tokenizer_lock:
-            self._tokenizer.no_truncation()
-            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
+    def count_tokens(self, text: str, cap: int) -> int:
+        """Tokens in `text`, exactly; or any number above `cap` once it is known to exceed it.
+
+        A long text is first counted in pieces, so a huge context is rejected after tokenizing
+        about `cap` tokens rather than all of it (a 6 MB context takes seconds to tokenize).
+        """
+        if len(text) > LONG_TEXT_CHARS:
+            seen = 0
+            pieces = split_at_whitespace(text, LONG_TEXT_CHARS)
+            for begin in range(0, len(pieces), PIECES_PER_CALL):
+                encodings = self._counter.encode_batch(pieces[begin : begin + PIECES_PER_CALL], add_special_tokens=False)
+                seen += sum(len(e.ids) for e in encodings)
+                if seen > cap:
+                    return seen
+        # encode_batch, unlike encode, lets other threads run while it works.
+        return len(self._counter.encode_batch([text], add_special_tokens=False)[0].ids)
 
     def _encode_pairs(self, pairs: Sequence[tuple[str, str]], max_seq_len: int, doc_stride: int) -> list:
         with self._tokenizer_lock:
@@ -198,17 +217,20 @@ class QAModel:
 
     def windows_for(self, request: QARequest, max_windows: int) -> list[list[Window]]:
         """The windows of each item (items flattened over queries), within `max_windows` in all."""
-        items = [item for query in request.queries for item in query.items]
-        counts = self._count_tokens([text for item in items for text in (item.question, item.context)])
         lengths = []
         planned = 0
-        flat_index = 0
         for query in request.queries:
             max_seq_len, doc_stride = self.window_lengths(query.params, query.where)
             lengths.append((max_seq_len, doc_stride))
             for item in query.items:
-                q_tokens, c_tokens = counts[2 * flat_index], counts[2 * flat_index + 1]
-                flat_index += 1
+                q_tokens = self.count_tokens(item.question, max_seq_len)
+                room = max_seq_len - q_tokens - self.pair_special_tokens
+                if room > doc_stride:
+                    # The longest context that still fits in the windows left.
+                    cap = room + (max_windows - planned - 1) * (room - doc_stride)
+                else:
+                    cap = max_seq_len  # enough to tell whether it must be cut (then it is an error)
+                c_tokens = self.count_tokens(item.context, max(cap, 0))
                 planned += self._plan_windows(item, q_tokens, c_tokens, max_seq_len, doc_stride)
                 if planned > max_windows:
                     raise PayloadTooLarge(
@@ -367,3 +389,16 @@ class QAModel:
             question_first=self.question_first,
         )
 
+
+def split_at_whitespace(text: str, size: int) -> list[str]:
+    """Pieces of about `size` characters, each cut just before a whitespace character."""
+    pieces = []
+    begin = 0
+    while len(text) - begin > size:
+        match = _WHITESPACE.search(text, begin + size)
+        if match is None:
+            break
+        pieces.append(text[begin : match.start()])
+        begin = match.start()
+    pieces.append(text[begin:])
+    return pieces

@@ -256,3 +256,22 @@ def test_a_context_first_tokenizer_is_served(qa_model_dir, tmp_path):
     answers = predict(model, {"inputs": {"question": "Who?", "context": LONG_CONTEXT},
                               "parameters": {"top_k": 3, "max_seq_len": 96}})
     assert len(answers) == 3 and all(a["answer"] == LONG_CONTEXT[a["start"]:a["end"]] for a in answers)
+
+
+def test_long_texts_are_counted_in_pieces_up_to_the_cap(qa_model):
+    from qa_model import LONG_TEXT_CHARS, split_at_whitespace
+
+    text = (LONG_CONTEXT + " \u00e9t\u00e9\tCaf\u00e9\n") * 30
+    assert len(text) > 10 * LONG_TEXT_CHARS
+    pieces = split_at_whitespace(text, LONG_TEXT_CHARS)
+    assert "".join(pieces) == text and len(pieces) > 2
+    assert all(p[:1].isspace() for p in pieces[1:])
+    exact = len(qa_model._counter.encode(text, add_special_tokens=False).ids)
+    assert qa_model.count_tokens(text, cap=10**9) == exact
+    assert exact > qa_model.count_tokens(text, cap=100) > 100
+
+
+def test_a_huge_context_is_rejected_by_the_window_bound(qa_model):
+    huge = LONG_CONTEXT * 300  # about 2.7 MB
+    rejected(qa_model, {"inputs": {"question": "Who?", "context": huge}}, status=413,
+             names=("QA_MAX_WINDOWS_PER_REQUEST",))
