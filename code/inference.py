@@ -10,6 +10,18 @@ No web framework here: the serving runtime, the tests and users call these direc
 the limits; without a context the `Settings()` defaults apply. A user's own
 `<model_dir>/code/inference.py` may replace any hook; predict_fn also accepts an already decoded
 JSON document, and output_fn any JSON-serialisable prediction, so hooks mix and match.
+
+Behaviour worth knowing (README material):
+- Answers are those of transformers 4.57.6's QuestionAnsweringPipeline (qa_spans.py), including
+  its defaults: max_seq_len = min(tokenizer max length, 384), doc_stride = min(max_seq_len // 2,
+  128), and `max_question_len`, which is validated but has no effect with a fast tokenizer.
+  One difference: a list in always gives a list out, even of one item.
+- A jsonlines request without Accept (or with */*) is answered in jsonlines, one line per input
+  line: Batch Transform joins output lines, so a JSON array would misalign records. JSON and CSV
+  requests are answered in JSON.
+- A null parameter means its default. Bounds: top_k 1-100, max_answer_len 1-10000, max_seq_len
+  up to the model's positions. Items per request (QA_MAX_ITEMS_PER_REQUEST) and model windows per
+  request (QA_MAX_WINDOWS_PER_REQUEST) over their limits are 413s.
 """
 
 from __future__ import annotations
