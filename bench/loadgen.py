@@ -22,6 +22,7 @@ from bench.corpus import QARequest
 
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 REQUEST_TIMEOUT_S = 60.0
+ERROR_BACKOFF_S = 0.05  # after a failed request, so a dead server is not hammered in a hot loop
 
 
 @dataclass
@@ -172,6 +173,8 @@ def run_level(
                         samples.append(Sample(req.index, start, end, ok))
                         if not ok:
                             errors.append(str(answer))
+                if not ok:
+                    time.sleep(ERROR_BACKOFF_S)
         finally:
             client.close()
 

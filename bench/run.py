@@ -1,7 +1,8 @@
-"""One command: the peer and our configurations on the same stand-in model, closed-loop load at
-several concurrencies, answers compared, BENCHMARKS.md + chart written.
+"""Benchmark: the peer and our configurations on one model, closed-loop load, answers compared.
 
-    python -m bench.run --target image:qa-serving:latest \\
+Writes BENCHMARKS.md, a chart and the raw figures (JSON).
+
+    python -m bench.run --target image:distilbert-qa:latest \\
         --config default= --config onnx-int8=QA_BACKEND=onnx,QA_PRECISION=int8
     python -m bench.run --smoke            # a few seconds per level, tiny model, output in build/
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import random
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -107,6 +109,8 @@ def measure(server: servers.Server, requests: list[corpus.QARequest], args) -> d
                 )
                 if level.error_examples:
                     print(f"    errors, e.g.: {level.error_examples[0]}", flush=True)
+                if not server.alive():
+                    raise RuntimeError(f"{server.name} exited during the concurrency {concurrency} level")
             if args.answers:
                 answers = loadgen.collect_answers(server.port, requests[: args.answers])
                 result["answers"] = {str(k): v for k, v in sorted(answers.items())}
@@ -125,14 +129,14 @@ def median_of_rounds(runs: list[dict]) -> dict:
     merged = dict(ok[0])
     if len(ok) > 1:
         for key in ("startup_s", "peak_memory_bytes"):
-            merged[key] = statistics.median(r[key] for r in ok)
+            merged[key] = round(statistics.median(r[key] for r in ok), 4)
         merged["levels"] = []
         for i, level in enumerate(ok[0]["levels"]):
             row = dict(level)
             for key, value in level.items():
                 values = [r["levels"][i][key] for r in ok if i < len(r["levels"])]
                 if isinstance(value, (int, float)) and key != "concurrency" and None not in values:
-                    row[key] = statistics.median(values)
+                    row[key] = round(statistics.median(values), 4)
             merged["levels"].append(row)
     merged["rounds"] = len(ok)
     return merged
@@ -155,7 +159,14 @@ def compare_answers(results: list[dict], reference_name: str) -> None:
 def make_servers(args, work_dir: Path) -> list[servers.Server]:
     out: list[servers.Server] = []
     if args.peer:
-        out.append(servers.PeerServer("peer", args.model, work_dir, servers.ensure_peer_venv(args.peer_venv)))
+        out.append(
+            servers.PeerServer(
+                "peer",
+                args.model,
+                work_dir,
+                servers.ensure_peer_venv(args.peer_venv, shlex.split(args.peer_pip_args)),
+            )
+        )
     for name, env in args.config:
         if args.target == "host":
             out.append(servers.HostServer(name, args.model, work_dir, args.python, env))
@@ -187,6 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=REPO / "build" / "peer-venv",
         help="the peer's venv, created with its pins when missing",
     )
+    p.add_argument("--peer-pip-args", default="", help="extra pip arguments when creating the peer venv")
     p.add_argument(
         "--model", type=Path, default=None, help="model dir (default: the stand-in, built when missing)"
     )
@@ -240,6 +252,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the running server is still stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not (args.model / "config.json").exists():
         print(f"bench: building the stand-in model in {args.model}", flush=True)
         build_model(args.model, find_vocab(), tiny=args.smoke)

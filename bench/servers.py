@@ -396,6 +396,7 @@ class ImageServer(Server):
         return {
             "stack": f"image {self.image}",
             "image_id": (info.get("Id") or "")[:19],
+            "version": labels.get("org.opencontainers.image.version", ""),
             "revision": labels.get("org.opencontainers.image.revision", ""),
             "size_bytes": info.get("Size"),
             "size_what": "image",
@@ -437,8 +438,12 @@ def _git_revision() -> str:
     return out.stdout.strip()
 
 
-def ensure_peer_venv(venv: Path) -> Path:
-    """Create the peer's venv with its pinned stack when it is missing (about 2 GB, a few minutes)."""
+def ensure_peer_venv(venv: Path, pip_args: list[str] = ()) -> Path:
+    """Create the peer's venv with its pinned stack when it is missing (about 1.6 GB, a few minutes).
+
+    Where PyPI's default torch is the CUDA build, pass the CPU index in `pip_args`
+    (`--extra-index-url https://download.pytorch.org/whl/cpu`), as the HF CPU container has it.
+    """
     if (venv / "bin" / "multi-model-server").exists():
         return venv
     if shutil.which("java") is None:
@@ -447,5 +452,5 @@ def ensure_peer_venv(venv: Path) -> Path:
         )
     print(f"bench: creating the peer venv at {venv}", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *PEER_PINS], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *pip_args, *PEER_PINS], check=True)
     return venv
