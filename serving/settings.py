@@ -23,6 +23,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 SUPPORTED_TASK = "question-answering"
+# Inference backends and the precisions each supports (code/qa_backends.py implements them).
+BACKEND_PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
 
 
 def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int | None = None) -> int:
@@ -124,6 +126,12 @@ class Settings:
     install_user_requirements: bool = True
     shutdown_timeout_s: int = 25
     cpu_limit: float = 1.0
+    backend: str = "torch"
+    precision: str = "fp32"
+    onnx_cache_dir: Path | None = None  # None: <run_dir>/onnx
+    batch_wait_ms: int = 2
+    batch_max_tokens: int = 4096
+    batch_queue_windows: int = 512
 
     @property
     def max_payload_bytes(self) -> int:
@@ -142,6 +150,14 @@ class Settings:
         workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
         # Split the allowed CPUs between workers so torch's intra-op pools do not fight.
         default_torch_threads = max(1, math.floor(cpus / workers))
+
+        backend = _choice(env, "QA_BACKEND", "torch", tuple(BACKEND_PRECISIONS))
+        precision = _choice(env, "QA_PRECISION", "fp32", ("fp32", "bf16", "int8"))
+        if precision not in BACKEND_PRECISIONS[backend]:
+            raise SettingsError(
+                f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
+                + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
+            )
 
         return cls(
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
@@ -170,6 +186,12 @@ class Settings:
             install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
             shutdown_timeout_s=_int(env, "QA_SHUTDOWN_TIMEOUT_S", 25, 1, 3600),
             cpu_limit=cpus,
+            backend=backend,
+            precision=precision,
+            onnx_cache_dir=Path(env["QA_ONNX_CACHE_DIR"].strip()) if env.get("QA_ONNX_CACHE_DIR", "").strip() else None,
+            batch_wait_ms=_int(env, "QA_BATCH_WAIT_MS", 2, 0, 1000),
+            batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 4096, 1, 10_000_000),
+            batch_queue_windows=_int(env, "QA_BATCH_QUEUE_WINDOWS", 512, 1, 10_000_000),
         )
 
     def to_log_dict(self) -> dict:

@@ -1,0 +1,160 @@
+"""Inference backends (code/qa_backends.py) on the tiny fixture model: settings, logits, ONNX export and cache."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+
+import qa_backends  # noqa: E402
+from golden_cases import model_dir  # noqa: E402
+from serving.settings import Settings, SettingsError  # noqa: E402
+
+COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")]
+NAMES = ["input_ids", "attention_mask"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import AutoModelForQuestionAnswering
+
+    path = model_dir("distilbert-tiny-s0")
+    return path, AutoModelForQuestionAnswering.from_pretrained(path, local_files_only=True).eval()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+def backend_for(tiny, cache_dir, backend, precision):
+    path, model = tiny
+    settings = Settings(backend=backend, precision=precision, onnx_cache_dir=cache_dir, torch_threads=1)
+    return qa_backends.create_backend(model, path, NAMES, settings)
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend,precision", COMBOS)
+def test_supported_combinations_parse(backend, precision):
+    settings = Settings.from_env({"QA_BACKEND": backend, "QA_PRECISION": precision}, cpu_limit=2)
+    assert (settings.backend, settings.precision) == (backend, precision)
+
+
+def test_defaults_are_torch_fp32():
+    settings = Settings.from_env({}, cpu_limit=2)
+    assert (settings.backend, settings.precision, settings.onnx_cache_dir) == ("torch", "fp32", None)
+
+
+@pytest.mark.parametrize("backend,precision", [("torch", "int8"), ("onnx", "bf16")])
+def test_nonsense_combinations_name_both_variables(backend, precision):
+    with pytest.raises(SettingsError, match=f"QA_PRECISION={precision}.*QA_BACKEND={backend}"):
+        Settings.from_env({"QA_BACKEND": backend, "QA_PRECISION": precision}, cpu_limit=2)
+    with pytest.raises(qa_backends.BackendError, match="QA_BACKEND"):
+        qa_backends.check_combination(backend, precision)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"QA_BACKEND": "tensorrt"}, {"QA_PRECISION": "fp16"}, {"QA_BATCH_WAIT_MS": "-1"}, {"QA_BATCH_MAX_TOKENS": "0"}],
+)
+def test_malformed_values_are_refused(env):
+    with pytest.raises(SettingsError, match=next(iter(env))):
+        Settings.from_env(env, cpu_limit=2)
+
+
+def test_batching_and_cache_settings_parse():
+    settings = Settings.from_env(
+        {
+            "QA_ONNX_CACHE_DIR": "/var/cache/qa",
+            "QA_BATCH_WAIT_MS": "0",
+            "QA_BATCH_MAX_TOKENS": "2048",
+            "QA_BATCH_QUEUE_WINDOWS": "64",
+        },
+        cpu_limit=2,
+    )
+    assert settings.onnx_cache_dir == Path("/var/cache/qa")
+    assert (settings.batch_wait_ms, settings.batch_max_tokens, settings.batch_queue_windows) == (0, 2048, 64)
+
+
+# ---- logits -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend,precision", COMBOS)
+def test_every_backend_gives_float32_logits_per_token(tiny, cache_dir, backend, precision):
+    b = backend_for(tiny, cache_dir, backend, precision)
+    assert b.name == f"{backend}-{precision}"
+    start, end = b.forward(qa_backends.example_inputs(NAMES, 3, 21))
+    assert start.shape == end.shape == (3, 21)
+    assert start.dtype == end.dtype == np.float32
+    assert np.isfinite(start).all() and np.isfinite(end).all()
+
+
+@pytest.mark.parametrize("batch,width", [(1, 5), (3, 40), (8, 384)])
+def test_onnx_fp32_matches_torch_fp32(tiny, cache_dir, batch, width):
+    inputs = qa_backends.example_inputs(NAMES, batch, width, seed=batch)
+    want = backend_for(tiny, cache_dir, "torch", "fp32").forward(inputs)
+    got = backend_for(tiny, cache_dir, "onnx", "fp32").forward(inputs)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("backend,precision", [("torch", "bf16"), ("onnx", "int8")])
+def test_reduced_precision_stays_near_fp32(tiny, cache_dir, backend, precision):
+    inputs = qa_backends.example_inputs(NAMES, 2, 64, seed=5)
+    want = backend_for(tiny, cache_dir, "torch", "fp32").forward(inputs)
+    got = backend_for(tiny, cache_dir, backend, precision).forward(inputs)
+    for g, w in zip(got, want):
+        mask = inputs["attention_mask"] == 1
+        assert np.corrcoef(g[mask], w[mask])[0, 1] > 0.95
+
+
+# ---- export and cache -------------------------------------------------------------------------
+
+
+def test_export_leaves_the_model_in_eval_mode(tiny, tmp_path):
+    path, model = tiny
+    qa_backends.build_graph(model, NAMES, "fp32", tmp_path / "g.onnx")
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_graph_is_exported_once_then_reused(tiny, tmp_path):
+    path, model = tiny
+    cache = tmp_path / "cache"
+    first = qa_backends.find_or_build_graph(model, path, NAMES, "int8", cache)
+    stamp = first.stat().st_mtime_ns
+    again = qa_backends.find_or_build_graph(model, path, NAMES, "int8", cache)
+    assert again == first and again.stat().st_mtime_ns == stamp
+    fp32 = qa_backends.find_or_build_graph(model, path, NAMES, "fp32", cache)
+    assert fp32 != first
+    assert sorted(p.suffix for p in cache.iterdir() if not p.name.endswith(".lock")) == [".onnx", ".onnx"]
+
+
+def test_the_key_follows_the_weights(tiny, tmp_path):
+    path, _ = tiny
+    copy = tmp_path / "model"
+    shutil.copytree(path, copy)
+    assert qa_backends.graph_key(copy, "fp32", NAMES) == qa_backends.graph_key(path, "fp32", NAMES)
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes() + b" ")
+    assert qa_backends.graph_key(copy, "fp32", NAMES) != qa_backends.graph_key(path, "fp32", NAMES)
+    assert qa_backends.graph_key(path, "int8", NAMES) != qa_backends.graph_key(path, "fp32", NAMES)
+
+
+def test_cli_export_bakes_graphs_that_start_up_uses(tiny, tmp_path):
+    path, model = tiny
+    baked = tmp_path / "model"
+    shutil.copytree(path, baked)
+    assert qa_backends.main(["export", str(baked), "--precision", "fp32", "int8"]) == 0
+    assert len(list((baked / "onnx").glob("qa-*.onnx"))) == 2
+    cache = tmp_path / "cache"
+    settings = Settings(backend="onnx", precision="int8", onnx_cache_dir=cache)
+    backend = qa_backends.create_backend(model, baked, NAMES, settings)
+    assert backend.path.parent == baked / "onnx"
+    assert not cache.exists()  # nothing exported at start-up
