@@ -12,7 +12,8 @@ build/wheels/ and installed offline inside the build, so the build needs no inde
 own (works behind TLS-intercepting proxies and in air gaps once the wheels are cached).
 
 Image:
-  --tag NAME:TAG        tag the image NAME:TAG only (instead of the two default tags)
+  --tag NAME:TAG        tag the image NAME:TAG instead of the two default tags (repeatable;
+                        with --push the repository is NAME of the first)
   --torch-index URL     index for the CPU build of torch (default https://download.pytorch.org/whl/cpu;
                         "none" leaves torch to pip's own configuration)
   --online              install inside the build from the index instead (the build needs network)
@@ -121,6 +122,35 @@ for t in "${tags[@]}"; do
     [[ "$t" == *:* && "$t" != */* ]] || die "--tag $t: use NAME:TAG without a registry (push with --push or --registry)"
 done
 
+# ---- ECR, checked before the long build ----------------------------------------------------------
+# Runs one ECR step through the aws CLI when present, else through boto3 (scripts/ecr.py).
+ecr() {
+    local step=$1; shift
+    if command -v aws >/dev/null; then
+        case "$step" in
+            account) aws sts get-caller-identity --query Account --output text ;;
+            ensure-repository)
+                if aws ecr describe-repositories --repository-names "$1" >/dev/null 2>&1; then
+                    echo exists
+                else
+                    aws ecr create-repository --repository-name "$1" \
+                        --image-scanning-configuration scanOnPush=true >/dev/null && echo created
+                fi ;;
+            login-password) aws ecr get-login-password ;;
+        esac
+    else
+        "$python" "$root/scripts/ecr.py" "$step" "$@"
+    fi
+}
+
+if [[ $push_ecr == true ]]; then
+    [[ -n "$region" ]] || die "--push needs a region: --region REGION or AWS_REGION"
+    export AWS_REGION=$region AWS_DEFAULT_REGION=$region
+    account=$(ecr account) || die "could not read the AWS account from STS (see above): configure credentials (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+    ecr_registry="$account.dkr.ecr.$region.amazonaws.com"
+    [[ "$region" == cn-* ]] && ecr_registry="$ecr_registry.cn"
+fi
+
 url_reachable() {  # URL -> exit 0 when an HTTPS GET answers within 5 s (any HTTP status counts)
     "$python" - "$1" <<'PY' >/dev/null 2>&1
 import sys, urllib.error, urllib.request
@@ -219,33 +249,13 @@ size=$(docker image inspect --format '{{.Size}}' "${tags[0]}")
 note "built ${tags[*]} in $((SECONDS - start)) s, $((size / 1000000)) MB"
 
 # ---- push ---------------------------------------------------------------------------------------
-# Runs one ECR step through the aws CLI when present, else through boto3 (scripts/ecr.py).
-ecr() {
-    local step=$1; shift
-    if command -v aws >/dev/null; then
-        case "$step" in
-            account) aws sts get-caller-identity --query Account --output text ;;
-            ensure-repository)
-                if aws ecr describe-repositories --repository-names "$1" >/dev/null 2>&1; then
-                    echo exists
-                else
-                    aws ecr create-repository --repository-name "$1" \
-                        --image-scanning-configuration scanOnPush=true >/dev/null && echo created
-                fi ;;
-            login-password) aws ecr get-login-password ;;
-        esac
-    else
-        "$python" "$root/scripts/ecr.py" "$step" "$@"
-    fi
-}
-
 push_to() {  # REGISTRY -> pushes every tag there, prints the URI of the first one last
     local target uri=""
     for t in "${tags[@]}"; do
         target="$1/$t"
         docker tag "$t" "$target"
         note "pushing $target"
-        docker push "$target" || die "push of $target failed (see above): is the registry reachable, are you logged in?"
+        docker push "$target" >&2 || die "push of $target failed (see above): is the registry reachable, are you logged in?"
         uri=${uri:-$target}
     done
     echo "$uri"
@@ -254,17 +264,8 @@ push_to() {  # REGISTRY -> pushes every tag there, prints the URI of the first o
 if [[ -n "$registry" ]]; then
     push_to "$registry"
 elif [[ $push_ecr == true ]]; then
-    [[ -n "$region" ]] || die "--push needs a region: --region REGION or AWS_REGION"
-    export AWS_REGION=$region AWS_DEFAULT_REGION=$region
-    account=$(ecr account 2>/tmp/build-sh-aws.$$) || {
-        cat /tmp/build-sh-aws.$$ >&2; rm -f /tmp/build-sh-aws.$$
-        die "no usable AWS credentials (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-    }
-    rm -f /tmp/build-sh-aws.$$
-    ecr_registry="$account.dkr.ecr.$region.amazonaws.com"
-    [[ "$region" == cn-* ]] && ecr_registry="$ecr_registry.cn"
     repository=${tags[0]%%:*}
-    state=$(ecr ensure-repository "$repository") || die "cannot create or read ECR repository $repository"
+    state=$(ecr ensure-repository "$repository") || die "cannot create or read ECR repository $repository (see above)"
     note "ECR repository $repository: $state"
     ecr login-password | docker login --username AWS --password-stdin "$ecr_registry" >&2 \
         || die "docker login to $ecr_registry failed (see above)"

@@ -1,0 +1,82 @@
+"""Fixtures for the container-only tests: the image under test (--image), containers that are
+always removed, their logs attached to a failing test, and start-up times in the summary.
+
+Without --image these tests skip, or fail when QA_REQUIRE_CONTAINER=1 (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from target import ContainerTarget  # noqa: E402
+
+STARTUP_TIMES: list[tuple[str, float]] = []
+
+
+def require_or_skip(reason: str) -> None:
+    if os.environ.get("QA_REQUIRE_CONTAINER") == "1":
+        pytest.fail(f"{reason}; QA_REQUIRE_CONTAINER=1 makes this a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    if shutil.which("docker") is None:
+        require_or_skip("CONTAINER TESTS NOT RUN: the docker CLI is not installed")
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        require_or_skip("CONTAINER TESTS NOT RUN: no Docker engine answers (is dockerd running?)")
+
+
+@pytest.fixture(scope="session")
+def image(request: pytest.FixtureRequest, docker_engine: None) -> str:
+    name = request.config.getoption("--image", default=None)
+    if not name:
+        require_or_skip("CONTAINER TESTS NOT RUN: no --image given (build one with ./build.sh, then pass --image NAME:TAG)")
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
+        pytest.fail(f"--image {name}: no such image in the local Docker engine")
+    return name
+
+
+@pytest.fixture
+def containers(request: pytest.FixtureRequest):
+    """Starts ContainerTargets for one test and stops (and so removes) them all afterwards."""
+    started: list[ContainerTarget] = []
+    request.node.qa_containers = started
+
+    def start(image: str, model_dir: Path | None, env: dict[str, str] | None = None, *, wait: bool = True, **kwargs):
+        target = ContainerTarget(image, model_dir, env, **kwargs)
+        started.append(target)
+        target.start()
+        if wait:
+            target.wait_ready()
+            STARTUP_TIMES.append((f"{request.node.name}", target.ready_after_s))
+        return target
+
+    yield start
+    for target in started:
+        target.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.failed:
+        for target in getattr(item, "qa_containers", []):
+            tail = "\n".join(target.logs().splitlines()[-200:])
+            report.sections.append((f"container {target.name} logs (last 200 lines)", tail))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if STARTUP_TIMES:
+        terminalreporter.section("container start-up: docker run to the first 200 on /ping")
+        for label, seconds in STARTUP_TIMES:
+            terminalreporter.write_line(f"{label}: {seconds:.2f} s")
