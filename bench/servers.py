@@ -184,6 +184,9 @@ class Server:
 class _ProcessServer(Server):
     """A server started as a local process tree in its own session."""
 
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
     def _launch(self, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
         self.log_path = self.work_dir / "server.log"
         log = open(self.log_path, "wb")
@@ -201,10 +204,12 @@ class _ProcessServer(Server):
         self._sid = self._root = self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc is not None and self.proc.poll() is None
 
     def _terminate_session(self) -> None:
         """SIGTERM the leader, wait for the grace period, then SIGKILL whatever is left of the session."""
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -226,7 +231,7 @@ class _ProcessServer(Server):
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
+        except (OSError, AttributeError):
             return "(no log)"
 
 
@@ -239,6 +244,7 @@ class PeerServer(_ProcessServer):
     def __init__(self, name: str, model_dir: Path, work_dir: Path, venv: Path, extra_env=None):
         super().__init__(name, model_dir, work_dir, extra_env)
         self.venv = venv
+        self._created_properties = False
 
     def start(self, port: int) -> None:
         self.port = port
@@ -262,19 +268,27 @@ class PeerServer(_ProcessServer):
 
     def stop(self) -> None:
         try:
-            subprocess.run(
-                [str(self.venv / "bin" / "multi-model-server"), "--stop"],
-                cwd=self.work_dir,
-                env={**os.environ, "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}"},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-                check=False,
-            )
+            if self._mms_pid() in self.pids():  # its pid file is global: never stop someone else's MMS
+                subprocess.run(
+                    [str(self.venv / "bin" / "multi-model-server"), "--stop"],
+                    cwd=self.work_dir,
+                    env={**os.environ, "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=60,
+                    check=False,
+                )
         finally:
             self._terminate_session()
             if self._created_properties:
                 self.MMS_PROPERTIES.unlink(missing_ok=True)
+
+    @staticmethod
+    def _mms_pid() -> int | None:
+        try:
+            return int((Path(tempfile.gettempdir()) / ".model_server.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def log_tail(self, lines: int = 40) -> str:
         mms_log = self.work_dir / "logs" / "model_log.log"
