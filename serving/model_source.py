@@ -40,9 +40,9 @@ def hub_download_dir(settings: Settings) -> Path:
 
 def _download(settings: Settings, target: Path) -> None:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import tqdm as hub_tqdm
+    from tqdm import tqdm  # plain tqdm: transformers' disable_progress_bar() must not hide these lines
 
-    class LoggedProgress(hub_tqdm):
+    class LoggedProgress(tqdm):
         """Progress as log lines every few seconds (a download counts against the health check)."""
 
         def __init__(self, *args, **kwargs):

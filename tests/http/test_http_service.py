@@ -13,7 +13,9 @@ QUESTIONS = [
     ("What colour is the door?", "Behind the bakery there is a narrow lane, and at its end a green door with a brass knocker."),
     ("When did the bridge open?", "Construction began in 1880; the bridge finally opened to traffic in May 1883."),
 ]
-PARALLEL = 6  # bounded: below 2 workers x 4 in-flight slots, so no request may be refused
+# Bounded by one worker's in-flight limit (QA_THREADS_PER_WORKER, default 4): workers share one
+# socket, so all parallel requests may land on the same worker and none may be refused.
+PARALLEL = 4
 ROUNDS = 3
 
 
