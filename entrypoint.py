@@ -24,11 +24,11 @@ from pathlib import Path
 APP_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(APP_ROOT))
 
-from serving import logs, nginx  # noqa: E402
-from serving.handler import HandlerError, install_user_requirements  # noqa: E402
-from serving.model_source import ModelSourceError, resolve_model  # noqa: E402
-from serving.settings import Settings, SettingsError  # noqa: E402
-from serving.supervisor import ChildSpec, Supervisor  # noqa: E402
+from serving import logs, nginx
+from serving.handler import HandlerError, install_user_requirements
+from serving.model_source import ModelSourceError, resolve_model
+from serving.settings import Settings, SettingsError
+from serving.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger("entrypoint")
 
@@ -68,7 +68,9 @@ def serve(env: dict[str, str]) -> int:
         install_user_requirements(settings)
         _check_handler()
         if not Path(nginx.NGINX_BINARY).exists():
-            raise HandlerError(f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)")
+            raise HandlerError(
+                f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)"
+            )
         conf = nginx.write_config(settings)
     except (ModelSourceError, HandlerError, OSError) as exc:
         log.error("start-up failed: %s", exc)
@@ -97,7 +99,10 @@ def main(argv: list[str]) -> int:
     if command == "serve":
         return serve(dict(os.environ))
     if command == "train":
-        print("error: this image only serves models (run it with `serve`); training is not supported", file=sys.stderr)
+        print(
+            "error: this image only serves models (run it with `serve`); training is not supported",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG_ERROR
     os.execvp(argv[0], argv)
     return EXIT_STARTUP_ERROR  # not reached

@@ -33,10 +33,14 @@ preload_app = _settings.preload
 accesslog = None
 errorlog = "-"
 loglevel = (
-    "debug" if _settings.log_level <= logging.DEBUG
-    else "info" if _settings.log_level <= logging.INFO
-    else "warning" if _settings.log_level <= logging.WARNING
-    else "error" if _settings.log_level <= logging.ERROR
+    "debug"
+    if _settings.log_level <= logging.DEBUG
+    else "info"
+    if _settings.log_level <= logging.INFO
+    else "warning"
+    if _settings.log_level <= logging.WARNING
+    else "error"
+    if _settings.log_level <= logging.ERROR
     else "critical"
 )
 proc_name = "qa-serving"
@@ -50,7 +54,14 @@ def when_ready(server):
         json.dumps(
             {
                 "settings": _settings.to_log_dict(),
-                "gunicorn": {"workers": workers, "threads": threads, "timeout": timeout, "graceful_timeout": graceful_timeout, "preload_app": preload_app, "bind": bind},
+                "gunicorn": {
+                    "workers": workers,
+                    "threads": threads,
+                    "timeout": timeout,
+                    "graceful_timeout": graceful_timeout,
+                    "preload_app": preload_app,
+                    "bind": bind,
+                },
             },
             sort_keys=True,
         ),

@@ -36,7 +36,6 @@ from serving.errors import (
     RequestTimeout,
     ServiceUnavailable,
     ServingError,
-    error_body,
 )
 from serving.handler import Context
 from serving.settings import Settings
@@ -58,7 +57,9 @@ class HandlerLike(Protocol):
 
     def warm_up(self) -> None: ...
 
-    def invoke(self, body: bytes, content_type: str | None, accept: str | None, context: Context) -> tuple[bytes, str]: ...
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, context: Context
+    ) -> tuple[bytes, str]: ...
 
 
 def _fatal_exit() -> None:
@@ -98,7 +99,10 @@ class Readiness:
         # Before every worker is up, a ready worker still says 503 so no request lands on a loading
         # one; once the stack has been up, a respawned worker does not take the others down with it.
         if not self._stack_up:
-            if self._live_ready_workers() < self.settings.workers and not (self.markers / "stack-up").exists():
+            if (
+                self._live_ready_workers() < self.settings.workers
+                and not (self.markers / "stack-up").exists()
+            ):
                 return False
             (self.markers / "stack-up").touch()
             self._stack_up = True
@@ -108,7 +112,9 @@ class Readiness:
 class Runtime:
     """Per-worker state: the handler once loaded, readiness, the executor and the in-flight bound."""
 
-    def __init__(self, settings: Settings, handler_factory: Callable[[], HandlerLike], on_fatal: Callable[[], None]):
+    def __init__(
+        self, settings: Settings, handler_factory: Callable[[], HandlerLike], on_fatal: Callable[[], None]
+    ):
         self.settings = settings
         self.handler_factory = handler_factory
         self.on_fatal = on_fatal
@@ -126,7 +132,9 @@ class Runtime:
             if self._started_in == os.getpid():
                 return
             self._started_in = os.getpid()
-            self._executor = concurrent.futures.ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="invoke")
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self.max_in_flight, thread_name_prefix="invoke"
+            )
             threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def _load(self) -> None:
@@ -138,7 +146,7 @@ class Runtime:
             log.info("model loaded from %s in %.2f s", handler.model_dir, loaded - started)
             handler.warm_up()
             log.info("warm-up request passed in %.2f s; worker ready", time.monotonic() - loaded)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - anything, even SystemExit from user code, means no model
             log.critical("model failed to load; this worker cannot serve:\n%s", traceback.format_exc())
             self.on_fatal()
             return
@@ -148,10 +156,14 @@ class Runtime:
     def is_ready(self) -> bool:
         return self.handler is not None and self.readiness.is_ready()
 
-    def invoke(self, body: bytes, content_type: str, accept: str | None, context: Context) -> tuple[bytes, str]:
+    def invoke(
+        self, body: bytes, content_type: str, accept: str | None, context: Context
+    ) -> tuple[bytes, str]:
         handler = self.handler
         if handler is None or not self.readiness.ready.is_set() or self._executor is None:
-            raise ServiceUnavailable("the model is still loading: retry shortly", retry_after_s=LOADING_RETRY_AFTER_S)
+            raise ServiceUnavailable(
+                "the model is still loading: retry shortly", retry_after_s=LOADING_RETRY_AFTER_S
+            )
         if not self._slots.acquire(blocking=False):
             raise ServiceUnavailable(
                 f"this worker is at its limit of {self.max_in_flight} requests in flight: retry shortly",
@@ -196,7 +208,9 @@ class _Invocations:
         self.runtime.start()
         context = Context(
             settings=self.runtime.settings,
-            model_dir=self.runtime.handler.model_dir if self.runtime.handler else self.runtime.settings.model_dir,
+            model_dir=self.runtime.handler.model_dir
+            if self.runtime.handler
+            else self.runtime.settings.model_dir,
             request_id=logs.request_id_var.get(),
             custom_attributes=req.get_header(CUSTOM_ATTRIBUTES),
             deadline=req.context.started + self.runtime.settings.request_timeout_s,
@@ -231,7 +245,9 @@ class _RequestScope:
         req.context.started = time.monotonic()
         req.context.token = logs.request_id_var.set(req.get_header(REQUEST_ID))
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
         request_id = req.get_header(REQUEST_ID)
         if request_id:
             resp.set_header(REQUEST_ID, request_id)
@@ -257,7 +273,9 @@ def _from_falcon(ex: falcon.HTTPError) -> ServingError:
         return NotFound("no such route: use GET /ping, POST /invocations or GET /execution-parameters")
     if isinstance(ex, falcon.HTTPMethodNotAllowed):
         allowed = ex.headers.get("Allow", "") if ex.headers else ""
-        return MethodNotAllowed(f"method not allowed on this route; allowed: {allowed}", headers={"Allow": allowed})
+        return MethodNotAllowed(
+            f"method not allowed on this route; allowed: {allowed}", headers={"Allow": allowed}
+        )
     error = ServingError(ex.description or ex.title)
     error.status = ex.status_code
     error.type = (ex.title or "Error").replace(" ", "")
@@ -271,15 +289,21 @@ def _handle_serving_error(req: falcon.Request, resp: falcon.Response, ex: Servin
     _error_response(resp, ex)
 
 
-def _handle_falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
+def _handle_falcon_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict
+) -> None:
     _handle_serving_error(req, resp, _from_falcon(ex), params)
 
 
 def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
-    log.error("%s %s -> 500: unexpected error\n%s", req.method, req.path, "".join(traceback.format_exception(ex)))
+    log.error(
+        "%s %s -> 500: unexpected error\n%s", req.method, req.path, "".join(traceback.format_exception(ex))
+    )
     request_id = logs.request_id_var.get()
     where = f" (request id {request_id})" if request_id else ""
-    _error_response(resp, InternalError(f"internal error while serving the request{where}; details are in the server log"))
+    _error_response(
+        resp, InternalError(f"internal error while serving the request{where}; details are in the server log")
+    )
 
 
 class ServingApp:
@@ -348,5 +372,7 @@ class _Preloaded:
     def warm_up(self) -> None:
         self._handler.warm_up()
 
-    def invoke(self, body: bytes, content_type: str | None, accept: str | None, context: Context) -> tuple[bytes, str]:
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, context: Context
+    ) -> tuple[bytes, str]:
         return self._handler.invoke(body, content_type, accept, context)

@@ -42,7 +42,12 @@ HOOK_ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "tr
 
 # The warm-up request sent through the hooks before a worker reports ready (CONTRACT §3 shape).
 WARMUP_BODY = json.dumps(
-    {"inputs": {"question": "What is being checked?", "context": "The serving stack is being checked by a warm-up request."}}
+    {
+        "inputs": {
+            "question": "What is being checked?",
+            "context": "The serving stack is being checked by a warm-up request.",
+        }
+    }
 ).encode()
 
 
@@ -125,7 +130,9 @@ def load_module(path: Path) -> ModuleType:
 
 def _module_hooks(module: ModuleType, path: Path, *, is_user: bool) -> dict[str, Hook]:
     hooks = {
-        name: Hook(name, getattr(module, name), path, _context_mode(name, getattr(module, name), path), is_user)
+        name: Hook(
+            name, getattr(module, name), path, _context_mode(name, getattr(module, name), path), is_user
+        )
         for name in HOOK_ARITY
         if getattr(module, name, None) is not None
     }
@@ -166,7 +173,11 @@ def user_code_dir(settings: Settings) -> Path:
 def load_hooks(settings: Settings, builtin_code_dir: Path = BUILTIN_CODE_DIR) -> dict[str, Hook]:
     builtin_path = builtin_code_dir / ENTRY_MODULE
     user_path = user_code_dir(settings) / ENTRY_MODULE
-    builtin = _module_hooks(load_module(builtin_path), builtin_path, is_user=False) if builtin_path.is_file() else {}
+    builtin = (
+        _module_hooks(load_module(builtin_path), builtin_path, is_user=False)
+        if builtin_path.is_file()
+        else {}
+    )
     user = _module_hooks(load_module(user_path), user_path, is_user=True) if user_path.is_file() else {}
     if not builtin and not user:
         raise HandlerError(f"no inference code: neither {builtin_path} nor {user_path} exists")
@@ -186,7 +197,16 @@ def install_user_requirements(settings: Settings) -> None:
     log.info("installing the user's requirements from %s", path)
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "-r", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--disable-pip-version-check",
+            "-r",
+            str(path),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -195,7 +215,9 @@ def install_user_requirements(settings: Settings) -> None:
     for line in result.stdout.splitlines():
         log.info("pip: %s", line)
     if result.returncode != 0:
-        raise HandlerError(f"pip install -r {path} failed with exit code {result.returncode} (see the pip lines above)")
+        raise HandlerError(
+            f"pip install -r {path} failed with exit code {result.returncode} (see the pip lines above)"
+        )
     log.info("installed the user's requirements in %.1f s", time.monotonic() - started)
 
 
@@ -208,7 +230,9 @@ def _as_response(result: Any, accept: str | None, hook: str) -> tuple[bytes, str
     elif isinstance(result, (bytes, bytearray, memoryview)):
         body = bytes(result)
     else:
-        raise TypeError(f"{hook} returned {type(result).__name__}; it must return bytes or str, or (body, content_type)")
+        raise TypeError(
+            f"{hook} returned {type(result).__name__}; it must return bytes or str, or (body, content_type)"
+        )
     if not content_type:
         concrete = accept and "," not in accept and "*" not in accept
         content_type = accept.strip() if concrete else "application/json"
@@ -229,7 +253,7 @@ class Handler:
         self._user_lock = threading.Lock()
 
     @classmethod
-    def load(cls, settings: Settings, model_dir: Path, builtin_code_dir: Path = BUILTIN_CODE_DIR) -> "Handler":
+    def load(cls, settings: Settings, model_dir: Path, builtin_code_dir: Path = BUILTIN_CODE_DIR) -> Handler:
         return cls(load_hooks(settings, builtin_code_dir), settings, model_dir)
 
     def context(self, **request: Any) -> Context:
@@ -251,10 +275,14 @@ class Handler:
                 return hook(*args, context=context)
         return hook(*args, context=context)
 
-    def invoke(self, body: bytes, content_type: str | None, accept: str | None, context: Context) -> tuple[bytes, str]:
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, context: Context
+    ) -> tuple[bytes, str]:
         """Run one request through the hooks; returns (body, content_type); raises ServingError."""
         if "transform_fn" in self.hooks:
-            result = self._predict(self.hooks["transform_fn"], self.model, body, content_type, accept, context=context)
+            result = self._predict(
+                self.hooks["transform_fn"], self.model, body, content_type, accept, context=context
+            )
             return _as_response(result, accept, "transform_fn")
         data = self.hooks["input_fn"](body, content_type, context=context)
         prediction = self._predict(self.hooks["predict_fn"], data, self.model, context=context)
@@ -264,13 +292,19 @@ class Handler:
     def warm_up(self) -> None:
         """One request through every hook; raises if the stack cannot answer."""
         try:
-            self.invoke(WARMUP_BODY, "application/json", "application/json", self.context(request_id="warm-up"))
+            self.invoke(
+                WARMUP_BODY, "application/json", "application/json", self.context(request_id="warm-up")
+            )
         except ServingError as exc:
             # A user's input_fn may expect another request schema: a clean 4xx still proves the
             # hooks and the model respond. The built-in handler must answer the sample.
             if exc.status >= 500 or not self.overrides_input:
                 raise
-            log.info("warm-up request rejected by the user's input code (%s: %s); counted as passed", exc.type, exc.message)
+            log.info(
+                "warm-up request rejected by the user's input code (%s: %s); counted as passed",
+                exc.type,
+                exc.message,
+            )
 
 
 def _check_main(argv: list[str]) -> int:

@@ -71,7 +71,9 @@ def _download(settings: Settings, target: Path) -> None:
         ) from exc
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     (target / COMPLETE_MARKER).write_text(revision)
-    log.info("downloaded %s (%.1f MB) in %.1f s", settings.hf_model_id, size / 1e6, time.monotonic() - started)
+    log.info(
+        "downloaded %s (%.1f MB) in %.1f s", settings.hf_model_id, size / 1e6, time.monotonic() - started
+    )
 
 
 def resolve_model(settings: Settings, *, download: bool = True) -> Path:
@@ -82,7 +84,9 @@ def resolve_model(settings: Settings, *, download: bool = True) -> Path:
         target = hub_download_dir(settings)
         if not (target / COMPLETE_MARKER).is_file():
             if not download:
-                raise ModelSourceError(f"the download of HF_MODEL_ID={settings.hf_model_id} into {target} is not complete")
+                raise ModelSourceError(
+                    f"the download of HF_MODEL_ID={settings.hf_model_id} into {target} is not complete"
+                )
             target.mkdir(parents=True, exist_ok=True)
             _download(settings, target)
         log.info("serving HF_MODEL_ID=%s from %s", settings.hf_model_id, target)

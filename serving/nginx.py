@@ -13,7 +13,12 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf.templ
 NGINX_BINARY = "/usr/sbin/nginx"
 # nginx waits a little longer than the app's own budget, so the app's 504 with its message wins.
 PROXY_TIMEOUT_MARGIN_S = 5
-_NGINX_LOG_LEVELS = ((logging.DEBUG, "info"), (logging.INFO, "warn"), (logging.WARNING, "warn"), (logging.ERROR, "error"))
+_NGINX_LOG_LEVELS = (
+    (logging.DEBUG, "info"),
+    (logging.INFO, "warn"),
+    (logging.WARNING, "warn"),
+    (logging.ERROR, "error"),
+)
 
 
 def socket_path(settings: Settings) -> Path:

@@ -91,12 +91,16 @@ class Supervisor:
 
     def _start(self, spec: ChildSpec) -> None:
         log.info("starting %s: %s", spec.name, " ".join(spec.argv))
-        self.children[spec.name] = subprocess.Popen(spec.argv, cwd=spec.cwd, preexec_fn=_die_with_parent)
+        self.children[spec.name] = subprocess.Popen(spec.argv, cwd=spec.cwd, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads here
 
     def _stop_all(self, deadline: float) -> bool:
         """Stop running children in reverse start order; True if all stopped by themselves."""
         clean = True
-        running = [s for s in reversed(self.specs) if s.name in self.children and self.children[s.name].returncode is None]
+        running = [
+            s
+            for s in reversed(self.specs)
+            if s.name in self.children and self.children[s.name].returncode is None
+        ]
         for index, spec in enumerate(running):
             proc = self.children[spec.name]
             later = len(running) - index - 1

@@ -24,7 +24,7 @@ for path in (ROOT, TESTS):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from targets import TINY_MODEL, start_host_target  # noqa: E402
+from targets import TINY_MODEL, start_host_target
 
 TARGETS = ("host", "container")
 STARTUP_TIMES: list[tuple[str, float]] = []
@@ -33,7 +33,9 @@ STARTUP_TIMES: list[tuple[str, float]] = []
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--image", default=None, help="Docker image for the container target")
     parser.addoption(
-        "--targets", default="host,container", help="comma-separated targets for the HTTP suite: host, container"
+        "--targets",
+        default="host,container",
+        help="comma-separated targets for the HTTP suite: host, container",
     )
 
 
@@ -41,7 +43,9 @@ def _selected_targets(config: pytest.Config) -> list[str]:
     chosen = [t.strip() for t in config.getoption("--targets").split(",") if t.strip()]
     unknown = sorted(set(chosen) - set(TARGETS))
     if unknown:
-        raise pytest.UsageError(f"--targets: unknown target(s) {', '.join(unknown)}; use {', '.join(TARGETS)}")
+        raise pytest.UsageError(
+            f"--targets: unknown target(s) {', '.join(unknown)}; use {', '.join(TARGETS)}"
+        )
     return chosen
 
 
@@ -91,7 +95,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed:
         target = item.funcargs.get("server") if hasattr(item, "funcargs") else None
         if target is not None:
-            report.sections.append(("server logs (last 200 lines)", "\n".join(target.logs().splitlines()[-200:])))
+            report.sections.append(
+                ("server logs (last 200 lines)", "\n".join(target.logs().splitlines()[-200:]))
+            )
     return report
 
 

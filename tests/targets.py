@@ -56,14 +56,22 @@ def wait_ready(target: Target, deadline_s: float, is_alive=lambda: True) -> floa
         except requests.RequestException:
             pass
         if time.monotonic() - started > deadline_s:
-            raise TimeoutError(f"/ping not 200 within {deadline_s:.0f} s; the server's logs:\n{target.logs()}")
+            raise TimeoutError(
+                f"/ping not 200 within {deadline_s:.0f} s; the server's logs:\n{target.logs()}"
+            )
         time.sleep(0.2)
 
 
 class HostTarget:
     """`python entrypoint.py serve` on this host (needs /usr/sbin/nginx), in its own process group."""
 
-    def __init__(self, model_dir: Path, workdir: Path, env: dict[str, str] | None = None, argv: tuple[str, ...] = ("serve",)):
+    def __init__(
+        self,
+        model_dir: Path,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        argv: tuple[str, ...] = ("serve",),
+    ):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -85,13 +93,18 @@ class HostTarget:
         self.started_at = 0.0
         self.ready_after_s: float | None = None
 
-    def start(self) -> "HostTarget":
+    def start(self) -> HostTarget:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # O_APPEND: nginx, gunicorn and Python all write to this file; none may overwrite another.
         with open(self.log_path, "ab") as log:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
             )
         return self
 

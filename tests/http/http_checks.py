@@ -15,7 +15,9 @@ class Client:
         self.base_url = base_url
         self.session = requests.Session()
 
-    def invoke(self, body, content_type: str | None = "application/json", accept: str | None = None, headers=None):
+    def invoke(
+        self, body, content_type: str | None = "application/json", accept: str | None = None, headers=None
+    ):
         sent = dict(headers or {})
         if content_type is not None:
             sent["Content-Type"] = content_type
@@ -36,7 +38,9 @@ class Client:
 
 def assert_error(response: requests.Response, status: int, *fragments: str) -> dict:
     """The one error shape: JSON {"code", "type", "message"}, code == status, no traceback."""
-    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
+    assert response.status_code == status, (
+        f"expected {status}, got {response.status_code}: {response.text[:500]}"
+    )
     assert response.headers["Content-Type"].startswith("application/json"), response.headers
     body = response.json()
     assert set(body) == ERROR_KEYS, body

@@ -91,12 +91,16 @@ def test_too_many_windows_is_rejected_naming_the_limit(client):
     assert_error(response, response.status_code, "256")  # QA_MAX_WINDOWS_PER_REQUEST default 256
 
 
-@pytest.mark.parametrize("accept", ["text/html", "image/png", "application/xml, text/plain", "application/json;q=0"])
+@pytest.mark.parametrize(
+    "accept", ["text/html", "image/png", "application/xml, text/plain", "application/json;q=0"]
+)
 def test_unsupported_accept_is_406(client, accept):
     assert_error(client.invoke({"inputs": item()}, accept=accept), 406)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", "image/png"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", "image/png"]
+)
 def test_unsupported_content_type_is_415(client, content_type):
     assert_error(client.invoke(json.dumps({"inputs": item()}), content_type=content_type), 415)
 

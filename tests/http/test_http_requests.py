@@ -10,10 +10,16 @@ import pytest
 from http_checks import assert_answer, assert_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_cases import load_cases  # noqa: E402
+from golden_cases import load_cases
 
-Q1, C1 = "Where is the harbour?", "The old harbour lies south of the town, beside the fish market and the ferry pier."
-Q2, C2 = "Who wrote the letter?", "The letter was written by Maria Lindqvist in the winter of 1921 in Uppsala."
+Q1, C1 = (
+    "Where is the harbour?",
+    "The old harbour lies south of the town, beside the fish market and the ferry pier.",
+)
+Q2, C2 = (
+    "Who wrote the letter?",
+    "The letter was written by Maria Lindqvist in the winter of 1921 in Uppsala.",
+)
 REL_TOL = 1e-4
 # The HTTP suite serves tests/fixtures/models/distilbert-tiny-s0 (tests/targets.py TINY_MODEL).
 GOLDEN = [case for case in load_cases() if case["model"] == "distilbert-tiny-s0"]
@@ -31,7 +37,11 @@ def single(client, question: str, context: str, **parameters) -> dict:
 def assert_same(got, expected, where: str = "") -> None:
     if isinstance(expected, dict):
         assert isinstance(got, dict), f"{where}: {got!r}"
-        assert (got["answer"], got["start"], got["end"]) == (expected["answer"], expected["start"], expected["end"]), where
+        assert (got["answer"], got["start"], got["end"]) == (
+            expected["answer"],
+            expected["start"],
+            expected["end"],
+        ), where
         assert got["score"] == pytest.approx(expected["score"], rel=REL_TOL, abs=1e-12), where
     else:
         assert isinstance(got, list) and len(got) == len(expected), f"{where}: {got!r}"
@@ -75,7 +85,13 @@ def test_plain_object_and_plain_list(client):
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8", "Application/JSON", None],
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "Application/JSON",
+        None,
+    ],
 )
 def test_json_content_types_with_parameters_or_missing(client, content_type):
     response = client.invoke({"inputs": {"question": Q1, "context": C1}}, content_type=content_type)
@@ -90,7 +106,15 @@ def test_utf8_text_round_trips(client):
 
 
 @pytest.mark.parametrize(
-    "accept", [None, "*/*", "application/json", "application/*", "text/html;q=0.5, application/json", "application/json; q=0.9"]
+    "accept",
+    [
+        None,
+        "*/*",
+        "application/json",
+        "application/*",
+        "text/html;q=0.5, application/json",
+        "application/json; q=0.9",
+    ],
 )
 def test_accept_variants_answer_json(client, accept):
     response = client.invoke({"inputs": {"question": Q1, "context": C1}}, accept=accept)
@@ -100,7 +124,11 @@ def test_accept_variants_answer_json(client, accept):
 
 
 def test_jsonlines_one_result_line_per_input_line(client):
-    lines = [{"question": Q1, "context": C1}, {"inputs": {"question": Q2, "context": C2}}, {"question": Q2, "context": C1}]
+    lines = [
+        {"question": Q1, "context": C1},
+        {"inputs": {"question": Q2, "context": C2}},
+        {"question": Q2, "context": C1},
+    ]
     body = "\n".join(json.dumps(line) for line in lines) + "\n"
     response = client.invoke(body, content_type="application/jsonlines")
     assert response.status_code == 200, response.text
@@ -142,7 +170,9 @@ def test_custom_attributes_are_echoed(client):
 
 
 def test_request_id_is_returned(client):
-    response = client.invoke({"inputs": {"question": Q1, "context": C1}}, headers={"X-Request-Id": "test-req-42"})
+    response = client.invoke(
+        {"inputs": {"question": Q1, "context": C1}}, headers={"X-Request-Id": "test-req-42"}
+    )
     assert response.headers["X-Request-Id"] == "test-req-42"
     assert client.invoke({"inputs": {"question": Q1, "context": C1}}).headers["X-Request-Id"]
 

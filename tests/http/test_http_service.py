@@ -8,10 +8,19 @@ from concurrent.futures import ThreadPoolExecutor
 from http_checks import Client
 
 QUESTIONS = [
-    ("Where is the harbour?", "The old harbour lies south of the town, beside the fish market and the ferry pier."),
+    (
+        "Where is the harbour?",
+        "The old harbour lies south of the town, beside the fish market and the ferry pier.",
+    ),
     ("Who wrote the letter?", "The letter was written by Maria Lindqvist in the winter of 1921 in Uppsala."),
-    ("What colour is the door?", "Behind the bakery there is a narrow lane, and at its end a green door with a brass knocker."),
-    ("When did the bridge open?", "Construction began in 1880; the bridge finally opened to traffic in May 1883."),
+    (
+        "What colour is the door?",
+        "Behind the bakery there is a narrow lane, and at its end a green door with a brass knocker.",
+    ),
+    (
+        "When did the bridge open?",
+        "Construction began in 1880; the bridge finally opened to traffic in May 1883.",
+    ),
 ]
 # Bounded by one worker's in-flight limit (QA_THREADS_PER_WORKER, default 4): workers share one
 # socket, so all parallel requests may land on the same worker and none may be refused.

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-SLOW_INFERENCE = '''
+SLOW_INFERENCE = """
 import json
 import time
 from pathlib import Path
@@ -45,7 +45,7 @@ def predict_fn(data, model, context):
     if isinstance(data, dict) and data.get("block"):
         _wait("release-requests")
     return {{"score": 1.0, "start": 0, "end": 4, "answer": "done"}}
-'''
+"""
 
 
 def make_slow_model_dir(root: Path) -> tuple[Path, Path]:

@@ -21,17 +21,26 @@ def invoke(target) -> requests.Response:
     return requests.post(f"{target.base_url}/invocations", json=QUESTION, timeout=30)
 
 
-def run_entrypoint(args: list[str], env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess:
+def run_entrypoint(
+    args: list[str], env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "QA_", "HF_"))}
     clean.update(env)
     return subprocess.run(
-        [sys.executable, str(ENTRYPOINT), *args], env=clean, capture_output=True, text=True, timeout=timeout_s
+        [sys.executable, str(ENTRYPOINT), *args],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    target = HostTarget(TINY_MODEL, tmp_path_factory.mktemp("lifecycle"), {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}).start()
+    target = HostTarget(
+        TINY_MODEL, tmp_path_factory.mktemp("lifecycle"), {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
+    ).start()
     target.wait_ready()
     yield target
     target.stop()
@@ -109,7 +118,11 @@ def test_conflicting_user_hooks_fail_at_start_up(tmp_path):
 def test_no_model_anywhere_fails_with_a_clear_message(tmp_path):
     result = run_entrypoint(
         ["serve"],
-        {"QA_MODEL_DIR": str(tmp_path / "empty"), "QA_BAKED_MODEL_DIR": str(tmp_path / "none"), "QA_RUN_DIR": str(tmp_path / "run")},
+        {
+            "QA_MODEL_DIR": str(tmp_path / "empty"),
+            "QA_BAKED_MODEL_DIR": str(tmp_path / "none"),
+            "QA_RUN_DIR": str(tmp_path / "run"),
+        },
     )
     assert result.returncode == 1
     assert "no model to serve" in result.stderr and "HF_MODEL_ID" in result.stderr
@@ -117,7 +130,12 @@ def test_no_model_anywhere_fails_with_a_clear_message(tmp_path):
 
 @pytest.mark.parametrize(
     "variable, value",
-    [("SAGEMAKER_BIND_TO_PORT", "eighty"), ("SAGEMAKER_MODEL_SERVER_WORKERS", "0"), ("QA_PRELOAD", "maybe"), ("HF_TASK", "summarization")],
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "eighty"),
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "0"),
+        ("QA_PRELOAD", "maybe"),
+        ("HF_TASK", "summarization"),
+    ],
 )
 def test_a_malformed_variable_fails_naming_it(variable, value):
     result = run_entrypoint(["serve"], {variable: value}, timeout_s=30)

@@ -42,7 +42,11 @@ def slow_stack(tmp_path_factory):
     target = HostTarget(
         model_dir,
         root,
-        {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "QA_THREADS_PER_WORKER": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"},
+        {
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+            "QA_THREADS_PER_WORKER": "2",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5",
+        },
     ).start()
     target.gates = gates
     yield target
@@ -87,7 +91,11 @@ def test_overload_is_a_fast_503_and_over_budget_is_504(slow_stack):
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, slow_stack, BLOCK, "block-1")
         second = pool.submit(post, slow_stack, BLOCK, "block-2")
-        wait_for(lambda: (gates / "received-block-1").exists() and (gates / "received-block-2").exists(), 30, "both blocked requests")
+        wait_for(
+            lambda: (gates / "received-block-1").exists() and (gates / "received-block-2").exists(),
+            30,
+            "both blocked requests",
+        )
         started = time.monotonic()
         refused = post(slow_stack, QUICK, "refused")
         took = time.monotonic() - started
@@ -111,7 +119,9 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(tmp_path):
         target.wait_ready()
         with ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(post, target, BLOCK, "in-flight")
-            wait_for(lambda: (gates / "entered-in-flight").exists(), 30, "the request to reach predict_fn", target)
+            wait_for(
+                lambda: (gates / "entered-in-flight").exists(), 30, "the request to reach predict_fn", target
+            )
             target.signal(signal.SIGTERM)
             sent = time.monotonic()
             wait_for(lambda: "draining" in target.logs(), 10, "the supervisor to start draining", target)

@@ -58,7 +58,9 @@ class FakeHandler:
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(run_dir=tmp_path / "run", model_dir=tmp_path, workers=1, threads_per_worker=2, request_timeout_s=2)
+    return Settings(
+        run_dir=tmp_path / "run", model_dir=tmp_path, workers=1, threads_per_worker=2, request_timeout_s=2
+    )
 
 
 @pytest.fixture
@@ -190,7 +192,7 @@ def test_raw_headers_reach_the_handler_and_json_is_the_default_type(make_client,
             "X-Amzn-SageMaker-Custom-Attributes": "k=v",
         },
     )
-    (_, ct1, accept1, ctx1), (_, ct2, accept2, ctx2) = fake.calls[-2:]
+    (_, ct1, accept1, _), (_, ct2, accept2, ctx2) = fake.calls[-2:]
     assert (ct1, accept1) == ("application/json", None)
     assert (ct2, accept2) == ("application/json; charset=utf-8", "application/jsonlines;q=0.5, */*")
     assert (ctx2.request_id, ctx2.custom_attributes) == ("abc", "k=v")
@@ -201,7 +203,9 @@ def test_custom_attributes_and_request_id_are_echoed(make_client, fake):
     client = make_client()
     headers = {"X-Amzn-SageMaker-Custom-Attributes": "trace=1", "X-Request-Id": "r-9"}
     ok = client.simulate_post("/invocations", body=b"{}", headers=headers)
-    assert ok.headers["x-amzn-sagemaker-custom-attributes"] == "trace=1" and ok.headers["x-request-id"] == "r-9"
+    assert (
+        ok.headers["x-amzn-sagemaker-custom-attributes"] == "trace=1" and ok.headers["x-request-id"] == "r-9"
+    )
     fake.raise_on_invoke = BadRequest("bad")
     bad = client.simulate_post("/invocations", body=b"{}", headers=headers)
     assert bad.headers["x-amzn-sagemaker-custom-attributes"] == "trace=1"
@@ -255,4 +259,8 @@ def test_execution_parameters(make_client):
     client = make_client(start=False, ready=False, max_concurrent_transforms=3, max_payload_mb=4)
     result = client.simulate_get("/execution-parameters")
     assert result.status_code == 200
-    assert json.loads(result.text) == {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 4}
+    assert json.loads(result.text) == {
+        "MaxConcurrentTransforms": 3,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 4,
+    }

@@ -15,7 +15,7 @@ from serving.errors import BadRequest
 from serving.handler import Handler, HandlerError, compose_hooks, install_user_requirements, load_hooks
 from serving.settings import Settings
 
-BUILTIN = '''
+BUILTIN = """
 import json
 CALLS = []
 
@@ -36,7 +36,7 @@ def output_fn(prediction, accept, context=None):
     return json.dumps(prediction).encode(), "application/json"
 
 from serving.errors import BadRequest
-'''
+"""
 
 
 def write(path: Path, source: str) -> Path:
@@ -75,7 +75,9 @@ def test_builtin_hooks_alone(dirs):
 
 def test_user_hooks_override_one_by_one(dirs):
     h = load(dirs, "def predict_fn(data, model):\n    return {'user_predict': data}\n")
-    assert h.hooks["predict_fn"].is_user and not h.hooks["input_fn"].is_user and not h.hooks["model_fn"].is_user
+    assert (
+        h.hooks["predict_fn"].is_user and not h.hooks["input_fn"].is_user and not h.hooks["model_fn"].is_user
+    )
     assert call(h)[0] == {"user_predict": {"q": 1}}
 
 
@@ -85,7 +87,9 @@ def test_user_model_fn_replaces_the_builtin_one(dirs):
 
 
 def test_user_transform_fn_replaces_the_pipeline(dirs):
-    h = load(dirs, "def transform_fn(model, body, content_type, accept):\n    return body.upper(), 'text/plain'\n")
+    h = load(
+        dirs, "def transform_fn(model, body, content_type, accept):\n    return body.upper(), 'text/plain'\n"
+    )
     assert set(h.hooks) == {"model_fn", "transform_fn"}
     assert call(h, body=b"abc") == (b"ABC", "text/plain")
 
@@ -133,7 +137,12 @@ def test_context_is_passed_only_to_hooks_that_accept_it(dirs):
     )
     h = load(dirs, user)
     modes = {name: hook.context_mode for name, hook in h.hooks.items()}
-    assert modes == {"model_fn": "positional", "input_fn": "positional", "predict_fn": "keyword", "output_fn": "none"}
+    assert modes == {
+        "model_fn": "positional",
+        "input_fn": "positional",
+        "predict_fn": "keyword",
+        "output_fn": "none",
+    }
     body, content_type = call(h, body=b"raw", accept="text/plain", request_id="r-1", custom_attributes="a=b")
     assert (body, content_type) == (b"raw", "text/plain")
     seen = h.hooks["input_fn"].fn.__globals__["SEEN"]
@@ -153,7 +162,7 @@ def test_context_is_passed_only_to_hooks_that_accept_it(dirs):
 def test_output_fn_may_return_a_body_or_body_and_type(dirs, returned, accept, expected):
     h = load(dirs, f"def output_fn(prediction, accept):\n    return {returned}\n")
     h.load_model()
-    assert h.invoke(b"{\"a\": 1}", "application/json", accept, h.context()) == expected
+    assert h.invoke(b'{"a": 1}', "application/json", accept, h.context()) == expected
 
 
 def test_output_fn_returning_something_else_is_an_error(dirs):
@@ -210,13 +219,19 @@ def test_user_requirements_are_installed_with_pip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(handler_mod.subprocess, "run", fake_run)
     install_user_requirements(Settings(model_dir=tmp_path))
-    assert commands and commands[0][1:4] == ["-m", "pip", "install"] and commands[0][-1].endswith("requirements.txt")
+    assert (
+        commands
+        and commands[0][1:4] == ["-m", "pip", "install"]
+        and commands[0][-1].endswith("requirements.txt")
+    )
 
     commands.clear()
     install_user_requirements(Settings(model_dir=tmp_path, install_user_requirements=False))
     assert commands == []
 
-    monkeypatch.setattr(handler_mod.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, stdout="ERROR\n"))
+    monkeypatch.setattr(
+        handler_mod.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, stdout="ERROR\n")
+    )
     with pytest.raises(HandlerError, match="pip install"):
         install_user_requirements(Settings(model_dir=tmp_path))
 

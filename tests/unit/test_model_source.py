@@ -25,7 +25,11 @@ def test_holds_model_ignores_code_and_hidden_files(tmp_path):
 
 
 def test_the_mounted_model_dir_wins(tmp_path):
-    s = Settings(model_dir=make_model(tmp_path / "ml"), baked_model_dir=make_model(tmp_path / "baked"), hf_model_id="org/m")
+    s = Settings(
+        model_dir=make_model(tmp_path / "ml"),
+        baked_model_dir=make_model(tmp_path / "baked"),
+        hf_model_id="org/m",
+    )
     assert resolve_model(s) == tmp_path / "ml"
 
 
@@ -55,7 +59,13 @@ def fake_hub(monkeypatch):
 
 
 def test_hf_model_id_is_downloaded_once_into_the_run_dir(tmp_path, fake_hub, caplog):
-    s = Settings(model_dir=tmp_path / "empty", run_dir=tmp_path / "run", hf_model_id="org/my-model", hf_model_revision="v1", hf_token="t")
+    s = Settings(
+        model_dir=tmp_path / "empty",
+        run_dir=tmp_path / "run",
+        hf_model_id="org/my-model",
+        hf_model_revision="v1",
+        hf_token="t",
+    )
     with caplog.at_level("INFO"):
         path = resolve_model(s)
     assert path == tmp_path / "run" / "hub" / "org--my-model" / "v1"
@@ -87,5 +97,7 @@ def test_a_failed_download_says_what_to_check(tmp_path, monkeypatch):
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", fail)
     s = Settings(model_dir=tmp_path / "empty", run_dir=tmp_path / "run", hf_model_id="org/m")
-    with pytest.raises(ModelSourceError, match="could not download HF_MODEL_ID=org/m.*network unreachable.*HF_TOKEN"):
+    with pytest.raises(
+        ModelSourceError, match="could not download HF_MODEL_ID=org/m.*network unreachable.*HF_TOKEN"
+    ):
         model_source.resolve_model(s)

@@ -50,7 +50,9 @@ SUPERVISE = textwrap.dedent(
 )
 
 
-def supervise(tmp_path: Path, children: list[tuple[str, str, str, int]], timeout_s: float = 5.0) -> subprocess.Popen:
+def supervise(
+    tmp_path: Path, children: list[tuple[str, str, str, int]], timeout_s: float = 5.0
+) -> subprocess.Popen:
     child = tmp_path / "child.py"
     child.write_text(CHILD)
     record = tmp_path / "signals.txt"
@@ -60,7 +62,9 @@ def supervise(tmp_path: Path, children: list[tuple[str, str, str, int]], timeout
         [sys.executable, str(script), json.dumps(children), str(timeout_s)], stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 20
-    while not all((tmp_path / f"{name}.started").exists() for name, mode, *_ in children if not mode.startswith("exit")):
+    while not all(
+        (tmp_path / f"{name}.started").exists() for name, mode, *_ in children if not mode.startswith("exit")
+    ):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"children did not start: {proc.communicate()[1]}")
@@ -92,7 +96,9 @@ def test_a_dead_child_stops_the_others_and_the_exit_code_names_it(tmp_path):
 
 
 def test_a_child_ignoring_its_signal_is_killed_after_a_bounded_wait(tmp_path):
-    proc = supervise(tmp_path, [("gunicorn", "run", "SIGTERM", 4), ("nginx", "ignore", "SIGQUIT", 3)], timeout_s=7)
+    proc = supervise(
+        tmp_path, [("gunicorn", "run", "SIGTERM", 4), ("nginx", "ignore", "SIGQUIT", 3)], timeout_s=7
+    )
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     stderr = proc.communicate(timeout=30)[1]
