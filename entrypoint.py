@@ -54,6 +54,11 @@ def _check_handler() -> None:
         raise HandlerError("the inference code failed its start-up check (see the error above)")
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    log.warning("received %s during start-up: exiting", signal.Signals(signum).name)
+    sys.exit(128 + signum)
+
+
 def serve(env: dict[str, str]) -> int:
     try:
         settings = Settings.from_env(env)
@@ -61,6 +66,10 @@ def serve(env: dict[str, str]) -> int:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level)
+    # As PID 1 the kernel ignores signals without a handler: let `docker stop` end a long model
+    # download or the handler check at once (the supervisor installs its draining handlers later).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     log.info("starting: %s", json.dumps(settings.to_log_dict(), sort_keys=True))
     try:
         _prepare_run_dir(settings)
@@ -68,7 +77,7 @@ def serve(env: dict[str, str]) -> int:
         install_user_requirements(settings)
         _check_handler()
         if not Path(nginx.NGINX_BINARY).exists():
-            raise HandlerError(
+            raise FileNotFoundError(
                 f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)"
             )
         conf = nginx.write_config(settings)

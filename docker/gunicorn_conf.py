@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from serving.logs import LOG_FORMAT
 from serving.nginx import socket_path
 from serving.settings import Settings
 
@@ -44,6 +45,19 @@ loglevel = (
     else "critical"
 )
 proc_name = "qa-serving"
+# gunicorn's own lines in the stack's one log format (they carry no request id).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"qa": {"format": LOG_FORMAT.replace("%(request_id)s", "-")}},
+    "handlers": {
+        "error_console": {"class": "logging.StreamHandler", "formatter": "qa", "stream": "ext://sys.stderr"}
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False}
+    },
+    "root": {"level": loglevel.upper(), "handlers": []},
+}
 # gunicorn's runtime control socket lives in $HOME by default (read-only in the image); not needed.
 control_socket_disable = True
 
