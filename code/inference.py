@@ -57,7 +57,7 @@ def input_fn(request_body, content_type, context=None):
 def predict_fn(data, model: QAModel, context=None):
     settings = _settings(context) if context is not None else model.settings
     request = request_from_object(data, max_items=settings.max_items_per_request)
-    return model.predict(request, settings)
+    return model.predict(request, settings, deadline=getattr(context, "deadline", None))
 
 
 def output_fn(prediction, accept, context=None) -> tuple[bytes, str]:

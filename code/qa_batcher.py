@@ -3,8 +3,10 @@
 Request threads `submit` their windows and block; one background thread owns the forward pass.
 It takes the oldest queued window, waits up to `max_wait_s` for company while the batch has
 room, adds the queued windows closest to it in length (padding wastes less) within
-`max_windows` and `max_tokens` (windows x longest length), runs one forward pass and hands each
-window its own logits, cut back to its own length: batching never changes what a window sees.
+`max_windows` (or a request's own lower cap) and `max_tokens` (windows x longest length), runs
+one forward pass and hands each window its own logits, cut back to its own length: batching never
+changes what a window sees. A request's windows queue shortest first, so a request alone is cut
+into batches of neighbouring lengths.
 
 The queue is bounded (`queue_windows`): when full, `submit` fails at once with 503 and
 Retry-After. A request still queued at its deadline fails with 504 and its windows are dropped.
@@ -41,10 +43,10 @@ class _Job:
 
 
 class _Entry:
-    __slots__ = ("job", "index", "window", "length", "queued")
+    __slots__ = ("job", "index", "window", "length", "queued", "cap")
 
-    def __init__(self, job: _Job, index: int, window, queued: float):
-        self.job, self.index, self.window, self.queued = job, index, window, queued
+    def __init__(self, job: _Job, index: int, window, queued: float, cap: int):
+        self.job, self.index, self.window, self.queued, self.cap = job, index, window, queued, cap
         self.length = len(window.input_ids)
 
 
@@ -68,8 +70,9 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
-    def submit(self, windows: Sequence, deadline: float | None = None) -> list[Logits]:
-        """(start, end) float32 logits per window, unpadded, in the order given."""
+    def submit(self, windows: Sequence, deadline: float | None = None, max_windows: int | None = None) -> list[Logits]:
+        """(start, end) float32 logits per window, unpadded, in the order given; at most
+        `max_windows` rows in any forward pass that holds one of these windows."""
         if not windows:
             return []
         now = time.monotonic()
@@ -84,7 +87,9 @@ class Batcher:
                     retry_after_s=1,
                 )
             self._ensure_thread()
-            self._queue.extend(_Entry(job, i, w, now) for i, w in enumerate(windows))
+            cap = min(self.max_windows, max_windows or self.max_windows)
+            order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+            self._queue.extend(_Entry(job, i, windows[i], now, cap) for i in order)
             self._cond.notify()
         if not job.done.wait(max(job.deadline - time.monotonic(), 0.0)):
             with self._cond:  # drop what is still queued; a running batch finishes regardless
@@ -143,8 +148,8 @@ class Batcher:
             return []
         ranked = sorted(self._queue, key=lambda e: e.length)
         low = high = ranked.index(self._queue[0])
-        longest = ranked[low].length
-        while high - low + 1 < self.max_windows:
+        longest, cap = ranked[low].length, ranked[low].cap
+        while high - low + 1 < cap:
             below = ranked[low - 1] if low > 0 else None
             above = ranked[high + 1] if high + 1 < len(ranked) else None
             nearest = min(
@@ -154,7 +159,9 @@ class Batcher:
             )
             if nearest is None or (high - low + 2) * max(longest, nearest.length) > self.max_tokens:
                 break
-            longest = max(longest, nearest.length)
+            if high - low + 2 > nearest.cap:
+                break
+            longest, cap = max(longest, nearest.length), min(cap, nearest.cap)
             low, high = (low - 1, high) if nearest is below else (low, high + 1)
         batch = ranked[low : high + 1]
         taken = {id(e) for e in batch}

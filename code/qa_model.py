@@ -1,16 +1,15 @@
 """Loading an extractive QA model, cutting inputs into windows, and the batched forward pass.
 
-`QAModel.predict` runs every window of every item of a request through the model in batches of
-at most `forward_batch_size`, padded to the longest window of each batch (never to
-`max_seq_len`), then hands each item's unpadded window logits to qa_spans.py. The forward pass
-is the only step that takes the model lock, so a per-worker batcher can later replace
-`forward_windows` without touching the rest.
+`QAModel.predict` hands every window of every item of a request to the worker's batcher
+(qa_batcher.py), which runs them, together with other requests' windows, through the backend
+(qa_backends.py: QA_BACKEND, QA_PRECISION) in batches of at most `forward_batch_size`, padded to
+the longest window of each batch (never to `max_seq_len`); each item's unpadded window logits
+then go to qa_spans.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import re
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qa_backends import BackendError, create_backend, model_input_names
+from qa_batcher import Batcher
 from qa_request import BatchResults, LineResults, QAParams, QARequest
 from qa_spans import WindowLogits, answer_from_windows
 from serving.errors import BadRequest, InternalError, PayloadTooLarge
@@ -119,17 +120,32 @@ def load_model(model_dir: Path, settings: Settings) -> "QAModel":
             f"question-answering model (its answers would be random)"
         )
     model.eval()
-    return QAModel(model, tokenizer, settings)
+    input_names = model_input_names(model, tokenizer.model_input_names)
+    try:
+        backend = create_backend(model, model_dir, input_names, settings)
+    except BackendError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from exc
+    return QAModel(model, tokenizer, settings, backend)
 
 
 class QAModel:
     """A loaded model + tokenizer; `predict` is safe to call from several threads at once."""
 
-    def __init__(self, model, tokenizer, settings: Settings):
+    def __init__(self, model, tokenizer, settings: Settings, backend):
         import tokenizers
 
-        self.model = model
+        # The PyTorch module only when it computes; an ONNX backend does not need its weights.
+        self.model = getattr(backend, "model", None)
+        self.backend = backend
         self.settings = settings
+        self.batcher = Batcher(
+            self._forward_batch,
+            max_windows=settings.forward_batch_size,
+            max_tokens=settings.batch_max_tokens,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            queue_windows=settings.batch_queue_windows,
+            timeout_s=settings.request_timeout_s,
+        )
         # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
         # any thread; the windowing one gets per-call truncation settings under a lock.
         backend = tokenizer.backend_tokenizer.to_str()
@@ -140,16 +156,14 @@ class QAModel:
             copy.no_padding()
             copy.encode_special_tokens = False
         self._tokenizer_lock = threading.Lock()
-        self._forward_lock = threading.Lock()
 
         self.question_first = tokenizer.padding_side == "right"
         self.truncation_side = tokenizer.truncation_side
         self.cls_token_id = tokenizer.cls_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.input_names = list(tokenizer.model_input_names)
+        self.input_names = model_input_names(model, tokenizer.model_input_names)
         self.pair_special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
         self.single_special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
-        self._use_cache_arg = "use_cache" in inspect.signature(model.forward).parameters
 
         limits = []
         positions = getattr(model.config, "max_position_embeddings", None)
@@ -307,19 +321,18 @@ class QAModel:
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def forward_windows(self, windows: Sequence[Window], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def forward_windows(
+        self, windows: Sequence[Window], batch_size: int, deadline: float | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(start, end) float32 logits per window, unpadded, in the order given."""
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-        results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
-        for begin in range(0, len(order), batch_size):
-            chunk = [windows[i] for i in order[begin : begin + batch_size]]
-            start, end = self._forward_batch(chunk)
-            for row, index in enumerate(order[begin : begin + batch_size]):
-                length = len(windows[index].input_ids)
-                results[index] = (start[row, :length], end[row, :length])
-        return results
+        return self.batcher.submit(windows, deadline, max_windows=batch_size)
+
+    def close(self) -> None:
+        """Stop the batcher's thread (requests still queued get a 503)."""
+        self.batcher.close()
 
     def _forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """Padded to the longest window: only the batcher's thread calls this."""
         width = max(len(w.input_ids) for w in chunk)
         input_ids = np.full((len(chunk), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
@@ -329,30 +342,18 @@ class QAModel:
             input_ids[row, :n] = window.input_ids
             attention_mask[row, :n] = window.attention_mask
             type_ids[row, :n] = window.type_ids
-        tensors = {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(attention_mask),
-            "token_type_ids": torch.from_numpy(type_ids),
-        }
-        inputs = {name: tensors[name] for name in self.input_names if name in tensors}
-        if self._use_cache_arg:
-            inputs["use_cache"] = False
-        with self._forward_lock, torch.inference_mode():
-            output = self.model(**inputs)
-            start, end = output[0], output[1]
-            # The pipeline upcast bfloat16 logits; float32 is what it computed with.
-            start = start.to(torch.float32).numpy().copy()
-            end = end.to(torch.float32).numpy().copy()
-        return start, end
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": type_ids}
+        return self.backend.forward({name: arrays[name] for name in self.input_names})
 
     # ---- the whole request ------------------------------------------------------------------
 
-    def predict(self, request: QARequest, settings: Settings | None = None):
-        """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched."""
+    def predict(self, request: QARequest, settings: Settings | None = None, deadline: float | None = None):
+        """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched.
+        `deadline` (time.monotonic()) bounds the wait for the model: past it, a 504."""
         settings = settings or self.settings
         windows = self.windows_for(request, settings.max_windows_per_request)
         flat = [w for item_windows in windows for w in item_windows]
-        logits = self.forward_windows(flat, settings.forward_batch_size)
+        logits = self.forward_windows(flat, settings.forward_batch_size, deadline)
 
         per_item: list[list[WindowLogits]] = [[] for _ in windows]
         for window, (start, end) in zip(flat, logits):

@@ -201,3 +201,13 @@ def test_no_thread_until_first_use():
     assert batcher._thread is None
     batcher.close()
     assert batcher.submit([]) == []
+
+
+def test_a_request_alone_is_cut_shortest_first_within_its_own_cap():
+    model = FakeModel()
+    batcher = make(model, max_wait_s=0, max_tokens=10**6)
+    lengths = [30, 5, 17, 9, 40, 12, 22]
+    got = batcher.submit([window(n, n) for n in lengths], max_windows=3)
+    batcher.close()
+    assert [len(start) for start, _ in got] == lengths
+    assert model.batches == [[5, 9, 12], [17, 22, 30], [40]]

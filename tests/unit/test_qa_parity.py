@@ -3,13 +3,16 @@
 The golden cases (tests/fixtures/golden/cases.json, made by tests/fixtures/make_golden.py in a
 4.57.6 venv) run through input_fn -> predict_fn -> output_fn one by one, then all cases of the
 same model and parameters together in one batched request, also with a forward batch of 3
-windows so windows of different lengths are padded together.
+windows so windows of different lengths are padded together, and all cases at once from many
+threads, so the worker's batcher pads windows of different requests together. Every test runs on
+the exact backends: PyTorch fp32 and ONNX Runtime fp32.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import types
 from collections import defaultdict
 from pathlib import Path
@@ -27,16 +30,27 @@ CASES = load_cases()
 REL_TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def models():
+EXACT_BACKENDS = [Settings(backend="torch", precision="fp32"), Settings(backend="onnx", precision="fp32")]
+
+
+@pytest.fixture(scope="module", params=EXACT_BACKENDS, ids=lambda s: f"{s.backend}-{s.precision}")
+def models(request, tmp_path_factory):
+    settings = Settings(
+        backend=request.param.backend,
+        precision=request.param.precision,
+        onnx_cache_dir=tmp_path_factory.mktemp("onnx"),
+        batch_wait_ms=20,  # long enough for the concurrent test's requests to meet in the batcher
+    )
     loaded = {}
 
     def get(name):
         if name not in loaded:
-            loaded[name] = inference.model_fn(model_dir(name))
+            loaded[name] = inference.model_fn(model_dir(name), types.SimpleNamespace(settings=settings))
         return loaded[name]
 
-    return get
+    yield get
+    for model in loaded.values():
+        model.close()
 
 
 def run(model, request: dict, settings: Settings | None = None):
@@ -117,3 +131,27 @@ def test_every_case_in_one_request_per_model(models):
         assert len(lines) == len(cases)
         for line, case in zip(lines, cases):
             assert_same(json.loads(line), case["expected"], case["id"])
+
+
+def test_every_case_at_once_from_many_threads(models):
+    """Requests that meet in the worker's batcher: padded together, answers unchanged."""
+    cases = sorted(CASES, key=lambda c: c["model"])
+    for name in {c["model"] for c in cases}:
+        models(name)  # load before the clock starts
+    results: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def client(case) -> None:
+        try:
+            results[case["id"]] = run(models(case["model"]), case["request"])
+        except BaseException as exc:  # reported below, with the case
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(case,)) for case in cases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:3]
+    for case in cases:
+        assert_same(results[case["id"]], case["expected"], case["id"])
