@@ -108,6 +108,9 @@ class OnnxBackend:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             # Workers share few CPUs: idle pool threads must sleep, not spin.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # The arena keeps the largest batch's activations for good (+570 MB per worker after
+            # 16 x 384 tokens, measured); without it memory goes back, at no measurable speed cost.
+            options.enable_cpu_mem_arena = False
             self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             self.input_names = [i.name for i in self._session.get_inputs()]
             self._pid = os.getpid()
