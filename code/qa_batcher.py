@@ -112,8 +112,9 @@ class Batcher:
             thread.join(timeout_s)
 
     def _ensure_thread(self) -> None:
-        # Started on first use, and again in a forked worker (threads do not survive fork).
-        if self._pid != os.getpid():
+        # Started on first use, again in a forked worker (threads do not survive fork), and again
+        # should it ever have died.
+        if self._pid != os.getpid() or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="qa-batcher", daemon=True)
             self._pid = os.getpid()
             self._thread.start()
@@ -125,7 +126,8 @@ class Batcher:
                     self._cond.wait()
                 if self._closed:
                     return
-                while not self._closed and not self._full() and (
+                # (A request that times out meanwhile takes its windows away: the queue may empty.)
+                while self._queue and not self._closed and not self._full() and (
                     wait := self._queue[0].queued + self.max_wait_s - time.monotonic()
                 ) > 0:
                     self._cond.wait(wait)

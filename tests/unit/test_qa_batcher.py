@@ -157,6 +157,16 @@ def test_deadline_while_queued_is_a_504_and_drops_the_windows():
     assert [5, 7] not in model.batches and [7, 5] not in model.batches
 
 
+def test_a_request_that_times_out_while_the_batch_waits_for_company_leaves_the_thread_working():
+    batcher = make(FakeModel(), max_wait_s=0.2)
+    with pytest.raises(RequestTimeout):
+        batcher.submit([window(5, 1)], deadline=time.monotonic() + 0.05)
+    time.sleep(0.3)  # the thread wakes from its wait to an empty queue
+    assert batcher._thread.is_alive()
+    assert len(batcher.submit([window(5, 2)])) == 1
+    batcher.close()
+
+
 def test_forward_errors_reach_every_request_of_the_batch():
     model = FakeModel()
     model.fail_with = RuntimeError("boom")
