@@ -48,7 +48,7 @@ def scratch_tags():
     listed = subprocess.run(
         ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=False
     ).stdout.split()
-    mine = [ref for ref in listed if ref.split(":")[0].endswith(name)]
+    mine = [ref for ref in listed if ref.rsplit(":", 1)[0].endswith(name)]
     if mine:
         subprocess.run(["docker", "image", "rm", *mine], capture_output=True, check=False)
 
