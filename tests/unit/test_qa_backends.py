@@ -158,3 +158,13 @@ def test_cli_export_bakes_graphs_that_start_up_uses(tiny, tmp_path):
     backend = qa_backends.create_backend(model, baked, NAMES, settings)
     assert backend.path.parent == baked / "onnx"
     assert not cache.exists()  # nothing exported at start-up
+
+
+def test_int8_quantizes_the_encoder_but_not_the_answer_head(tiny, tmp_path):
+    import onnx
+
+    path, model = tiny
+    qa_backends.build_graph(model, NAMES, "int8", tmp_path / "int8.onnx")
+    nodes = onnx.load(str(tmp_path / "int8.onnx")).graph.node
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) >= 12  # 6 linear layers x 2 blocks
+    assert [n.op_type for n in nodes if n.name.startswith("/model/qa_outputs/")][0] == "MatMul"
