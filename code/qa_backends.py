@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
@@ -100,6 +101,11 @@ class OnnxBackend:
     def _session_for_this_process(self):
         if self._pid != os.getpid():
             import onnxruntime as ort
+
+            if self._session is not None:
+                # Made before a fork (QA_PRELOAD): destroying it here would join intra-op
+                # threads that only exist in the parent, which hangs. Keep it, unused, for good.
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._session))
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads

@@ -168,3 +168,42 @@ def test_int8_quantizes_the_encoder_but_not_the_answer_head(tiny, tmp_path):
     nodes = onnx.load(str(tmp_path / "int8.onnx")).graph.node
     assert sum(n.op_type == "MatMulInteger" for n in nodes) >= 12  # 6 linear layers x 2 blocks
     assert [n.op_type for n in nodes if n.name.startswith("/model/qa_outputs/")][0] == "MatMul"
+
+
+@pytest.mark.parametrize("backend,cpus,threads", [("torch", 2.0, 1), ("onnx", 2.0, 2), ("torch", 8.0, 4), ("onnx", 8.0, 8)])
+def test_default_threads_split_cpus_for_torch_but_not_for_onnx(backend, cpus, threads):
+    settings = Settings.from_env({"QA_BACKEND": backend, "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cpu_limit=cpus)
+    assert settings.torch_threads == threads
+    explicit = Settings.from_env({"QA_BACKEND": backend, "QA_TORCH_THREADS": "3"}, cpu_limit=cpus)
+    assert explicit.torch_threads == 3
+
+
+FORK_SCRIPT = """
+import gc, os, signal, sys
+sys.path[:0] = sys.argv[2:]
+import qa_backends
+backend = qa_backends.OnnxBackend(sys.argv[1], "fp32", threads=2)
+inputs = qa_backends.example_inputs(["input_ids", "attention_mask"], 2, 40)
+want = backend.forward(inputs)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a hang (joining the parent's threads) ends the child with SIGALRM
+    got = backend.forward(inputs)  # a new session in this process
+    same = all((g == w).all() for g, w in zip(got, want))
+    del backend
+    gc.collect()
+    os._exit(0 if same else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_onnx_backend_survives_a_fork_as_with_qa_preload(tiny, cache_dir):
+    import subprocess
+
+    path, model = tiny
+    graph = qa_backends.find_or_build_graph(model, path, NAMES, "fp32", cache_dir)
+    root = Path(__file__).resolve().parents[2]
+    paths = [str(root), str(root / "code")]
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(graph), *paths], timeout=120, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
