@@ -141,7 +141,9 @@ class _Positional(torch.nn.Module):
         return output[0], output[1]
 
 
-def example_inputs(input_names: Sequence[str], batch: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
+def example_inputs(
+    input_names: Sequence[str], batch: int, width: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Padded inputs of this shape: the last row is shorter, so the masking path is traced."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -185,7 +187,9 @@ def export_onnx(model, input_names: Sequence[str], path: Path) -> None:
     got = OnnxBackend(path, "fp32", threads=1).forward(probe)
     error = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     if not error <= MAX_EXPORT_ERROR:
-        raise BackendError(f"the exported ONNX graph disagrees with PyTorch (max logit difference {error:.2e})")
+        raise BackendError(
+            f"the exported ONNX graph disagrees with PyTorch (max logit difference {error:.2e})"
+        )
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -260,7 +264,9 @@ def build_graph(model, input_names: Sequence[str], precision: str, out: Path) ->
         os.replace(result, out)
 
 
-def find_or_build_graph(model, model_dir: Path, input_names: Sequence[str], precision: str, cache_dir: Path) -> Path:
+def find_or_build_graph(
+    model, model_dir: Path, input_names: Sequence[str], precision: str, cache_dir: Path
+) -> Path:
     """A baked graph from <model_dir>/onnx, else a cached one, else export into the cache."""
     name = graph_name(model_dir, precision, input_names)
     for directory in (Path(model_dir) / "onnx", Path(cache_dir)):
@@ -303,10 +309,14 @@ def create_backend(model, model_dir: Path, input_names: Sequence[str], settings:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export ONNX graphs of a QA model for QA_BACKEND=onnx.")
     sub = parser.add_subparsers(dest="command", required=True)
-    export = sub.add_parser("export", help="write <out>/qa-<precision>-<key>.onnx (default out: MODEL_DIR/onnx)")
+    export = sub.add_parser(
+        "export", help="write <out>/qa-<precision>-<key>.onnx (default out: MODEL_DIR/onnx)"
+    )
     export.add_argument("model_dir", type=Path)
     export.add_argument("out", type=Path, nargs="?")
-    export.add_argument("--precision", nargs="+", default=["fp32", "int8"], choices=BACKEND_PRECISIONS["onnx"])
+    export.add_argument(
+        "--precision", nargs="+", default=["fp32", "int8"], choices=BACKEND_PRECISIONS["onnx"]
+    )
     args = parser.parse_args(argv)
 
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer

@@ -70,7 +70,9 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
-    def submit(self, windows: Sequence, deadline: float | None = None, max_windows: int | None = None) -> list[Logits]:
+    def submit(
+        self, windows: Sequence, deadline: float | None = None, max_windows: int | None = None
+    ) -> list[Logits]:
         """(start, end) float32 logits per window, unpadded, in the order given; at most
         `max_windows` rows in any forward pass that holds one of these windows."""
         if not windows:
@@ -127,9 +129,12 @@ class Batcher:
                 if self._closed:
                     return
                 # (A request that times out meanwhile takes its windows away: the queue may empty.)
-                while self._queue and not self._closed and not self._full() and (
-                    wait := self._queue[0].queued + self.max_wait_s - time.monotonic()
-                ) > 0:
+                while (
+                    self._queue
+                    and not self._closed
+                    and not self._full()
+                    and (wait := self._queue[0].queued + self.max_wait_s - time.monotonic()) > 0
+                ):
                     self._cond.wait(wait)
                 batch = self._take()
             if batch:

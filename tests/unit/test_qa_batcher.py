@@ -50,7 +50,7 @@ class FakeModel:
 
 
 def make(model, **overrides) -> Batcher:
-    options = dict(max_windows=8, max_tokens=400, max_wait_s=0.005, queue_windows=64, timeout_s=10)
+    options = {"max_windows": 8, "max_tokens": 400, "max_wait_s": 0.005, "queue_windows": 64, "timeout_s": 10}
     options.update(overrides)
     return Batcher(model, **options)
 
@@ -69,7 +69,9 @@ def test_concurrent_submissions_equal_one_by_one():
     model = FakeModel()
     batcher = make(model)
     rng = random.Random(7)
-    requests = [[window(rng.randrange(5, 60), 100 * r + i) for i in range(rng.randrange(1, 5))] for r in range(40)]
+    requests = [
+        [window(rng.randrange(5, 60), 100 * r + i) for i in range(rng.randrange(1, 5))] for r in range(40)
+    ]
     results: dict[int, list] = {}
 
     def client(index: int) -> None:
