@@ -116,7 +116,8 @@ class Settings:
     model_dir: Path = Path("/opt/ml/model")
     baked_model_dir: Path = Path("/opt/program/model")
     run_dir: Path = Path("/tmp/qa-serving")
-    threads_per_worker: int = 4
+    # Requests in flight per worker; their windows wait in the batcher's queue, which bounds the work.
+    threads_per_worker: int = 16
     torch_threads: int = 1
     preload: bool = False
     max_items_per_request: int = 64
@@ -178,7 +179,7 @@ class Settings:
             model_dir=Path(env.get("QA_MODEL_DIR", "").strip() or "/opt/ml/model"),
             baked_model_dir=Path(env.get("QA_BAKED_MODEL_DIR", "").strip() or "/opt/program/model"),
             run_dir=Path(env.get("QA_RUN_DIR", "").strip() or "/tmp/qa-serving"),
-            threads_per_worker=_int(env, "QA_THREADS_PER_WORKER", 4, 1, 256),
+            threads_per_worker=_int(env, "QA_THREADS_PER_WORKER", 16, 1, 256),
             torch_threads=_int(env, "QA_TORCH_THREADS", default_torch_threads, 1, 256),
             preload=_bool(env, "QA_PRELOAD", False),
             max_items_per_request=_int(env, "QA_MAX_ITEMS_PER_REQUEST", 64, 1, 100000),

@@ -22,9 +22,9 @@ QUESTIONS = [
         "Construction began in 1880; the bridge finally opened to traffic in May 1883.",
     ),
 ]
-# Bounded by one worker's in-flight limit (QA_THREADS_PER_WORKER, default 4): workers share one
+# Within one worker's in-flight limit (QA_THREADS_PER_WORKER, default 16): workers share one
 # socket, so all parallel requests may land on the same worker and none may be refused.
-PARALLEL = 4
+PARALLEL = 12
 ROUNDS = 3
 
 
