@@ -127,11 +127,13 @@ class Settings:
     install_user_requirements: bool = True
     shutdown_timeout_s: int = 25
     cpu_limit: float = 1.0
-    backend: str = "torch"
+    backend: str = "onnx"
     precision: str = "fp32"
     onnx_cache_dir: Path | None = None  # None: <run_dir>/onnx
     batch_wait_ms: int = 2
-    batch_max_tokens: int = 4096
+    # Padded tokens per forward pass: ONNX Runtime gains nothing per window from bigger batches on
+    # CPU, and at 4096 throughput at concurrency 16 halved (BENCHMARKS.md).
+    batch_max_tokens: int = 1024
     batch_queue_windows: int = 512
 
     @property
@@ -145,22 +147,19 @@ class Settings:
         if task and task != SUPPORTED_TASK:
             raise SettingsError(f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}")
 
-        # Two workers measured best on 2 CPUs (README, "Performance"); more only with more CPUs,
-        # never more than the CPUs the container may use.
-        default_workers = max(1, min(2, math.floor(cpus)))
+        # One worker per 4 CPUs, each with an equal share of them as intra-op threads: on 2 CPUs one
+        # worker with 2 threads beat two workers (p99 at concurrency 4: 283 vs 460 ms, half the
+        # memory; BENCHMARKS.md). Never more threads in all than the CPUs the container may use.
+        default_workers = max(1, math.floor(cpus / 4))
         workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
-        backend = _choice(env, "QA_BACKEND", "torch", tuple(BACKEND_PRECISIONS))
+        backend = _choice(env, "QA_BACKEND", "onnx", tuple(BACKEND_PRECISIONS))
         precision = _choice(env, "QA_PRECISION", "fp32", ("fp32", "bf16", "int8"))
         if precision not in BACKEND_PRECISIONS[backend]:
             raise SettingsError(
                 f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
                 + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
             )
-        # Split the allowed CPUs between workers so torch's intra-op pools (OpenMP, spinning) do not
-        # fight. ONNX Runtime's idle threads sleep (code/qa_backends.py), so each worker may use
-        # every CPU: measured on 2 CPUs, p50 at concurrency 1 fell from ~100 to ~60 ms, and
-        # throughput at concurrency 4 stayed the same.
-        default_torch_threads = max(1, math.floor(cpus if backend == "onnx" else cpus / workers))
+        default_torch_threads = max(1, math.floor(cpus / workers))
 
         return cls(
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
@@ -193,7 +192,7 @@ class Settings:
             precision=precision,
             onnx_cache_dir=Path(env["QA_ONNX_CACHE_DIR"].strip()) if env.get("QA_ONNX_CACHE_DIR", "").strip() else None,
             batch_wait_ms=_int(env, "QA_BATCH_WAIT_MS", 2, 0, 1000),
-            batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 4096, 1, 10_000_000),
+            batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 1024, 1, 10_000_000),
             batch_queue_windows=_int(env, "QA_BATCH_QUEUE_WINDOWS", 512, 1, 10_000_000),
         )
 

@@ -24,9 +24,12 @@ def qa_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def qa_model(qa_model_dir):
+    """The model on the torch backend, the reference the other backends are compared with."""
     import inference
+    from serving.settings import Settings
 
-    return inference.model_fn(qa_model_dir)
+    context = types.SimpleNamespace(settings=Settings(backend="torch"), model_dir=None, request_id=None)
+    return inference.model_fn(qa_model_dir, context)
 
 
 @pytest.fixture

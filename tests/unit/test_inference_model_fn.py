@@ -63,7 +63,7 @@ def test_pickle_weights_are_refused_by_default(model_copy):
 
 
 def test_pickle_weights_load_when_allowed(model_copy, qa_model, make_context):
-    context = make_context(allow_pickle_weights=True, torch_threads=torch.get_num_threads())
+    context = make_context(allow_pickle_weights=True, torch_threads=torch.get_num_threads(), backend="torch")
     model = inference.model_fn(pickle_only(model_copy), context)
     assert answer(model) == answer(qa_model)
 
@@ -85,9 +85,10 @@ def test_pickle_weights_with_code_in_them_are_not_executed(model_copy, make_cont
     assert not marker.exists()
 
 
-def test_safetensors_win_over_pickle_when_both_exist(model_copy, qa_model):
+def test_safetensors_win_over_pickle_when_both_exist(model_copy, qa_model, make_context):
     torch.save({"garbage": torch.zeros(1)}, model_copy / "pytorch_model.bin")
-    assert answer(inference.model_fn(model_copy)) == answer(qa_model)
+    context = make_context(torch_threads=torch.get_num_threads(), backend="torch")
+    assert answer(inference.model_fn(model_copy, context)) == answer(qa_model)
 
 
 def test_missing_directory(tmp_path):

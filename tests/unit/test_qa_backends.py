@@ -48,9 +48,9 @@ def test_supported_combinations_parse(backend, precision):
     assert (settings.backend, settings.precision) == (backend, precision)
 
 
-def test_defaults_are_torch_fp32():
+def test_defaults_are_onnx_fp32():
     settings = Settings.from_env({}, cpu_limit=2)
-    assert (settings.backend, settings.precision, settings.onnx_cache_dir) == ("torch", "fp32", None)
+    assert (settings.backend, settings.precision, settings.onnx_cache_dir) == ("onnx", "fp32", None)
 
 
 @pytest.mark.parametrize("backend,precision", [("torch", "int8"), ("onnx", "bf16")])
@@ -176,9 +176,9 @@ def test_int8_quantizes_the_encoder_but_not_the_answer_head(tiny, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "backend,cpus,threads", [("torch", 2.0, 1), ("onnx", 2.0, 2), ("torch", 8.0, 4), ("onnx", 8.0, 8)]
+    "backend,cpus,threads", [("torch", 2.0, 1), ("onnx", 2.0, 1), ("torch", 8.0, 4), ("onnx", 8.0, 4)]
 )
-def test_default_threads_split_cpus_for_torch_but_not_for_onnx(backend, cpus, threads):
+def test_default_threads_split_the_cpus_between_workers(backend, cpus, threads):
     settings = Settings.from_env(
         {"QA_BACKEND": backend, "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cpu_limit=cpus
     )

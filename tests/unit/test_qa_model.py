@@ -159,7 +159,9 @@ def test_inputs_the_reference_pipeline_failed_or_answered_emptily_are_400(probe,
 # ---- batching: padded to the longest window of each batch, never to max_seq_len --------------------
 
 
-def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model, make_context, monkeypatch):
+def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model_dir, make_context, monkeypatch):
+    # A token budget that never binds here: this checks forward_batch_size and the padding.
+    qa_model = inference.model_fn(qa_model_dir, make_context(backend="torch", batch_max_tokens=4096))
     shapes = []
     forward = qa_model.model.forward
 

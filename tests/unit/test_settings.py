@@ -14,14 +14,15 @@ def test_defaults_from_an_empty_environment():
     s = Settings.from_env({}, cpu_limit=2.0)
     assert (s.port, s.request_timeout_s, s.max_payload_mb, s.bind_host) == (8080, 60, 6, "0.0.0.0")
     assert s.model_dir == Path("/opt/ml/model")
-    assert s.workers == 2 and s.torch_threads == 1
+    assert s.workers == 1 and s.torch_threads == 2
+    assert (s.backend, s.precision) == ("onnx", "fp32")
     assert s.max_concurrent_transforms == s.workers
     assert s.batch_strategy == "MULTI_RECORD" and not s.batch_transform and not s.multi_model
     assert s.shutdown_timeout_s == 25
     assert s.max_payload_bytes == 6 * 1024 * 1024
 
 
-@pytest.mark.parametrize("cpus, workers, torch_threads", [(1.0, 1, 1), (1.5, 1, 1), (2.0, 2, 1), (8.0, 2, 4)])
+@pytest.mark.parametrize("cpus, workers, torch_threads", [(1.0, 1, 1), (1.5, 1, 1), (2.0, 1, 2), (8.0, 2, 4), (16.0, 4, 4)])
 def test_default_workers_never_oversubscribe_the_cpu_limit(cpus, workers, torch_threads):
     s = Settings.from_env({}, cpu_limit=cpus)
     assert (s.workers, s.torch_threads) == (workers, torch_threads)
