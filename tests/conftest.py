@@ -70,7 +70,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     kind = request.param
     if kind == "host":
         target = start_host_target(TINY_MODEL, tmp_path_factory.mktemp("host-target"))
-        STARTUP_TIMES.append(("host target, HTTP suite (2 workers)", target.ready_after_s))
+        STARTUP_TIMES.append(("host target, HTTP suite", target.ready_after_s))
     else:
         image = request.config.getoption("--image")
         if not image:
@@ -79,6 +79,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 pytest.fail(reason + "; QA_REQUIRE_CONTAINER=1 makes this a failure")
             pytest.skip(reason)
         target = _load_container_target().start_container_target(image, TINY_MODEL, {})
+        STARTUP_TIMES.append(("container target, HTTP suite", target.ready_after_s))
     yield target
     target.stop()
 

@@ -18,8 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from target import ContainerTarget  # noqa: E402
 
-STARTUP_TIMES: list[tuple[str, float]] = []
-
 
 def require_or_skip(reason: str) -> None:
     if os.environ.get("QA_REQUIRE_CONTAINER") == "1":
@@ -46,7 +44,7 @@ def image(request: pytest.FixtureRequest, docker_engine: None) -> str:
 
 
 @pytest.fixture
-def containers(request: pytest.FixtureRequest):
+def containers(request: pytest.FixtureRequest, startup_times: list[tuple[str, float]]):
     """Starts ContainerTargets for one test and stops (and so removes) them all afterwards."""
     started: list[ContainerTarget] = []
     request.node.qa_containers = started
@@ -57,7 +55,7 @@ def containers(request: pytest.FixtureRequest):
         target.start()
         if wait:
             target.wait_ready()
-            STARTUP_TIMES.append((f"{request.node.name}", target.ready_after_s))
+            startup_times.append((f"container, {request.node.name}", target.ready_after_s))
         return target
 
     yield start
@@ -73,10 +71,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             tail = "\n".join(target.logs().splitlines()[-200:])
             report.sections.append((f"container {target.name} logs (last 200 lines)", tail))
     return report
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if STARTUP_TIMES:
-        terminalreporter.section("container start-up: docker run to the first 200 on /ping")
-        for label, seconds in STARTUP_TIMES:
-            terminalreporter.write_line(f"{label}: {seconds:.2f} s")
