@@ -92,6 +92,8 @@ def test_baked_model_is_served_and_opt_ml_model_wins(image: str, containers, scr
     alone = containers(tag, None)
     assert requests.get(f"{alone.base_url}/ping", timeout=5).status_code == 200
     assert "/opt/program/model" in alone.logs()
+    # build.sh exported the default backend's graph into the image: start-up reuses it.
+    assert "using ONNX graph /opt/program/model/onnx/qa-fp32-" in alone.logs()
 
     mounted = containers(tag, TINY_MODEL)
     assert "serving the model in /opt/ml/model" in mounted.logs()
