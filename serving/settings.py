@@ -106,7 +106,6 @@ class Settings:
     batch_transform: bool = False
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
-    multi_model: bool = False
     log_level: int = logging.INFO
     hf_model_id: str | None = None
     hf_model_revision: str | None = None
@@ -143,6 +142,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> "Settings":
         cpus = container_cpu_limit() if cpu_limit is None else cpu_limit
+        if _bool(env, "SAGEMAKER_MULTI_MODEL", False):
+            raise SettingsError(
+                "SAGEMAKER_MULTI_MODEL=true: this image does not serve multi-model endpoints yet; "
+                "deploy it as a single-model endpoint"
+            )
         task = env.get("HF_TASK", "").strip()
         if task and task != SUPPORTED_TASK:
             raise SettingsError(f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}")
@@ -169,7 +173,6 @@ class Settings:
             batch_transform=_bool(env, "SAGEMAKER_BATCH", False),
             batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),
             max_concurrent_transforms=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", workers, 1, 1024),
-            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
             hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
             hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,

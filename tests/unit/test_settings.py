@@ -17,7 +17,7 @@ def test_defaults_from_an_empty_environment():
     assert s.workers == 1 and s.torch_threads == 2
     assert (s.backend, s.precision) == ("onnx", "fp32")
     assert s.max_concurrent_transforms == s.workers
-    assert s.batch_strategy == "MULTI_RECORD" and not s.batch_transform and not s.multi_model
+    assert s.batch_strategy == "MULTI_RECORD" and not s.batch_transform
     assert s.shutdown_timeout_s == 25
     assert s.max_payload_bytes == 6 * 1024 * 1024
 
@@ -102,3 +102,8 @@ def test_cpu_limit_reads_the_cgroup_v1_quota(tmp_path):
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert container_cpu_limit(tmp_path) == 1.0
+
+
+def test_multi_model_mode_is_refused_until_it_exists():
+    with pytest.raises(SettingsError, match="SAGEMAKER_MULTI_MODEL"):
+        Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0)
