@@ -149,11 +149,16 @@ class HostTarget:
         return self.proc.returncode
 
 
-def start_host_target(model_dir: Path, workdir: Path, env: dict[str, str] | None = None) -> HostTarget:
-    target = HostTarget(model_dir, workdir, env).start()
+def started_and_ready(target):
+    """Start a Target and wait for its first 200 on /ping; stop it again if that fails."""
+    target.start()
     try:
         target.wait_ready()
     except BaseException:
         target.stop()
         raise
     return target
+
+
+def start_host_target(model_dir: Path, workdir: Path, env: dict[str, str] | None = None) -> HostTarget:
+    return started_and_ready(HostTarget(model_dir, workdir, env))

@@ -31,7 +31,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from targets import READY_TIMEOUT_S, ServerDied, free_port, wait_ready  # noqa: E402
+from targets import READY_TIMEOUT_S, ServerDied, free_port, started_and_ready, wait_ready  # noqa: E402
 
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 STOP_TIMEOUT_S = 30
@@ -168,10 +168,4 @@ class ContainerTarget:
 
 
 def start_container_target(image: str, model_dir: Path | None, env: dict[str, str] | None = None, **kwargs) -> ContainerTarget:
-    target = ContainerTarget(image, model_dir, env, **kwargs).start()
-    try:
-        target.wait_ready()
-    except BaseException:
-        target.stop()
-        raise
-    return target
+    return started_and_ready(ContainerTarget(image, model_dir, env, **kwargs))

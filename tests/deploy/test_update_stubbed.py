@@ -72,6 +72,16 @@ def expect_wait(sm: Stubber, config: str) -> None:
     sm.add_response("describe_endpoint", endpoint("InService", config), {"EndpointName": "qa"})
 
 
+def expect_new_config_for_old_model(sm: Stubber, instance_type: str, count: int) -> None:
+    """A capacity-only update: a new endpoint config around the same model, then the switch."""
+    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
+        "EndpointConfigName": NEW,
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
+                                "InstanceType": instance_type, "InitialInstanceCount": count}]})
+    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
+                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+
+
 def run(clients, capsys, *args: str) -> tuple[int, dict | None, str]:
     code = cli.main(list(args), clients=clients, environ={})
     captured = capsys.readouterr()
@@ -113,12 +123,7 @@ def test_update_capacity_only_reuses_the_model(stubbed, capsys):
     sm = stubs["sagemaker"]
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
-                                "InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 4}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    expect_new_config_for_old_model(sm, "ml.m5.xlarge", 4)
     expect_wait(sm, NEW)
     code, out, err = run(clients, capsys, "update", "--name", "qa", "--instance-count", "4", "--poll", "0")
     assert code == 0, err
@@ -208,12 +213,7 @@ def test_update_failure_reports_reason_and_keeps_old(stubbed, capsys):
     sm = stubs["sagemaker"]
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
-                                "InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 1}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    expect_new_config_for_old_model(sm, "ml.g5.xlarge", 1)
     sm.add_response("describe_endpoint", endpoint("Updating", NEW), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint", endpoint("RollingBack", NEW), {"EndpointName": "qa"})
     # SageMaker rolls a failed update back: the endpoint keeps serving the old config.
