@@ -79,11 +79,12 @@ RUN /opt/venv/bin/python -m compileall -q /opt/program
 ARG GIT_REVISION=unknown
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="distilbert-qa" \
-      org.opencontainers.image.description="Extractive question answering (DistilBERT) for SageMaker: nginx + gunicorn" \
+      org.opencontainers.image.description="Extractive question answering (DistilBERT) for SageMaker: nginx + gunicorn; Multi Model Server for multi-model endpoints" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${GIT_REVISION}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
-      com.amazonaws.sagemaker.capabilities.accept-bind-to-port="true"
+      com.amazonaws.sagemaker.capabilities.accept-bind-to-port="true" \
+      com.amazonaws.sagemaker.capabilities.multi-models="true"
 
 EXPOSE 8080
 # Exec form: entrypoint.py is PID 1, gets SIGTERM from `docker stop` and supervises nginx + gunicorn.

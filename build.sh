@@ -189,6 +189,15 @@ else
             note "$torch_index is not reachable: torch comes from pip's own configuration"
         fi
     fi
+    # Pure-Python packages published only as source (sdist): built into wheels here, then found
+    # by the download below through --find-links.
+    sdist_only=$(grep -E '^sagemaker-inference==' requirements.txt || true)
+    if [[ -n "$sdist_only" ]]; then
+        # shellcheck disable=SC2086  # one argument per requirement line
+        "$python" -m pip wheel -qq --disable-pip-version-check --no-deps --wheel-dir "$cache" $sdist_only \
+            || die "building wheels of the source-only packages failed (see above)"
+    fi
+    pip_args+=(--find-links "$cache")
     note "downloading the pinned wheels for cp311/$wheel_arch into $cache"
     "$python" -m pip download -qq --disable-pip-version-check "${pip_args[@]}" \
         || die "pip download failed (see above); a proxy CA for the host goes in pip's 'cert' setting"

@@ -2,7 +2,8 @@
 """The image's ENTRYPOINT (and the way to run the stack on a developer machine).
 
     entrypoint.py serve    build the settings, resolve the model, check the inference code,
-                           render nginx's config, then run nginx + gunicorn under the supervisor
+                           render nginx's config, then run nginx + gunicorn under the supervisor;
+                           with SAGEMAKER_MULTI_MODEL=true, run Multi Model Server instead
     entrypoint.py train    fails: this image only serves
     entrypoint.py CMD ...  runs CMD (handy for debugging a container)
 
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 APP_ROOT = Path(__file__).resolve().parent
@@ -71,6 +73,8 @@ def serve(env: dict[str, str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
     log.info("starting: %s", json.dumps(settings.to_log_dict(), sort_keys=True))
+    if settings.multi_model:
+        return serve_multi_model(settings)
     try:
         _prepare_run_dir(settings)
         model_dir = resolve_model(settings, download=True)
@@ -101,6 +105,31 @@ def serve(env: dict[str, str]) -> int:
         shutdown_timeout_s=settings.shutdown_timeout_s,
     )
     return supervisor.run()
+
+
+def serve_multi_model(settings: Settings) -> int:
+    """Multi-model endpoint: Multi Model Server, started the SageMaker Inference Toolkit's way.
+
+    SageMaker loads and unloads models at run time (`POST /models` with a directory under
+    /opt/ml/models); MMS starts a worker per model running serving/mms_service.py. MMS reads the
+    port, the timeout and the workers per model from the environment, so ours are written there.
+    """
+    if shutil.which("java") is None:
+        log.error("start-up failed: Multi Model Server needs a Java runtime (java not on PATH)")
+        return EXIT_STARTUP_ERROR
+    os.environ.update(
+        SAGEMAKER_MULTI_MODEL="true",
+        SAGEMAKER_BIND_TO_PORT=str(settings.port),
+        SAGEMAKER_MODEL_SERVER_WORKERS=str(settings.workers),
+        SAGEMAKER_MODEL_SERVER_TIMEOUT=str(settings.request_timeout_s),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(APP_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    with warnings.catch_warnings():  # "pkg_resources is deprecated": why setuptools is pinned
+        warnings.simplefilter("ignore", UserWarning)
+        from sagemaker_inference import model_server  # reads SAGEMAKER_MULTI_MODEL when imported
+
+    model_server.start_model_server(handler_service="serving.mms_service:handle")
+    return 0
 
 
 def main(argv: list[str]) -> int:

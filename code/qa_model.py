@@ -143,8 +143,10 @@ class QAModel:
             max_windows=settings.forward_batch_size,
             max_tokens=settings.batch_max_tokens,
             max_wait_s=settings.batch_wait_ms / 1000,
+            max_padding=settings.batch_max_padding_percent / 100,
             queue_windows=settings.batch_queue_windows,
             timeout_s=settings.request_timeout_s,
+            parallel=settings.parallel_batches,
         )
         # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
         # any thread; the windowing one gets per-call truncation settings under a lock.

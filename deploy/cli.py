@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="endpoint name; the model and endpoint config "
                    "get NAME-<UTC time>")
     _model_options(p, required=True)
+    p.add_argument("--multi-model", action="store_true", help="a multi-model endpoint: --model-data "
+                   "is the S3 prefix of the model.tar.gz files; pick one per request with "
+                   "`invoke --target-model`")
     _capacity_options(p, defaults=True)
     group = p.add_argument_group("asynchronous inference")
     group.add_argument("--async-output", metavar="S3_URI", help="make it an async endpoint "
@@ -139,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-type", default="application/json")
     p.add_argument("--accept", default="application/json")
     p.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes value")
+    p.add_argument("--target-model", help="multi-model endpoint: the archive under its S3 prefix, "
+                   "e.g. squad-v1.tar.gz")
     p.add_argument("--async-input", metavar="S3_URI", help="async endpoint: the request body "
                    "already in S3; prints where the answer will land")
 
@@ -178,7 +183,7 @@ def _model_spec(args) -> endpoint.ModelSpec:
     if args.hf_model_id:
         env["HF_MODEL_ID"] = args.hf_model_id
     return endpoint.ModelSpec(image=args.image, model_data=args.model_data, role=args.role, env=env,
-                              in_image=args.model_in_image)
+                              in_image=args.model_in_image, multi_model=getattr(args, "multi_model", False))
 
 
 def _capacity_spec(args) -> endpoint.CapacitySpec:
@@ -236,7 +241,8 @@ def run(args, clients):
         body = invoke.build_body(question=args.question, context=args.context, body=raw,
                                  parameters=invoke.parse_params(args.param))
         return invoke.invoke(clients, args.name, body, content_type=args.content_type,
-                             accept=args.accept, custom_attributes=args.custom_attributes)
+                             accept=args.accept, custom_attributes=args.custom_attributes,
+                             target_model=args.target_model)
     if args.command == "batch":
         return batch(clients, input_uri=args.input_uri, output_uri=args.output_uri,
                      instance_type=args.instance_type, instance_count=args.instance_count,

@@ -16,6 +16,7 @@ class ModelSpec:
     role: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     in_image: bool = False
+    multi_model: bool = False
 
 
 @dataclass
@@ -43,7 +44,7 @@ def create(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *, asyn
     sm = clients("sagemaker")
     model_name = resources.stamped(name)
     model_request = resources.model_request(model_name, model.image, model.role, model.model_data,
-                                            model.env, model.in_image)
+                                            model.env, model.in_image, model.multi_model)
     variant = resources.production_variant(
         model_name, instance_type=capacity.instance_type, instance_count=capacity.instance_count or 1,
         serverless_memory=capacity.serverless_memory,
@@ -123,7 +124,8 @@ def _new_config(sm, name, old_config, model: ModelSpec, capacity: CapacitySpec, 
         env = {**container.get("Environment", {}), **model.env}
         request = resources.model_request(
             stamp_name, model.image or container["Image"], model.role or described["ExecutionRoleArn"],
-            model.model_data or container.get("ModelDataUrl"), env, model_in_image=True)
+            model.model_data or container.get("ModelDataUrl"), env, model_in_image=True,
+            multi_model=container.get("Mode") == "MultiModel")
         sm.create_model(**request)
         log(f"model {stamp_name}: created")
         model_name = stamp_name

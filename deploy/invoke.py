@@ -39,11 +39,14 @@ def parse_params(pairs: list[str] | None) -> dict:
 
 
 def invoke(clients, name: str, body: bytes, *, content_type: str = "application/json",
-           accept: str = "application/json", custom_attributes: str | None = None):
+           accept: str = "application/json", custom_attributes: str | None = None,
+           target_model: str | None = None):
     """The decoded answer: parsed JSON when the endpoint answered JSON, else text."""
     args = {"EndpointName": name, "Body": body, "ContentType": content_type, "Accept": accept}
     if custom_attributes:
         args["CustomAttributes"] = custom_attributes
+    if target_model:
+        args["TargetModel"] = target_model
     response = clients("sagemaker-runtime").invoke_endpoint(**args)
     payload = response["Body"].read().decode("utf-8")
     if "json" in response.get("ContentType", accept) and "jsonlines" not in accept:

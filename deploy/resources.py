@@ -49,7 +49,14 @@ def parse_env(pairs: list[str] | None) -> dict[str, str]:
 
 
 def model_request(name: str, image: str, role: str, model_data: str | None,
-                  env: dict[str, str], model_in_image: bool = False) -> dict:
+                  env: dict[str, str], model_in_image: bool = False, multi_model: bool = False) -> dict:
+    if multi_model:
+        # SageMaker loads s3://prefix/<TargetModel> on first use; the image serves them with MMS.
+        if not model_data or not model_data.startswith("s3://") or not model_data.endswith("/"):
+            raise RequestError("--multi-model needs --model-data s3://BUCKET/PREFIX/ (the prefix that "
+                               "holds the model.tar.gz files, ending in /)")
+        container = {"Image": image, "Mode": "MultiModel", "ModelDataUrl": model_data, "Environment": dict(env)}
+        return {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": role}
     if not model_data and not env.get("HF_MODEL_ID") and not model_in_image:
         raise RequestError("give --model-data s3://.../model.tar.gz, or --hf-model-id to load "
                            "the model from the Hugging Face Hub at start-up, or --model-in-image "

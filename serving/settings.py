@@ -106,6 +106,7 @@ class Settings:
     batch_transform: bool = False
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
+    multi_model: bool = False  # served by Multi Model Server (serving/mms_service.py)
     log_level: int = logging.INFO
     hf_model_id: str | None = None
     hf_model_revision: str | None = None
@@ -133,7 +134,12 @@ class Settings:
     # Padded tokens per forward pass: ONNX Runtime gains nothing per window from bigger batches on
     # CPU, and at 4096 throughput at concurrency 16 halved (BENCHMARKS.md).
     batch_max_tokens: int = 1024
+    # Padding as a share of a batch's tokens: on an AVX2 CPU, a batch of 4 mixed-length windows
+    # (25% padding) cost 1.3x their time one by one (BENCHMARKS.md).
+    batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
+    # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads.
+    parallel_batches: int = 2
 
     @property
     def max_payload_bytes(self) -> int:
@@ -142,11 +148,6 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> "Settings":
         cpus = container_cpu_limit() if cpu_limit is None else cpu_limit
-        if _bool(env, "SAGEMAKER_MULTI_MODEL", False):
-            raise SettingsError(
-                "SAGEMAKER_MULTI_MODEL=true: this image does not serve multi-model endpoints yet; "
-                "deploy it as a single-model endpoint"
-            )
         task = env.get("HF_TASK", "").strip()
         if task and task != SUPPORTED_TASK:
             raise SettingsError(f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}")
@@ -173,6 +174,7 @@ class Settings:
             batch_transform=_bool(env, "SAGEMAKER_BATCH", False),
             batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),
             max_concurrent_transforms=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", workers, 1, 1024),
+            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
             hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
             hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,
@@ -196,6 +198,8 @@ class Settings:
             onnx_cache_dir=Path(env["QA_ONNX_CACHE_DIR"].strip()) if env.get("QA_ONNX_CACHE_DIR", "").strip() else None,
             batch_wait_ms=_int(env, "QA_BATCH_WAIT_MS", 2, 0, 1000),
             batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 1024, 1, 10_000_000),
+            batch_max_padding_percent=_int(env, "QA_BATCH_MAX_PADDING_PERCENT", 10, 0, 100),
+            parallel_batches=_int(env, "QA_PARALLEL_BATCHES", 2, 1, 64),
             batch_queue_windows=_int(env, "QA_BATCH_QUEUE_WINDOWS", 512, 1, 10_000_000),
         )
 

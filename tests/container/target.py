@@ -100,12 +100,13 @@ class ContainerTarget:
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def http_in_container(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def http_in_container(self, path: str, body: bytes | None = None, method: str | None = None) -> tuple[int, bytes]:
         """A request to 127.0.0.1 from inside the container's network namespace (the image's Python)."""
         script = (
             "import sys, urllib.request, urllib.error\n"
             "data = sys.stdin.buffer.read() or None\n"
-            f"req = urllib.request.Request('{self.base_url}{path}', data=data, headers={{'Content-Type': 'application/json'}})\n"
+            f"req = urllib.request.Request('{self.base_url}{path}', data=data, method={method!r}, "
+            "headers={'Content-Type': 'application/json'})\n"
             "try:\n"
             "    resp = urllib.request.urlopen(req, timeout=10)\n"
             "except urllib.error.HTTPError as exc:\n"

@@ -36,6 +36,7 @@ def test_labels_and_run_config(image: str) -> None:
     config = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
     labels = config["Labels"]
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    assert labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
     assert labels["org.opencontainers.image.title"] == "distilbert-qa"
     assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"]), labels
     assert labels["org.opencontainers.image.version"]

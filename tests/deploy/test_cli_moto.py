@@ -165,6 +165,24 @@ def test_create_with_model_baked_into_image(aws):
     assert "ModelDataUrl" not in container and not container.get("Environment")
 
 
+def test_create_multi_model_endpoint(aws):
+    out = create_endpoint(aws, "mme", "--multi-model", "--model-data", "s3://models/qa/")
+    container = aws.client("sagemaker").describe_model(ModelName=out["model"])["PrimaryContainer"]
+    assert (container["Mode"], container["ModelDataUrl"]) == ("MultiModel", "s3://models/qa/")
+    # moto answers with a canned body; TargetModel reaching the container is SageMaker's part.
+    proc = run_deploy(["invoke", "--name", "mme", "--target-model", "squad.tar.gz",
+                       "--question", "Who?", "--context", "Ann did."], aws.env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_multi_model_needs_an_s3_prefix(aws):
+    before = inventory(aws)
+    proc = run_deploy(["create", "--name", "mme", "--image", IMAGE, "--role", ROLE, "--multi-model",
+                       "--model-data", "s3://models/qa/model.tar.gz"], aws.env)
+    assert proc.returncode == 2 and "s3://BUCKET/PREFIX/" in proc.stderr, proc.stderr
+    assert inventory(aws) == before
+
+
 def test_autoscale_target_tracking(aws):
     create_endpoint(aws, "qa", "--model-data", "s3://models/qa/model.tar.gz")
     before = inventory(aws)

@@ -61,6 +61,35 @@ def test_nonsense_combinations_name_both_variables(backend, precision):
         qa_backends.check_combination(backend, precision)
 
 
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert qa_backends.cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512_vnni"}
+    assert qa_backends.cpu_flags(str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize(
+    "precision,flags,warned",
+    [
+        ("bf16", {"avx2"}, "bf16 instructions"),
+        ("bf16", {"avx2", "avx512_bf16"}, None),
+        ("bf16", {"amx_bf16"}, None),
+        ("int8", {"avx2"}, "without VNNI"),
+        ("int8", {"avx2", "avx512_vnni"}, None),
+        ("fp32", {"avx2"}, None),
+        ("bf16", set(), None),  # flags unknown (not Linux): say nothing rather than guess
+    ],
+)
+def test_cpu_warning_for_precisions_the_cpu_lacks(caplog, precision, flags, warned):
+    with caplog.at_level("WARNING", logger=qa_backends.log.name):
+        qa_backends.check_cpu(precision, flags)
+    messages = [r.getMessage() for r in caplog.records]
+    if warned:
+        assert len(messages) == 1 and warned in messages[0] and f"QA_PRECISION={precision}" in messages[0]
+    else:
+        assert messages == []
+
+
 @pytest.mark.parametrize(
     "env",
     [

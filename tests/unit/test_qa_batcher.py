@@ -50,7 +50,7 @@ class FakeModel:
 
 
 def make(model, **overrides) -> Batcher:
-    options = {"max_windows": 8, "max_tokens": 400, "max_wait_s": 0.005, "queue_windows": 64, "timeout_s": 10}
+    options = {"max_windows": 8, "max_tokens": 400, "max_wait_s": 0.005, "max_padding": 1.0, "queue_windows": 64, "timeout_s": 10}
     options.update(overrides)
     return Batcher(model, **options)
 
@@ -65,9 +65,10 @@ def hold(batcher: Batcher, model: FakeModel) -> threading.Thread:
     return thread
 
 
-def test_concurrent_submissions_equal_one_by_one():
+@pytest.mark.parametrize("parallel", [1, 2, 3])
+def test_concurrent_submissions_equal_one_by_one(parallel):
     model = FakeModel()
-    batcher = make(model)
+    batcher = make(model, parallel=parallel)
     rng = random.Random(7)
     requests = [
         [window(rng.randrange(5, 60), 100 * r + i) for i in range(rng.randrange(1, 5))] for r in range(40)
@@ -99,6 +100,24 @@ def test_concurrent_submissions_equal_one_by_one():
         assert len(lengths) == 1 or len(lengths) * max(lengths) <= 400
 
 
+def test_lanes_run_forward_passes_at_the_same_time():
+    inside = threading.Barrier(2, timeout=5)
+
+    class Overlapping(FakeModel):
+        def __call__(self, windows):
+            inside.wait()  # breaks (BrokenBarrierError) unless two passes are in here at once
+            return super().__call__(windows)
+
+    model = Overlapping()
+    batcher = make(model, parallel=2, max_padding=0.0)
+    # A window of 10 and one of 20 may not share a pass (padding): two passes, one per lane.
+    got = batcher.submit([window(10, 1), window(20, 2)])
+    batcher.close()
+    assert [len(start) for start, _ in got] == [10, 20]
+    assert sorted(map(tuple, model.batches)) == [(10,), (20,)]
+    assert not inside.broken
+
+
 def test_windows_of_similar_length_go_together():
     model = FakeModel()
     batcher = make(model, max_tokens=220, max_wait_s=0)
@@ -115,6 +134,27 @@ def test_windows_of_similar_length_go_together():
         t.join(5)
     batcher.close()
     assert sorted(map(sorted, model.batches[1:])) == [[10, 11, 12], [98, 100]]
+
+
+@pytest.mark.parametrize(
+    "max_padding,want",
+    [
+        # [100, 104, 110]: 330 padded positions for 314 tokens, 4.8% padding
+        (0.05, [[100, 104, 110], [150], [200]]),
+        # [100, 104, 110, 150] would be 600 for 464 (22.7%); [150, 200] is 400 for 350 (12.5%)
+        (0.2, [[100, 104, 110], [150, 200]]),
+        (0.25, [[100, 104, 110, 150], [200]]),
+        (0.0, [[100], [104], [110], [150], [200]]),
+    ],
+)
+def test_a_batch_pads_at_most_its_share(max_padding, want):
+    model = FakeModel()
+    batcher = make(model, max_wait_s=0, max_tokens=10**6, max_padding=max_padding)
+    lengths = [150, 100, 200, 110, 104]
+    got = batcher.submit([window(n, n) for n in lengths])
+    batcher.close()
+    assert [len(start) for start, _ in got] == lengths
+    assert model.batches == want
 
 
 def test_full_queue_is_a_fast_503_with_retry_after():
@@ -164,7 +204,7 @@ def test_a_request_that_times_out_while_the_batch_waits_for_company_leaves_the_t
     with pytest.raises(RequestTimeout):
         batcher.submit([window(5, 1)], deadline=time.monotonic() + 0.05)
     time.sleep(0.3)  # the thread wakes from its wait to an empty queue
-    assert batcher._thread.is_alive()
+    assert all(t.is_alive() for t in batcher._threads)
     assert len(batcher.submit([window(5, 2)])) == 1
     batcher.close()
 
@@ -203,14 +243,14 @@ def test_close_stops_the_thread_and_fails_queued_requests():
     model.gate.set()
     closer.join(5)
     blocker.join(5)
-    assert not batcher._thread.is_alive()
+    assert not any(t.is_alive() for t in batcher._threads)
     with pytest.raises(ServiceUnavailable):
         batcher.submit([window(5, 2)])
 
 
 def test_no_thread_until_first_use():
     batcher = make(FakeModel())
-    assert batcher._thread is None
+    assert batcher._threads == []
     batcher.close()
     assert batcher.submit([]) == []
 

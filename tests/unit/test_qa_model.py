@@ -160,8 +160,10 @@ def test_inputs_the_reference_pipeline_failed_or_answered_emptily_are_400(probe,
 
 
 def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model_dir, make_context, monkeypatch):
-    # A token budget that never binds here: this checks forward_batch_size and the padding.
-    qa_model = inference.model_fn(qa_model_dir, make_context(backend="torch", batch_max_tokens=4096))
+    # Token and padding budgets that never bind here, one lane (passes in order): this checks
+    # forward_batch_size and the padding.
+    settings = dict(backend="torch", batch_max_tokens=4096, batch_max_padding_percent=100, parallel_batches=1)
+    qa_model = inference.model_fn(qa_model_dir, make_context(**settings))
     shapes = []
     forward = qa_model.model.forward
 

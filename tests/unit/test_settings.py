@@ -104,6 +104,8 @@ def test_cpu_limit_reads_the_cgroup_v1_quota(tmp_path):
     assert container_cpu_limit(tmp_path) == 1.0
 
 
-def test_multi_model_mode_is_refused_until_it_exists():
+def test_multi_model_mode_is_a_setting():
+    assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0).multi_model is True
+    assert Settings.from_env({}, cpu_limit=2.0).multi_model is False
     with pytest.raises(SettingsError, match="SAGEMAKER_MULTI_MODEL"):
-        Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0)
+        Settings.from_env({"SAGEMAKER_MULTI_MODEL": "maybe"}, cpu_limit=2.0)

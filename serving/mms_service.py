@@ -1,0 +1,99 @@
+"""Multi-model endpoints: the service Multi Model Server runs for each model it loads.
+
+With SAGEMAKER_MULTI_MODEL=true the entrypoint hands the container to Multi Model Server through
+the SageMaker Inference Toolkit (`sagemaker_inference.model_server.start_model_server`), as the
+AWS framework images do. MMS implements SageMaker's model management API (`POST /models`,
+`GET /models`, `DELETE /models/<name>`, `POST /models/<name>/invoke`, `GET /ping`) and starts one
+Python worker per loaded model, which imports this module: `handle(None, context)` once to load
+the model from the directory SageMaker gave, then `handle(requests, context)` per batch.
+
+Both go through the same `Handler` as the single-model stack (hooks, a user's
+`<model>/code/inference.py`, warm-up), and errors leave in the same JSON shape with the same
+status: only the web layer differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from serving import logs
+from serving.errors import InternalError, ServingError
+from serving.handler import Handler
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class QAService:
+    def __init__(self) -> None:
+        self.handler: Handler | None = None
+
+    def initialize(self, context: Any) -> None:
+        """Load this worker's model and answer one warm-up request, or fail the load."""
+        settings = Settings.from_env(os.environ)
+        logs.configure(settings.log_level)
+        model_dir = Path(context.system_properties["model_dir"])
+        # The model's own code/ overrides the built-in hooks, as `/opt/ml/model/code` does for one model.
+        settings = dataclasses.replace(settings, model_dir=model_dir)
+        started = time.monotonic()
+        handler = Handler.load(settings, model_dir)
+        handler.load_model()
+        handler.warm_up()
+        self.handler = handler
+        log.info("model %s loaded from %s in %.1f s", context.model_name, model_dir, time.monotonic() - started)
+
+    def handle(self, requests: list[dict], context: Any) -> list[bytes]:
+        assert self.handler is not None
+        return [self._answer(index, request, context) for index, request in enumerate(requests)]
+
+    def _answer(self, index: int, request: dict, context: Any) -> bytes:
+        headers = {k.lower(): v for k, v in context.request_processor[index].get_request_properties().items()
+                   if isinstance(v, str)}
+        body = request.get("body", b"")
+        if isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, (bytes, bytearray)):
+            body = json.dumps(body).encode()  # MMS decoded a JSON body (decode_input_request=true)
+        settings = self.handler.settings
+        request_context = self.handler.context(
+            request_id=context.get_request_id(index),
+            custom_attributes=headers.get("x-amzn-sagemaker-custom-attributes"),
+            deadline=time.monotonic() + settings.request_timeout_s,
+        )
+        try:
+            data, content_type = self.handler.invoke(
+                bytes(body), headers.get("content-type") or "application/json", headers.get("accept"), request_context
+            )
+        except ServingError as error:
+            return _error(context, index, error)
+        except Exception:  # the traceback goes to the log, never to the client
+            log.exception("request failed")
+            return _error(context, index, InternalError("the model failed on this request; see the endpoint's log"))
+        context.set_response_content_type(index, content_type)
+        return data
+
+
+def _error(context: Any, index: int, error: ServingError) -> bytes:
+    context.set_response_status(error.status, error.type, index)
+    context.set_response_content_type(index, "application/json")
+    for key, value in error.headers.items():
+        context.set_response_header(index, key, value)
+    return json.dumps(error.to_body()).encode()
+
+
+_service = QAService()
+
+
+def handle(data: list[dict] | None, context: Any) -> list[bytes] | None:
+    """MMS's entry point: `data` is None once, when the model is loaded."""
+    if _service.handler is None:
+        _service.initialize(context)
+    if data is None:
+        return None
+    return _service.handle(data, context)

@@ -1,0 +1,102 @@
+"""Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): Multi Model Server in the image, driven the
+way SageMaker drives it: load models from directories under /opt/ml/models, list them, invoke each,
+unload. Each model must answer with its own weights (golden answers of three different tiny
+models), and errors keep the JSON shape of the single-model stack.
+
+The container runs in its own network namespace (`--network none`, SageMaker's port 8080) and
+requests are made from inside it: MMS binds every interface, and test traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from target import ContainerTarget
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from golden_cases import load_cases, model_dir  # noqa: E402
+
+pytestmark = pytest.mark.container
+
+MODELS = ("distilbert-tiny-s0", "distilbert-tiny-s1", "distilbert-tiny-s2")
+REL_TOL = 1e-4
+
+
+def first_case(model: str) -> dict:
+    return next(c for c in load_cases() if c["model"] == model and isinstance(c["expected"], dict))
+
+
+def call(target: ContainerTarget, path: str, body: dict | None = None, method: str | None = None):
+    status, payload = target.http_in_container(path, json.dumps(body).encode() if body is not None else None, method)
+    return status, json.loads(payload) if payload.strip() else None
+
+
+def load(target: ContainerTarget, name: str, url: str):
+    return call(target, "/models", {"model_name": name, "url": url})
+
+
+@pytest.fixture
+def endpoint(image: str, containers, tmp_path) -> ContainerTarget:
+    # SageMaker downloads each model.tar.gz into its own directory under /opt/ml/models.
+    mounts: list[str] = []
+    for name in MODELS:
+        mounts += ["-v", f"{model_dir(name)}:/opt/ml/models/{name}/model:ro"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "README").write_text("no config.json, no weights")
+    mounts += ["-v", f"{broken}:/opt/ml/models/broken/model:ro"]
+    return containers(image, None, {"SAGEMAKER_MULTI_MODEL": "true"}, network="none", docker_args=tuple(mounts))
+
+
+def test_each_model_answers_with_its_own_weights(endpoint: ContainerTarget) -> None:
+    for name in MODELS:
+        status, body = load(endpoint, name, f"/opt/ml/models/{name}/model")
+        assert status == 200, body
+    status, listed = call(endpoint, "/models")
+    assert status == 200
+    assert sorted(m["modelName"] for m in listed["models"]) == sorted(MODELS)
+
+    for name in MODELS:
+        case = first_case(name)
+        status, got = call(endpoint, f"/models/{name}/invoke", case["request"])
+        assert status == 200, got
+        want = case["expected"]
+        assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"]), name
+        assert got["score"] == pytest.approx(want["score"], rel=REL_TOL), name
+
+
+def test_errors_keep_the_json_shape_and_the_model_keeps_serving(endpoint: ContainerTarget) -> None:
+    name = MODELS[0]
+    assert load(endpoint, name, f"/opt/ml/models/{name}/model")[0] == 200
+
+    status, error = call(endpoint, f"/models/{name}/invoke", {"inputs": {"question": "Who?"}})
+    assert status == 400, error
+    assert error["code"] == 400 and error["type"] == "BadRequest"
+    assert "context" in error["message"]
+
+    status, error = call(endpoint, f"/models/{name}/invoke", {"inputs": {"question": "Q?", "context": "C."}, "parameters": {"top_k": 0}})
+    assert status == 400 and "parameters.top_k" in error["message"], error
+
+    case = first_case(name)
+    status, got = call(endpoint, f"/models/{name}/invoke", case["request"])
+    assert status == 200 and got["answer"] == case["expected"]["answer"], got
+
+
+def test_unknown_unloaded_and_broken_models_are_clear_errors(endpoint: ContainerTarget) -> None:
+    status, error = call(endpoint, "/models/nobody/invoke", {"inputs": {"question": "Q?", "context": "C."}})
+    assert status == 404 and error["code"] == 404, error
+
+    status, error = load(endpoint, "broken", "/opt/ml/models/broken/model")
+    assert status >= 400, error
+    status, listed = call(endpoint, "/models")
+    assert "broken" not in [m["modelName"] for m in listed["models"]]
+
+    name = MODELS[1]
+    assert load(endpoint, name, f"/opt/ml/models/{name}/model")[0] == 200
+    status, _ = call(endpoint, f"/models/{name}", method="DELETE")
+    assert status == 200
+    status, error = call(endpoint, f"/models/{name}/invoke", first_case(name)["request"])
+    assert status == 404 and error["code"] == 404, error
