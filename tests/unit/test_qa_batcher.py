@@ -118,6 +118,37 @@ def test_lanes_run_forward_passes_at_the_same_time():
     assert not inside.broken
 
 
+@pytest.mark.parametrize("length,overlap", [(40, True), (60, False)])
+def test_lanes_share_one_token_budget(length, overlap):
+    """Two passes of 40 padded tokens fit a budget of 100 at once; two of 60 do not."""
+
+    class Counting(FakeModel):
+        inside = most = 0
+        lock = threading.Lock()
+
+        def __call__(self, windows):
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            time.sleep(0.05)
+            try:
+                return super().__call__(windows)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    model = Counting()
+    batcher = make(model, parallel=2, max_tokens=100, max_padding=0.0, max_wait_s=0)
+    threads = [threading.Thread(target=batcher.submit, args=([window(length + i, i)],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert sum(len(b) for b in model.batches) == 6
+    assert model.most == (2 if overlap else 1)
+
+
 def test_windows_of_similar_length_go_together():
     model = FakeModel()
     batcher = make(model, max_tokens=220, max_wait_s=0)
