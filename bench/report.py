@@ -14,13 +14,19 @@ from pathlib import Path
 MIB = 2**20
 
 
+# The instructions that decide which precision pays (int8 needs VNNI, bf16 its own instructions).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
 def machine() -> dict:
     cpu = "unknown"
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     mem = 0
@@ -37,6 +43,7 @@ def machine() -> dict:
     )
     return {
         "cpu": cpu,
+        "isa": [f for f in ISA_FLAGS if f in flags],
         "cores": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
         "memory_gib": round(mem / 2**30, 1),
@@ -275,6 +282,7 @@ def markdown(doc: dict, chart_rel: str) -> str:
         "",
         f"Run {doc['date']} on {m['cpu']}, {m['cores']} cores ({m['usable_cpus']} usable),"
         f" {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, Docker {m['docker']}.",
+        f"CPU instructions that matter here: {_isa_text(m.get('isa'))}.",
         f"Model: {_model_text(s)} at `{s['model']}`.",
         f"Load: closed loop on 127.0.0.1, {s['requests']} SQuAD-like requests (contexts of {low}-{high}"
         f" words, mean {mean}), {s['warmup_s']:g} s warm-up then {s['duration_s']:g} s measured per level,"
@@ -314,6 +322,13 @@ def markdown(doc: dict, chart_rel: str) -> str:
         lines.append(f"- **{r['name']}** ({r['kind']}): {_env_text(r['env'])}; {extra}")
     lines += ["", "## Method", ""] + METHOD
     return "\n".join(lines)
+
+
+def _isa_text(isa: list[str] | None) -> str:
+    if isa is None:
+        return "not recorded"
+    missing = [f for f in ISA_FLAGS if f not in isa]
+    return ", ".join(isa or ["none"]) + (f" (not: {', '.join(missing)})" if missing else "")
 
 
 def _model_text(settings: dict) -> str:
