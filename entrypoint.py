@@ -26,11 +26,11 @@ from pathlib import Path
 APP_ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(APP_ROOT))
 
-from serving import logs, nginx
-from serving.handler import HandlerError, install_user_requirements
-from serving.model_source import ModelSourceError, resolve_model
-from serving.settings import Settings, SettingsError
-from serving.supervisor import ChildSpec, Supervisor
+from serving import logs, nginx  # noqa: E402
+from serving.handler import HandlerError, install_user_requirements  # noqa: E402
+from serving.model_source import ModelSourceError, resolve_model  # noqa: E402
+from serving.settings import Settings, SettingsError  # noqa: E402
+from serving.supervisor import ChildSpec, Supervisor  # noqa: E402
 
 log = logging.getLogger("entrypoint")
 

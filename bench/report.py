@@ -120,7 +120,7 @@ def build(results: list[dict], args, requests) -> dict:
     ratio_rows = ratios(results)
     config = json.loads((Path(args.model) / "config.json").read_text())
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "settings": {
             "target": args.target,

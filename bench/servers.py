@@ -106,7 +106,7 @@ def memory_bytes(pids: set[int]) -> int:
 class Meter:
     """Samples a server's memory in a thread; CPU is read on demand (it is a counter)."""
 
-    def __init__(self, server: "Server", interval: float = 0.5):
+    def __init__(self, server: Server, interval: float = 0.5):
         self.server, self.interval = server, interval
         self.peak = 0
         self.level_peak = 0
@@ -114,7 +114,7 @@ class Meter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self._thread.start()
         return self
 

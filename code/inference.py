@@ -36,6 +36,7 @@ if _HERE not in sys.path:  # the sibling qa_* modules, when loaded by file path
 from qa_model import QAModel, load_model  # noqa: E402
 from qa_request import parse_request, request_from_object  # noqa: E402
 from qa_response import encode_response  # noqa: E402
+
 from serving.settings import Settings  # noqa: E402
 
 _DEFAULT_SETTINGS = Settings()

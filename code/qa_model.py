@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from qa_backends import BackendError, create_backend, model_input_names
 from qa_batcher import Batcher
 from qa_request import BatchResults, LineResults, QAParams, QARequest
 from qa_spans import WindowLogits, answer_from_windows
+
 from serving.errors import BadRequest, InternalError, PayloadTooLarge
 from serving.settings import Settings
 
@@ -55,7 +55,7 @@ class Window:
     encoding: object  # tokenizers.Encoding
 
 
-def load_model(model_dir: Path, settings: Settings) -> "QAModel":
+def load_model(model_dir: Path, settings: Settings) -> QAModel:
     """An AutoModelForQuestionAnswering and its fast tokenizer from a save_pretrained directory."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from qa_request import JSON, JSONLINES, MEDIA_TYPE_ALIASES, BatchResults, LineResults
+
 from serving.errors import InternalError, NotAcceptable
 
 RESPONSE_TYPES = (JSON, JSONLINES)

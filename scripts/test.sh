@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README): a Python 3.11 venv (.venv) with requirements-dev.txt, the image
-# built by build.sh with no model baked in (the tests mount their own tiny models), then the
-# whole pytest suite against the host stack and the image, container tests required.
+# built by build.sh with no model baked in (the tests mount their own tiny models), then the lint
+# gate (ruff) and the whole pytest suite against the host stack and the image, container tests required.
 #
 #   scripts/test.sh [pytest arguments...]      e.g. scripts/test.sh -x tests/container
 set -euo pipefail
@@ -28,6 +28,8 @@ if [[ ! -x .venv/bin/python || $(cat .venv/.stamp 2>/dev/null) != "$stamp" ]]; t
     .venv/bin/python -m pip install -q --disable-pip-version-check "${index_args[@]}" -r requirements-dev.txt
     echo "$stamp" >.venv/.stamp
 fi
+
+.venv/bin/ruff check . || { echo "test.sh: lint failed (ruff check --fix fixes the marked ones)" >&2; exit 1; }
 
 PYTHON="$root/.venv/bin/python" ./build.sh --no-model --tag "$image"
 

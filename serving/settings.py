@@ -146,7 +146,7 @@ class Settings:
         return self.max_payload_mb * 1024 * 1024
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> Settings:
         cpus = container_cpu_limit() if cpu_limit is None else cpu_limit
         task = env.get("HF_TASK", "").strip()
         if task and task != SUPPORTED_TASK:

@@ -24,7 +24,7 @@ for path in (ROOT, TESTS):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from targets import TINY_MODEL, start_host_target
+from targets import TINY_MODEL, start_host_target  # noqa: E402
 
 TARGETS = ("host", "container")
 STARTUP_TIMES: list[tuple[str, float]] = []

@@ -89,7 +89,7 @@ class ContainerTarget:
             cmd += ["-e", f"{key}={value}"]
         return [*cmd, self.image, *self.argv]
 
-    def start(self) -> "ContainerTarget":
+    def start(self) -> ContainerTarget:
         _STARTED.add(self.name)
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(

@@ -9,7 +9,6 @@ import json
 import tarfile
 
 import pytest
-
 from deploy_testkit import IMAGE, REGION, ROLE, run_deploy
 
 SUBCOMMANDS = ["package", "create", "update", "autoscale", "invoke", "batch", "delete"]

@@ -21,7 +21,7 @@ from deploy_testkit import IMAGE, REGION, ROLE
 
 from deploy import cli, resources
 
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 OLD = "qa-20250101-000000-000"
 NEW = "qa-20260101-120000-000"
 NEW_IMAGE = IMAGE.replace(":abc1234", ":def5678")

@@ -26,6 +26,7 @@ def qa_model_dir() -> Path:
 def qa_model(qa_model_dir):
     """The model on the torch backend, the reference the other backends are compared with."""
     import inference
+
     from serving.settings import Settings
 
     context = types.SimpleNamespace(settings=Settings(backend="torch"), model_dir=None, request_id=None)

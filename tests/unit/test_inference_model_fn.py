@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import inference
 import pytest
 import torch
-from safetensors.torch import load_file
-
-import inference
 from qa_model import ModelLoadError
+from safetensors.torch import load_file
 
 ITEM = {"question": "Who designed the lighthouse?",
         "context": "The first stone lighthouse, designed by the engineer Matthias Oort, was completed in 1711."}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+import inference
 import numpy as np
 import pytest
-
-import inference
 from qa_request import BatchResults, LineResults
+
 from serving.errors import NotAcceptable
 
 ANSWER = {"score": 0.5, "start": 4, "end": 9, "answer": "Café 東京 🙂"}

@@ -60,7 +60,7 @@ def test_a_batch_of_requests_gets_answers_and_errors_in_order(service):
     requests = [
         {"body": json.dumps(case["request"]).encode()},
         {"body": b'{"inputs": {"question": "Who?"}}'},
-        {"body": "question,context\nWho wrote it?,Ada wrote it.\n".encode()},
+        {"body": b"question,context\nWho wrote it?,Ada wrote it.\n"},
     ]
     headers = [
         {"Content-Type": "application/json"},

@@ -14,6 +14,7 @@ sys.path.insert(0, str(FIXTURES))
 
 import qa_backends  # noqa: E402
 from golden_cases import model_dir  # noqa: E402
+
 from serving.settings import Settings, SettingsError  # noqa: E402
 
 COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8")]

@@ -13,8 +13,8 @@ import types
 
 import numpy as np
 import pytest
-
 from qa_batcher import Batcher
+
 from serving.errors import RequestTimeout, ServiceUnavailable
 
 

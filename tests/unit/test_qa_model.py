@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import threading
 
+import inference
 import pytest
 import torch
-
-import inference
 from golden_cases import load_probes
 from qa_request import BatchResults
+
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 
 CONTEXT = (

@@ -24,6 +24,7 @@ sys.path.insert(0, str(FIXTURES))
 
 import inference  # noqa: E402
 from golden_cases import load_cases, model_dir  # noqa: E402
+
 from serving.settings import Settings  # noqa: E402
 
 CASES = load_cases()

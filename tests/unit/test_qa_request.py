@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import inference
+import pytest
 from qa_request import JSON, JSONLINES, QAParams
+
 from serving.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
 
 Q, C = "Who built it?", "The bridge was built by Ada in 1901."
