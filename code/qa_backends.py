@@ -62,6 +62,8 @@ def check_combination(backend: str, precision: str) -> None:
 
 
 class TorchBackend:
+    batch_invariant = True  # a window's logits do not depend on the windows beside it
+
     def __init__(self, model, precision: str):
         self.model = model
         self.name = f"torch-{precision}"
@@ -92,6 +94,10 @@ class OnnxBackend:
 
     def __init__(self, path: Path, precision: str, threads: int):
         self.path = Path(path)
+        # Dynamic int8 quantizes activations with one scale per tensor, so a window's logits
+        # would shift with the windows (and padding) it shares a pass with: under load, the same
+        # request could get another answer. int8 therefore runs one window per pass.
+        self.batch_invariant = precision != "int8"
         self.name = f"onnx-{precision}"
         self.threads = threads
         self._pid = None

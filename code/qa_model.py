@@ -140,7 +140,7 @@ class QAModel:
         self.settings = settings
         self.batcher = Batcher(
             self._forward_batch,
-            max_windows=settings.forward_batch_size,
+            max_windows=settings.forward_batch_size if backend.batch_invariant else 1,
             max_tokens=settings.batch_max_tokens,
             max_wait_s=settings.batch_wait_ms / 1000,
             max_padding=settings.batch_max_padding_percent / 100,

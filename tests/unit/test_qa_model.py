@@ -184,6 +184,26 @@ def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model
     assert min(width for _, width in shapes) < 384
 
 
+@pytest.mark.parametrize("precision,batched", [("fp32", True), ("int8", False)])
+def test_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path, precision, batched):
+    """int8's activation scales span the whole pass: batched, a window's answer would depend on its
+    neighbours. fp32 batches (its logits do not depend on them)."""
+    context = make_context(backend="onnx", precision=precision, onnx_cache_dir=tmp_path, torch_threads=1)
+    qa_model = inference.model_fn(qa_model_dir, context)
+    rows = []
+    forward = qa_model.backend.forward
+
+    def spy(inputs):
+        rows.append(len(inputs["input_ids"]))
+        return forward(inputs)
+
+    qa_model.backend.forward = spy
+    items = [{"question": "Who?", "context": LONG_CONTEXT}]
+    predict(qa_model, {"inputs": items}, context)
+    assert sum(rows) > 1
+    assert (max(rows) > 1) == batched, rows
+
+
 def test_inference_runs_without_autograd(qa_model, monkeypatch):
     seen = []
     forward = qa_model.model.forward
