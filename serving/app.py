@@ -37,12 +37,11 @@ from serving.errors import (
     ServiceUnavailable,
     ServingError,
 )
-from serving.handler import Context
+from serving.handler import CUSTOM_ATTRIBUTES, Context
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 REQUEST_ID = "X-Request-Id"
 LOADING_RETRY_AFTER_S = 5
 OVERLOAD_RETRY_AFTER_S = 1

@@ -50,6 +50,9 @@ WARMUP_BODY = json.dumps(
     }
 ).encode()
 
+# SageMaker passes this header through to the container; both web layers echo it back.
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
 
 class HandlerError(Exception):
     """The inference code cannot be used; raised at start-up with a message saying how to fix it."""

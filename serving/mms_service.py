@@ -24,7 +24,7 @@ from typing import Any
 
 from serving import logs
 from serving.errors import InternalError, ServingError
-from serving.handler import Handler
+from serving.handler import CUSTOM_ATTRIBUTES, Handler
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,35 +46,48 @@ class QAService:
         handler.load_model()
         handler.warm_up()
         self.handler = handler
-        log.info("model %s loaded from %s in %.1f s", context.model_name, model_dir, time.monotonic() - started)
+        log.info(
+            "model %s loaded from %s in %.1f s", context.model_name, model_dir, time.monotonic() - started
+        )
 
     def handle(self, requests: list[dict], context: Any) -> list[bytes]:
         assert self.handler is not None
         return [self._answer(index, request, context) for index, request in enumerate(requests)]
 
     def _answer(self, index: int, request: dict, context: Any) -> bytes:
-        headers = {k.lower(): v for k, v in context.request_processor[index].get_request_properties().items()
-                   if isinstance(v, str)}
+        headers = {
+            k.lower(): v
+            for k, v in context.request_processor[index].get_request_properties().items()
+            if isinstance(v, str)
+        }
         body = request.get("body", b"")
         if isinstance(body, str):
             body = body.encode()
         elif not isinstance(body, (bytes, bytearray)):
             body = json.dumps(body).encode()  # MMS decoded a JSON body (decode_input_request=true)
         settings = self.handler.settings
+        attributes = headers.get(CUSTOM_ATTRIBUTES.lower())
+        if attributes is not None:  # echoed back, as the single-model stack does
+            context.set_response_header(index, CUSTOM_ATTRIBUTES, attributes)
         request_context = self.handler.context(
             request_id=context.get_request_id(index),
-            custom_attributes=headers.get("x-amzn-sagemaker-custom-attributes"),
+            custom_attributes=attributes,
             deadline=time.monotonic() + settings.request_timeout_s,
         )
         try:
             data, content_type = self.handler.invoke(
-                bytes(body), headers.get("content-type") or "application/json", headers.get("accept"), request_context
+                bytes(body),
+                headers.get("content-type") or "application/json",
+                headers.get("accept"),
+                request_context,
             )
         except ServingError as error:
             return _error(context, index, error)
         except Exception:  # the traceback goes to the log, never to the client
             log.exception("request failed")
-            return _error(context, index, InternalError("the model failed on this request; see the endpoint's log"))
+            return _error(
+                context, index, InternalError("the model failed on this request; see the endpoint's log")
+            )
         context.set_response_content_type(index, content_type)
         return data
 

@@ -30,7 +30,9 @@ def first_case(model: str) -> dict:
 
 
 def call(target: ContainerTarget, path: str, body: dict | None = None, method: str | None = None):
-    status, payload = target.http_in_container(path, json.dumps(body).encode() if body is not None else None, method)
+    status, payload = target.http_in_container(
+        path, json.dumps(body).encode() if body is not None else None, method
+    )
     return status, json.loads(payload) if payload.strip() else None
 
 
@@ -48,7 +50,9 @@ def endpoint(image: str, containers, tmp_path) -> ContainerTarget:
     broken.mkdir()
     (broken / "README").write_text("no config.json, no weights")
     mounts += ["-v", f"{broken}:/opt/ml/models/broken/model:ro"]
-    return containers(image, None, {"SAGEMAKER_MULTI_MODEL": "true"}, network="none", docker_args=tuple(mounts))
+    return containers(
+        image, None, {"SAGEMAKER_MULTI_MODEL": "true"}, network="none", docker_args=tuple(mounts)
+    )
 
 
 def test_each_model_answers_with_its_own_weights(endpoint: ContainerTarget) -> None:
@@ -77,7 +81,11 @@ def test_errors_keep_the_json_shape_and_the_model_keeps_serving(endpoint: Contai
     assert error["code"] == 400 and error["type"] == "BadRequest"
     assert "context" in error["message"]
 
-    status, error = call(endpoint, f"/models/{name}/invoke", {"inputs": {"question": "Q?", "context": "C."}, "parameters": {"top_k": 0}})
+    status, error = call(
+        endpoint,
+        f"/models/{name}/invoke",
+        {"inputs": {"question": "Q?", "context": "C."}, "parameters": {"top_k": 0}},
+    )
     assert status == 400 and "parameters.top_k" in error["message"], error
 
     case = first_case(name)

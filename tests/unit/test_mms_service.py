@@ -56,14 +56,16 @@ def service():
 
 
 def test_a_batch_of_requests_gets_answers_and_errors_in_order(service):
-    case = next(c for c in load_cases() if c["model"] == "distilbert-tiny-s1" and isinstance(c["expected"], dict))
+    case = next(
+        c for c in load_cases() if c["model"] == "distilbert-tiny-s1" and isinstance(c["expected"], dict)
+    )
     requests = [
         {"body": json.dumps(case["request"]).encode()},
         {"body": b'{"inputs": {"question": "Who?"}}'},
         {"body": b"question,context\nWho wrote it?,Ada wrote it.\n"},
     ]
     headers = [
-        {"Content-Type": "application/json"},
+        {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "trace=7"},
         {"content-type": "application/json"},
         {"Content-Type": "text/csv", "Accept": "application/jsonlines"},
     ]
@@ -75,6 +77,7 @@ def test_a_batch_of_requests_gets_answers_and_errors_in_order(service):
     want = case["expected"]
     assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"])
     assert context.content_types[0].startswith("application/json") and 0 not in context.status
+    assert context.headers[0] == {"X-Amzn-SageMaker-Custom-Attributes": "trace=7"}
 
     error = json.loads(out[1])
     assert context.status[1] == (400, "BadRequest")
