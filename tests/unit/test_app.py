@@ -234,7 +234,7 @@ def test_overload_is_a_fast_503_and_ping_still_answers(make_client, fake):
             time.sleep(0.01)
         started = time.monotonic()
         refused = client.simulate_post("/invocations", body=b"{}")
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # refused at once; the blocked calls wait for the gate
         assert client.simulate_get("/ping").status_code == 200
         fake.request_gate.set()
         assert [f.result().status_code for f in blocked] == [200, 200]

@@ -201,7 +201,7 @@ def test_full_queue_is_a_fast_503_with_retry_after():
     began = time.monotonic()
     with pytest.raises(ServiceUnavailable) as caught:
         batcher.submit([window(5, 3), window(5, 4)])
-    assert time.monotonic() - began < 0.05
+    assert time.monotonic() - began < 1.0  # refused at once, not after the 10 s timeout
     assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "1"
     model.gate.set()
     for t in (blocker, queued):
@@ -223,7 +223,7 @@ def test_deadline_while_queued_is_a_504_and_drops_the_windows():
     began = time.monotonic()
     with pytest.raises(RequestTimeout) as caught:
         batcher.submit([window(5, 1), window(7, 2)], deadline=time.monotonic() + 0.1)
-    assert 0.09 < time.monotonic() - began < 1.0
+    assert 0.09 < time.monotonic() - began < 5.0  # at its deadline, not after the 10 s timeout
     assert caught.value.status == 504
     assert batcher._queue == []
     model.gate.set()
