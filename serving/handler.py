@@ -14,6 +14,7 @@ the model's libraries.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import importlib.util
 import inspect
@@ -21,6 +22,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -199,22 +201,25 @@ def install_user_requirements(settings: Settings) -> None:
         return
     log.info("installing the user's requirements from %s", path)
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            "--disable-pip-version-check",
-            "-r",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
+    # One pip at a time: on a multi-model endpoint models load side by side, into one environment.
+    with open(Path(tempfile.gettempdir()) / "qa-pip-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--disable-pip-version-check",
+                "-r",
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
     for line in result.stdout.splitlines():
         log.info("pip: %s", line)
     if result.returncode != 0:

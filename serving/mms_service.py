@@ -24,7 +24,7 @@ from typing import Any
 
 from serving import logs
 from serving.errors import InternalError, ServingError
-from serving.handler import CUSTOM_ATTRIBUTES, Handler
+from serving.handler import CUSTOM_ATTRIBUTES, Handler, install_user_requirements
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class QAService:
         # The model's own code/ overrides the built-in hooks, as `/opt/ml/model/code` does for one model.
         settings = dataclasses.replace(settings, model_dir=model_dir)
         started = time.monotonic()
+        # Before its hooks are imported, as in single-model mode (the AWS toolkits install only
+        # /opt/ml/model/code/requirements.txt, so a multi-model endpoint's models get none).
+        install_user_requirements(settings)
         handler = Handler.load(settings, model_dir)
         handler.load_model()
         handler.warm_up()

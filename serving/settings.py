@@ -23,6 +23,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 SUPPORTED_TASK = "question-answering"
+# Heap from the container's memory limit, a tenth of it (MMS's front end only routes requests),
+# and exit on running out of it: the container then exits non-zero and SageMaker replaces it.
+MMS_JVM_OPTIONS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10 -XX:+ExitOnOutOfMemoryError"
 # Inference backends and the precisions each supports (code/qa_backends.py implements them).
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
 
@@ -107,6 +110,9 @@ class Settings:
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
     multi_model: bool = False  # served by Multi Model Server (serving/mms_service.py)
+    # MMS's JVM (the front end only: models run in Python workers). The toolkit's default turns
+    # container support off (-XX:-UseContainerSupport), sizing the heap from the host's memory.
+    mms_jvm_options: str = MMS_JVM_OPTIONS
     log_level: int = logging.INFO
     hf_model_id: str | None = None
     hf_model_revision: str | None = None
@@ -175,6 +181,7 @@ class Settings:
             batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),
             max_concurrent_transforms=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", workers, 1, 1024),
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
+            mms_jvm_options=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", "").strip() or MMS_JVM_OPTIONS,
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
             hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
             hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,

@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
-from target import ContainerTarget
+from target import CONTAINER_MODEL_DIR, ContainerTarget
 from targets import TINY_MODEL, ServerDied
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from user_code import MARKER, model_with_dependency  # noqa: E402
 
 pytestmark = pytest.mark.container
 
@@ -80,6 +85,17 @@ def test_docker_stop_exits_0_within_30s(image: str, containers) -> None:
     assert exit_code == 0, f"exit code {exit_code} after docker stop"
     assert elapsed < 30, f"docker stop took {elapsed:.1f} s (SageMaker kills at 30 s)"
     assert docker("ps", "-a", "--filter", f"name=^{target.name}$", "-q").stdout.strip() == ""
+
+
+def test_model_code_requirements_are_installed_before_its_hooks(image: str, containers, tmp_path) -> None:
+    """`code/requirements.txt` in the model is pip-installed at start-up, before `code/inference.py`
+    (which imports the package it names) is loaded."""
+    model = model_with_dependency(TINY_MODEL, tmp_path / "model", CONTAINER_MODEL_DIR)
+    target = containers(image, model)
+    resp = requests.post(f"{target.base_url}/invocations", json=QUESTION, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["marker"] == MARKER, resp.text
+    assert resp.json()["prediction"]["answer"], resp.text
 
 
 def test_read_only_root_with_tmpfs(image: str, containers) -> None:

@@ -10,7 +10,9 @@ requests are made from inside it: MMS binds every interface, and test traffic st
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from target import ContainerTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from golden_cases import load_cases, model_dir  # noqa: E402
+from user_code import MARKER, model_with_dependency  # noqa: E402
 
 pytestmark = pytest.mark.container
 
@@ -38,6 +41,26 @@ def call(target: ContainerTarget, path: str, body: dict | None = None, method: s
 
 def load(target: ContainerTarget, name: str, url: str):
     return call(target, "/models", {"model_name": name, "url": url})
+
+
+def model_server_processes(target: ContainerTarget) -> dict[int, list[str]]:
+    """MMS's Java front end(s) in the container: pid -> argv."""
+    script = (
+        "import json, os\n"
+        "found = {}\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        argv = open(f'/proc/{pid}/cmdline', 'rb').read().decode().split('\\0')\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    if 'com.amazonaws.ml.mms.ModelServer' in argv:\n"
+        "        found[pid] = argv\n"
+        "print(json.dumps(found))\n"
+    )
+    out = subprocess.run(
+        ["docker", "exec", target.name, "python", "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    return {int(pid): argv for pid, argv in json.loads(out.stdout).items()}
 
 
 @pytest.fixture
@@ -108,3 +131,51 @@ def test_unknown_unloaded_and_broken_models_are_clear_errors(endpoint: Container
     assert status == 200
     status, error = call(endpoint, f"/models/{name}/invoke", first_case(name)["request"])
     assert status == 404 and error["code"] == 404, error
+
+
+def test_a_models_own_requirements_are_installed_when_it_loads(image: str, containers, tmp_path) -> None:
+    """The AWS toolkits install only /opt/ml/model/code/requirements.txt, so models on their
+    multi-model endpoints get no dependencies; here each model's own are installed as it loads."""
+    name = "with-dependency"
+    in_container = f"/opt/ml/models/{name}/model"
+    model = model_with_dependency(model_dir(MODELS[0]), tmp_path / name, in_container)
+    target = containers(
+        image,
+        None,
+        {"SAGEMAKER_MULTI_MODEL": "true"},
+        network="none",
+        docker_args=("-v", f"{model}:{in_container}:ro"),
+    )
+    status, body = load(target, name, in_container)
+    assert status == 200, f"{body}\n{target.logs()[-3000:]}"
+    case = first_case(MODELS[0])
+    status, got = call(target, f"/models/{name}/invoke", case["request"])
+    assert status == 200, got
+    assert got["marker"] == MARKER, got
+    assert got["prediction"]["answer"] == case["expected"]["answer"], got
+
+
+def test_jvm_heap_follows_the_container_and_docker_stop_exits_0(endpoint: ContainerTarget) -> None:
+    (argv,) = model_server_processes(endpoint).values()
+    # The toolkit's default is -XX:-UseContainerSupport: a heap sized from the host's memory.
+    assert "-XX:+UseContainerSupport" in argv and "-XX:-UseContainerSupport" not in argv, argv
+    assert "-XX:MaxRAMPercentage=10" in argv, argv
+    name = MODELS[0]
+    assert load(endpoint, name, f"/opt/ml/models/{name}/model")[0] == 200
+
+    started = time.monotonic()
+    exit_code = endpoint.stop()
+    elapsed = time.monotonic() - started
+    assert exit_code == 0, f"exit code {exit_code} after docker stop:\n{endpoint.logs()[-3000:]}"
+    assert elapsed < 30, f"docker stop took {elapsed:.1f} s (SageMaker kills at 30 s)"
+
+
+def test_a_model_server_that_dies_takes_the_container_down(endpoint: ContainerTarget) -> None:
+    """MMS killed (as the kernel's OOM killer would): the container exits non-zero, so that
+    SageMaker replaces the instance, instead of living on without a server."""
+    (pid,) = model_server_processes(endpoint)
+    kill = f"import os, signal; os.kill({pid}, signal.SIGKILL)"
+    subprocess.run(["docker", "exec", endpoint.name, "python", "-c", kill], check=True, timeout=30)
+    exit_code = endpoint.wait_exit(60)
+    assert exit_code == 5, f"exit code {exit_code}:\n{endpoint.logs()[-3000:]}"
+    assert "exited without being asked to stop" in endpoint.logs()

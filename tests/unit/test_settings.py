@@ -107,5 +107,12 @@ def test_cpu_limit_reads_the_cgroup_v1_quota(tmp_path):
 def test_multi_model_mode_is_a_setting():
     assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0).multi_model is True
     assert Settings.from_env({}, cpu_limit=2.0).multi_model is False
+
+
+def test_model_servers_jvm_sizes_its_heap_from_the_container_unless_told_otherwise():
+    default = Settings.from_env({}, cpu_limit=2.0).mms_jvm_options.split()
+    assert "-XX:+UseContainerSupport" in default and "-XX:MaxRAMPercentage=10" in default
+    own = Settings.from_env({"SAGEMAKER_MODEL_SERVER_VMARGS": " -Xmx512m "}, cpu_limit=2.0)
+    assert own.mms_jvm_options == "-Xmx512m"
     with pytest.raises(SettingsError, match="SAGEMAKER_MULTI_MODEL"):
         Settings.from_env({"SAGEMAKER_MULTI_MODEL": "maybe"}, cpu_limit=2.0)
