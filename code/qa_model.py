@@ -9,7 +9,9 @@ then go to qa_spans.py.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import logging
 import re
 import threading
@@ -125,7 +127,24 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
         backend = create_backend(model, model_dir, input_names, settings)
     except BackendError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from exc
-    return QAModel(model, tokenizer, settings, backend)
+    qa_model = QAModel(model, tokenizer, settings, backend)
+    if qa_model.model is None:
+        # An ONNX backend has its own copy of the weights: the PyTorch module (and an export's
+        # leftovers) can go, back to the OS, not only to malloc's free lists.
+        del model
+        gc.collect()
+        _return_free_heap_to_os()
+    return qa_model
+
+
+def _return_free_heap_to_os() -> None:
+    """glibc keeps freed heap pages for reuse; malloc_trim gives them back. Measured with the
+    full-size stand-in, resident after loading: int8 that quantized at start-up 1310 -> 616 MB,
+    fp32 ~800 -> ~700 MB."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        pass
 
 
 class QAModel:
