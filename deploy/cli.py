@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from deploy import aws, endpoint, invoke, package, resources, scaling
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path(package.ARCHIVE_NAME),
                    help="where to write the archive (default: ./model.tar.gz)")
     p.add_argument("--upload", metavar="S3_URI", help="s3://bucket/prefix/ (or a full key) to upload to")
+    p.add_argument("--onnx-from-image", metavar="IMAGE", help="export the model's ONNX graphs with "
+                   "this serving image (the one you deploy; needs Docker) into onnx/, so instances "
+                   "skip the export at start-up")
+    p.add_argument("--onnx-precision", nargs="+", default=["fp32"], choices=("fp32", "int8"),
+                   help="graphs to export with --onnx-from-image (default: fp32, the default QA_PRECISION)")
 
     p = sub.add_parser("create", parents=[common], help="model + endpoint config + endpoint",
                        description="Create a model, an endpoint config and an endpoint from an "
@@ -204,7 +210,14 @@ def _log(message: str) -> None:
 def run(args, clients):
     """Dispatch one parsed command; returns what to print on stdout."""
     if args.command == "package":
-        members = package.build_archive(args.model_dir, args.output, args.code)
+        with tempfile.TemporaryDirectory(prefix="qa-graphs-") as graphs_dir:
+            graphs = {}
+            if args.onnx_from_image:
+                _log(f"exporting ONNX graphs ({', '.join(args.onnx_precision)}) with {args.onnx_from_image}")
+                graphs = package.export_graphs(
+                    args.onnx_from_image, args.model_dir, Path(graphs_dir), args.onnx_precision
+                )
+            members = package.build_archive(args.model_dir, args.output, args.code, graphs)
         _log(f"{args.output}: {len(members)} files")
         result = {"archive": str(args.output), "files": members}
         if args.upload:

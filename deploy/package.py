@@ -1,18 +1,24 @@
 """Build model.tar.gz the way SageMaker extracts it into /opt/ml/model, and upload it to S3.
 
 The archive root is the model directory itself (config.json, model.safetensors, tokenizer
-files ...) with an optional code/ folder (inference.py, requirements.txt) beside them.
+files ...) with an optional code/ folder (inference.py, requirements.txt) beside them, and
+optionally the model's ONNX graphs in onnx/, exported by the serving image (`export_graphs`), so
+that no instance exports them at start-up.
 Entries are sorted with fixed owners and times, so the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
 import tarfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
 ARCHIVE_NAME = "model.tar.gz"
+GRAPH_DIR = "onnx"  # <model dir>/onnx: where the container looks for graphs before exporting
 
 
 class PackageError(ValueError):
@@ -29,8 +35,11 @@ def _files(root: Path) -> list[Path]:
     return out
 
 
-def plan_archive(model_dir: Path, code_dir: Path | None = None) -> list[tuple[Path, str]]:
-    """(source file, name in archive) pairs, sorted by name. code_dir replaces model_dir/code."""
+def plan_archive(
+    model_dir: Path, code_dir: Path | None = None, extra: Mapping[str, Path] | None = None
+) -> list[tuple[Path, str]]:
+    """(source file, name in archive) pairs, sorted by name. code_dir replaces model_dir/code;
+    `extra` (name in archive -> file) adds or replaces entries."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise PackageError(f"model directory {model_dir} does not exist")
@@ -49,6 +58,7 @@ def plan_archive(model_dir: Path, code_dir: Path | None = None) -> list[tuple[Pa
             if "__pycache__" in rel.split("/"):
                 continue
             entries[f"code/{rel}"] = path
+    entries.update(extra or {})
     if ARCHIVE_NAME in entries:
         raise PackageError(f"{model_dir} already holds {ARCHIVE_NAME}: point at the unpacked model")
     names = set(entries)
@@ -59,9 +69,11 @@ def plan_archive(model_dir: Path, code_dir: Path | None = None) -> list[tuple[Pa
     return sorted(((src, name) for name, src in entries.items()), key=lambda item: item[1])
 
 
-def build_archive(model_dir: Path, output: Path, code_dir: Path | None = None) -> list[str]:
+def build_archive(
+    model_dir: Path, output: Path, code_dir: Path | None = None, extra: Mapping[str, Path] | None = None
+) -> list[str]:
     """Write the archive to `output`; returns the member names in order."""
-    plan = plan_archive(model_dir, code_dir)
+    plan = plan_archive(model_dir, code_dir, extra)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
@@ -74,6 +86,36 @@ def build_archive(model_dir: Path, output: Path, code_dir: Path | None = None) -
                 with open(src, "rb") as handle:
                     tar.addfile(info, handle)
     return [name for _, name in plan]
+
+
+def export_graphs(image: str, model_dir: Path, out_dir: Path, precisions: Sequence[str]) -> dict[str, Path]:
+    """Export the model's ONNX graphs with the serving image's own exporter, into `out_dir`;
+    returns {name in archive: file}. Each graph's name carries a key over the weights and the
+    versions of torch, transformers, onnx and ONNX Runtime, so only the image that will serve the
+    model can make graphs it will use: pass that image."""
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    if not model_dir.is_dir():
+        raise PackageError(f"model directory {model_dir} does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        "docker", "run", "--rm", "--network", "none",
+        # As the caller, so the graphs are the caller's files; HOME for libraries' caches.
+        "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
+        "-v", f"{model_dir}:/opt/ml/model:ro", "-v", f"{out_dir}:/out",
+        image, "python", "/opt/program/code/qa_backends.py", "export", "/opt/ml/model", "/out",
+        "--precision", *precisions,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise PackageError("exporting ONNX graphs needs Docker (docker not found on PATH)") from exc
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise PackageError(f"exporting ONNX graphs with {image} failed (exit {result.returncode}):\n{tail}")
+    graphs = sorted(out_dir.glob("qa-*.onnx"))
+    if len(graphs) != len(precisions):
+        raise PackageError(f"{image} exported {len(graphs)} graphs into {out_dir}, expected {len(precisions)}")
+    return {f"{GRAPH_DIR}/{path.name}": path for path in graphs}
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

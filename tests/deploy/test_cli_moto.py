@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -74,6 +75,31 @@ def test_package_builds_archive_and_uploads(aws, tmp_path):
     assert body == (tmp_path / "model.tar.gz").read_bytes()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         assert tar.getnames() == ["code/inference.py", "config.json", "tokenizer.json"]
+
+
+def test_package_with_graphs_exported_by_the_image(aws, tmp_path):
+    """--onnx-from-image runs the image's exporter under Docker (here a stand-in `docker` that
+    writes what the exporter would) and puts its graphs in onnx/."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "distilbert"}')
+    (model / "model.safetensors").write_bytes(b"\0" * 8)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in *:/out) out="${arg%:/out}";; esac; done\n'
+        'echo "$*" > "$out/qa-int8-feed.onnx"\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    env = {**aws.env, "PATH": f"{bin_dir}{os.pathsep}{aws.env.get('PATH', os.defpath)}"}
+    proc = run_deploy(["package", str(model), "--output", str(tmp_path / "model.tar.gz"),
+                       "--onnx-from-image", "qa:7", "--onnx-precision", "int8"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"] == ["config.json", "model.safetensors", "onnx/qa-int8-feed.onnx"]
+    with tarfile.open(tmp_path / "model.tar.gz", "r:gz") as tar:
+        command = tar.extractfile("onnx/qa-int8-feed.onnx").read().decode()
+    assert "qa:7 python /opt/program/code/qa_backends.py export /opt/ml/model /out --precision int8" in command
 
 
 def test_create_instance_endpoint(aws):

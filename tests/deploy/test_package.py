@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,42 @@ def test_s3_uris(uri, expected):
 def test_bad_s3_uris(uri):
     with pytest.raises(package.PackageError, match="not an S3 URI"):
         package.parse_s3_uri(uri)
+
+
+def test_exported_graphs_go_to_onnx_and_replace_the_model_dirs_own(model_dir, tmp_path):
+    (model_dir / "onnx").mkdir()
+    (model_dir / "onnx" / "qa-fp32-0123.onnx").write_bytes(b"old")
+    graph = tmp_path / "qa-fp32-0123.onnx"
+    graph.write_bytes(b"new")
+    out = tmp_path / "model.tar.gz"
+    names = package.build_archive(model_dir, out, extra={"onnx/qa-fp32-0123.onnx": graph})
+    assert "onnx/qa-fp32-0123.onnx" in names and names == sorted(names)
+    assert package.read_member(out, "onnx/qa-fp32-0123.onnx") == b"new"
+
+
+def test_export_runs_the_images_own_exporter_and_reports_its_failure(model_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_docker(command, **kwargs):
+        calls.append(command)
+        out = Path(command[command.index("-v", command.index("-v") + 1) + 1].split(":")[0])
+        (out / "qa-fp32-abcd.onnx").write_bytes(b"graph")
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(package.subprocess, "run", fake_docker)
+    graphs = package.export_graphs("qa:1", model_dir, tmp_path / "graphs", ["fp32"])
+    assert graphs == {"onnx/qa-fp32-abcd.onnx": tmp_path / "graphs" / "qa-fp32-abcd.onnx"}
+    (command,) = calls
+    assert command[:2] == ["docker", "run"] and "qa:1" in command
+    assert command[command.index("qa:1") + 1 :] == [
+        "python", "/opt/program/code/qa_backends.py", "export", "/opt/ml/model", "/out", "--precision", "fp32"
+    ]  # fmt: skip
+    assert f"{model_dir.resolve()}:/opt/ml/model:ro" in command
+
+    monkeypatch.setattr(
+        package.subprocess,
+        "run",
+        lambda command, **kw: subprocess.CompletedProcess(command, 1, stdout="", stderr="Traceback\nOSError: no config\n"),
+    )
+    with pytest.raises(package.PackageError, match=r"(?s)failed \(exit 1\).*OSError: no config"):
+        package.export_graphs("qa:1", model_dir, tmp_path / "other", ["fp32"])
