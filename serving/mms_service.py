@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,11 @@ class QAService:
     def initialize(self, context: Any) -> None:
         """Load this worker's model and answer one warm-up request, or fail the load."""
         settings = Settings.from_env(os.environ)
-        logs.configure(settings.log_level)
+        # MMS's worker logs to stdout (basicConfig), which its front end tags INFO, and stderr WARN:
+        # one handler, ours, on stdout, or every line shows twice, once as a warning.
+        for handler in list(logging.getLogger().handlers):
+            logging.getLogger().removeHandler(handler)
+        logs.configure(settings.log_level, stream=sys.stdout)
         model_dir = Path(context.system_properties["model_dir"])
         # The model's own code/ overrides the built-in hooks, as `/opt/ml/model/code` does for one model.
         settings = dataclasses.replace(settings, model_dir=model_dir)

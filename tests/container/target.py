@@ -100,7 +100,9 @@ class ContainerTarget:
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def http_in_container(self, path: str, body: bytes | None = None, method: str | None = None) -> tuple[int, bytes]:
+    def http_in_container(
+        self, path: str, body: bytes | None = None, method: str | None = None, timeout_s: float = 10
+    ) -> tuple[int, bytes]:
         """A request to 127.0.0.1 from inside the container's network namespace (the image's Python)."""
         script = (
             "import sys, urllib.request, urllib.error\n"
@@ -108,13 +110,16 @@ class ContainerTarget:
             f"req = urllib.request.Request('{self.base_url}{path}', data=data, method={method!r}, "
             "headers={'Content-Type': 'application/json'})\n"
             "try:\n"
-            "    resp = urllib.request.urlopen(req, timeout=10)\n"
+            f"    resp = urllib.request.urlopen(req, timeout={timeout_s})\n"
             "except urllib.error.HTTPError as exc:\n"
             "    resp = exc\n"
             "sys.stdout.write(str(resp.status) + '\\n'); sys.stdout.flush(); sys.stdout.buffer.write(resp.read())\n"
         )
         out = subprocess.run(
-            ["docker", "exec", "-i", self.name, "python", "-c", script], input=body or b"", capture_output=True, timeout=30
+            ["docker", "exec", "-i", self.name, "python", "-c", script],
+            input=body or b"",
+            capture_output=True,
+            timeout=timeout_s + 20,
         )
         if out.returncode != 0:
             raise ConnectionError(out.stderr.decode(errors="replace").strip().splitlines()[-1:] or "docker exec failed")

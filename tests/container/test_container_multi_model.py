@@ -32,15 +32,19 @@ def first_case(model: str) -> dict:
     return next(c for c in load_cases() if c["model"] == model and isinstance(c["expected"], dict))
 
 
-def call(target: ContainerTarget, path: str, body: dict | None = None, method: str | None = None):
+def call(
+    target: ContainerTarget, path: str, body: dict | None = None, method: str | None = None, timeout_s: float = 10
+):
     status, payload = target.http_in_container(
-        path, json.dumps(body).encode() if body is not None else None, method
+        path, json.dumps(body).encode() if body is not None else None, method, timeout_s
     )
     return status, json.loads(payload) if payload.strip() else None
 
 
 def load(target: ContainerTarget, name: str, url: str):
-    return call(target, "/models", {"model_name": name, "url": url})
+    # Loading answers when the model is loaded, exported to ONNX, warmed up (and its requirements
+    # installed): over 10 s on a slow CI machine. SageMaker allows minutes.
+    return call(target, "/models", {"model_name": name, "url": url}, timeout_s=120)
 
 
 def model_server_processes(target: ContainerTarget) -> dict[int, list[str]]:
@@ -153,6 +157,9 @@ def test_a_models_own_requirements_are_installed_when_it_loads(image: str, conta
     assert status == 200, got
     assert got["marker"] == MARKER, got
     assert got["prediction"]["answer"] == case["expected"]["answer"], got
+    # Each line of the worker's log once, as INFO (it went to stdout and stderr, the second as WARN).
+    installed = [line for line in target.logs().splitlines() if "installed the user's requirements" in line]
+    assert len(installed) == 1 and "[INFO ]" in installed[0], installed
 
 
 def test_jvm_heap_follows_the_container_and_docker_stop_exits_0(endpoint: ContainerTarget) -> None:
