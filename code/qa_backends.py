@@ -240,26 +240,46 @@ class _DropFrom(logging.Filter):
         return not record.pathname.startswith(self.directory)
 
 
-def graph_key(model_dir: Path, precision: str, input_names: Sequence[str]) -> str:
-    """Hash of the weights and config, the precision, inputs and every library that shapes the graph."""
-    import onnx
-    import onnxruntime
-    import transformers
-
+def weights_digest(model_dir: Path) -> str:
+    """Hash of the weights and the config (what the graph is made of), file names included."""
     digest = hashlib.sha256()
-    versions = (EXPORT_FORMAT, ONNX_OPSET, torch.__version__, transformers.__version__, onnx.__version__)
-    digest.update(repr((versions, onnxruntime.__version__, precision, list(input_names))).encode())
     for path in sorted(Path(model_dir).iterdir()):
         if path.is_file() and path.suffix in WEIGHT_SUFFIXES and not path.name.startswith("tokenizer"):
             digest.update(path.name.encode())
             with path.open("rb") as f:
                 while chunk := f.read(1 << 22):
                     digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
-def graph_name(model_dir: Path, precision: str, input_names: Sequence[str]) -> str:
-    return f"qa-{precision}-{graph_key(model_dir, precision, input_names)}.onnx"
+def graph_key(model_dir: Path, precision: str, input_names: Sequence[str], weights: str | None = None) -> str:
+    """Hash of the weights and config, the precision, inputs and every library that shapes the graph."""
+    import onnx
+    import onnxruntime
+    import transformers
+
+    versions = (EXPORT_FORMAT, ONNX_OPSET, torch.__version__, transformers.__version__, onnx.__version__)
+    weights = weights or weights_digest(model_dir)
+    described = repr((versions, onnxruntime.__version__, precision, list(input_names), weights))
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def graph_name(model_dir: Path, precision: str, input_names: Sequence[str], weights: str | None = None) -> str:
+    return f"qa-{precision}-{graph_key(model_dir, precision, input_names, weights)}.onnx"
+
+
+def find_graph(
+    model_dir: Path, input_name_choices: Sequence[Sequence[str]], precision: str, cache_dir: Path
+) -> tuple[Path, list[str]] | None:
+    """A baked graph from <model_dir>/onnx, else a cached one, for any of the input name lists
+    offered: (its path, its input names), else None. The weights are hashed once."""
+    weights = weights_digest(model_dir)
+    for input_names in input_name_choices:
+        name = graph_name(model_dir, precision, input_names, weights)
+        for directory in (Path(model_dir) / "onnx", Path(cache_dir)):
+            if (directory / name).is_file():
+                return directory / name, list(input_names)
+    return None
 
 
 def build_graph(model, input_names: Sequence[str], precision: str, out: Path) -> None:
@@ -277,12 +297,12 @@ def build_graph(model, input_names: Sequence[str], precision: str, out: Path) ->
 def find_or_build_graph(
     model, model_dir: Path, input_names: Sequence[str], precision: str, cache_dir: Path
 ) -> Path:
-    """A baked graph from <model_dir>/onnx, else a cached one, else export into the cache."""
+    """A baked or cached graph (`find_graph`), else export into the cache."""
+    found = find_graph(model_dir, [input_names], precision, cache_dir)
+    if found is not None:
+        log.info("using ONNX graph %s", found[0])
+        return found[0]
     name = graph_name(model_dir, precision, input_names)
-    for directory in (Path(model_dir) / "onnx", Path(cache_dir)):
-        if (directory / name).is_file():
-            log.info("using ONNX graph %s", directory / name)
-            return directory / name
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Workers start together: one exports, the others wait on the lock and reuse its file.
@@ -362,7 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)
-    model = AutoModelForQuestionAnswering.from_pretrained(args.model_dir, local_files_only=True).eval()
+    model, info = AutoModelForQuestionAnswering.from_pretrained(
+        args.model_dir, local_files_only=True, output_loading_info=True
+    )
+    # Start-up trusts a graph it finds and skips the weights: a graph of random weights must not exist.
+    untrained = untrained_weights(args.model_dir, info)
+    if untrained:
+        print(f"error: {untrained}", file=sys.stderr)
+        return 2
+    model.eval()
     input_names = model_input_names(model, tokenizer.model_input_names)
     out = args.out or args.model_dir / "onnx"
     out.mkdir(parents=True, exist_ok=True)
@@ -375,11 +403,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def untrained_weights(model_dir: Path, loading_info: Mapping) -> str | None:
+    """What is wrong when from_pretrained had to initialise weights at random, else None."""
+    missing = sorted(loading_info.get("missing_keys") or ())
+    if not missing:
+        return None
+    return (
+        f"{model_dir}: the weights lack {', '.join(missing[:4])}: this is not a trained "
+        f"question-answering model (its answers would be random)"
+    )
+
+
+FORWARD_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 def model_input_names(model, tokenizer_input_names: Sequence[str]) -> list[str]:
     """The inputs the forward pass is fed: the tokenizer's, where the model takes them."""
     accepted = _forward_parameters(model)
-    names = [n for n in tokenizer_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
-    return [n for n in names if n in accepted]
+    return [n for n in tokenizer_input_names if n in FORWARD_INPUTS and n in accepted]
+
+
+def input_name_choices(tokenizer_input_names: Sequence[str]) -> list[list[str]]:
+    """Every list `model_input_names` could give for this tokenizer (input_ids and any of the
+    others), without the model: how a graph is found before, or instead of, loading it."""
+    names = [n for n in tokenizer_input_names if n in FORWARD_INPUTS]
+    optional = [n for n in names if n != "input_ids"]
+    choices = []
+    for mask in range(2 ** len(optional) - 1, -1, -1):
+        kept = {n for i, n in enumerate(optional) if mask >> i & 1}
+        choices.append([n for n in names if n == "input_ids" or n in kept])
+    return choices
 
 
 if __name__ == "__main__":

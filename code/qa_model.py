@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from qa_backends import BackendError, create_backend, model_input_names
+from qa_backends import (
+    BackendError,
+    create_backend,
+    find_graph,
+    input_name_choices,
+    model_input_names,
+    untrained_weights,
+)
 from qa_batcher import Batcher
 from qa_request import BatchResults, LineResults, QAParams, QARequest
 from qa_spans import WindowLogits, answer_from_windows
@@ -59,7 +66,7 @@ class Window:
 
 def load_model(model_dir: Path, settings: Settings) -> QAModel:
     """An AutoModelForQuestionAnswering and its fast tokenizer from a save_pretrained directory."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
@@ -104,30 +111,39 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
         raise ModelLoadError(
             f"{model_dir}: the tokenizer is not a fast tokenizer; character offsets need tokenizer.json"
         )
-    try:
-        model, info = AutoModelForQuestionAnswering.from_pretrained(
-            model_dir,
-            trust_remote_code=False,
-            local_files_only=True,
-            use_safetensors=use_safetensors,
-            weights_only=True,
-            output_loading_info=True,
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load a question-answering model from {model_dir}: {exc}") from exc
-    missing = sorted(info.get("missing_keys") or ())
-    if missing:
-        raise ModelLoadError(
-            f"{model_dir}: the weights lack {', '.join(missing[:4])}: this is not a trained "
-            f"question-answering model (its answers would be random)"
-        )
-    model.eval()
-    input_names = model_input_names(model, tokenizer.model_input_names)
+    graph = _graph_for_these_weights(model_dir, tokenizer, settings)
+    if graph is not None:
+        # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
+        # container). Every graph was exported from trained weights (the exporter refuses others)
+        # and its name hashes them.
+        log.info("%s: its ONNX graph exists; the PyTorch weights are not loaded", model_dir)
+        model, input_names = None, graph[1]
+        try:
+            config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read {model_dir}/config.json: {exc}") from exc
+    else:
+        try:
+            model, info = AutoModelForQuestionAnswering.from_pretrained(
+                model_dir,
+                trust_remote_code=False,
+                local_files_only=True,
+                use_safetensors=use_safetensors,
+                weights_only=True,
+                output_loading_info=True,
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load a question-answering model from {model_dir}: {exc}") from exc
+        untrained = untrained_weights(model_dir, info)
+        if untrained:
+            raise ModelLoadError(untrained)
+        model.eval()
+        config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
     try:
         backend = create_backend(model, model_dir, input_names, settings)
     except BackendError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from exc
-    qa_model = QAModel(model, tokenizer, settings, backend)
+    qa_model = QAModel(tokenizer, settings, backend, config=config, input_names=input_names)
     if qa_model.model is None:
         # An ONNX backend has its own copy of the weights: the PyTorch module (and an export's
         # leftovers) can go, back to the OS, not only to malloc's free lists.
@@ -135,6 +151,15 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
         gc.collect()
         _return_free_heap_to_os()
     return qa_model
+
+
+def _graph_for_these_weights(model_dir: Path, tokenizer, settings: Settings) -> tuple[Path, list[str]] | None:
+    """With QA_BACKEND=onnx, the graph of these weights if one was made before (baked in by
+    build.sh, shipped by `deploy package --onnx-from-image`, or cached): (path, input names)."""
+    if settings.backend != "onnx":
+        return None
+    cache_dir = settings.onnx_cache_dir or settings.run_dir / "onnx"
+    return find_graph(model_dir, input_name_choices(tokenizer.model_input_names), settings.precision, cache_dir)
 
 
 def _return_free_heap_to_os() -> None:
@@ -150,7 +175,7 @@ def _return_free_heap_to_os() -> None:
 class QAModel:
     """A loaded model + tokenizer; `predict` is safe to call from several threads at once."""
 
-    def __init__(self, model, tokenizer, settings: Settings, backend):
+    def __init__(self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str]):
         import tokenizers
 
         # The PyTorch module only when it computes; an ONNX backend does not need its weights.
@@ -182,12 +207,12 @@ class QAModel:
         self.truncation_side = tokenizer.truncation_side
         self.cls_token_id = tokenizer.cls_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.input_names = model_input_names(model, tokenizer.model_input_names)
+        self.input_names = list(input_names)
         self.pair_special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
         self.single_special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
 
         limits = []
-        positions = getattr(model.config, "max_position_embeddings", None)
+        positions = getattr(config, "max_position_embeddings", None)
         if isinstance(positions, int) and positions > 0:
             limits.append(positions)
         tokenizer_max = tokenizer.model_max_length

@@ -1,5 +1,6 @@
 """`deploy package --onnx-from-image`: ONNX graphs exported by the image itself, shipped in
-model.tar.gz, are what a container serving that archive uses, so no instance exports at start-up."""
+model.tar.gz, are what a container serving that archive uses, so no instance exports at start-up
+(nor loads the PyTorch weights)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def test_graphs_exported_by_the_image_are_used_at_start_up(image: str, container
         logs = target.logs()
         assert f"using ONNX graph /opt/ml/model/onnx/qa-{precision}-" in logs, logs[-3000:]
         assert "exported ONNX graph" not in logs, logs[-3000:]
+        assert "the PyTorch weights are not loaded" in logs, logs[-3000:]
         target.stop()
 
     # The same graphs as a start-up export would make: same answer as a container without them.

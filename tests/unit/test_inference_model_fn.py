@@ -118,6 +118,39 @@ def test_weights_without_a_question_answering_head_are_refused(model_copy):
     refused(model_copy, "qa_outputs", "not a trained question-answering model")
 
 
+def test_the_exporter_refuses_weights_without_a_question_answering_head(model_copy, capsys):
+    """Start-up skips the weights when it finds a graph, so no graph of random weights may exist."""
+    import qa_backends
+    from safetensors.torch import save_file
+
+    state = {k: v for k, v in load_file(model_copy / "model.safetensors").items() if not k.startswith("qa_outputs")}
+    save_file(state, model_copy / "model.safetensors", metadata={"format": "pt"})
+    assert qa_backends.main(["export", str(model_copy), "--precision", "fp32"]) == 2
+    assert "not a trained question-answering model" in capsys.readouterr().err
+    assert not list(model_copy.glob("onnx/*.onnx"))
+
+
+def test_with_its_onnx_graph_found_the_pytorch_weights_are_not_loaded(model_copy, make_context, tmp_path, monkeypatch):
+    from transformers import AutoModelForQuestionAnswering
+
+    context = make_context(backend="onnx", run_dir=tmp_path / "run")
+    first = answer(inference.model_fn(model_copy, context))  # loads the weights and exports the graph
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the PyTorch weights were loaded although the graph exists")
+
+    monkeypatch.setattr(AutoModelForQuestionAnswering, "from_pretrained", refuse)
+    again = inference.model_fn(model_copy, context)
+    assert again.model is None and answer(again) == first
+    assert again.max_positions == 512 and again.input_names == ["input_ids", "attention_mask"]
+    # The torch backend, or a graph for other weights, still loads them.
+    with pytest.raises(ModelLoadError, match="weights were loaded"):
+        inference.model_fn(model_copy, make_context(backend="torch", run_dir=tmp_path / "run"))
+    (model_copy / "config.json").write_text((model_copy / "config.json").read_text().replace("}", ', "extra": 1}', 1))
+    with pytest.raises(ModelLoadError, match="weights were loaded"):
+        inference.model_fn(model_copy, context)
+
+
 def test_remote_code_is_never_run(model_copy, tmp_path):
     marker = tmp_path / "remote-code-ran"
     (model_copy / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")

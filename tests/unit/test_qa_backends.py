@@ -248,3 +248,32 @@ def test_onnx_backend_survives_a_fork_as_with_qa_preload(tiny, cache_dir):
         [sys.executable, "-c", FORK_SCRIPT, str(graph), *paths], timeout=120, capture_output=True, check=False
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_input_name_choices_cover_what_any_model_would_take():
+    """Finding a graph without the model: every input list model_input_names could give."""
+    choices = qa_backends.input_name_choices(["input_ids", "token_type_ids", "attention_mask"])
+    assert choices[0] == ["input_ids", "token_type_ids", "attention_mask"]  # the likeliest first
+    assert sorted(map(tuple, choices)) == sorted(
+        [
+            ("input_ids", "token_type_ids", "attention_mask"),
+            ("input_ids", "token_type_ids"),
+            ("input_ids", "attention_mask"),
+            ("input_ids",),
+        ]
+    )
+    assert qa_backends.input_name_choices(["input_ids", "attention_mask"]) == [
+        ["input_ids", "attention_mask"],
+        ["input_ids"],
+    ]
+
+
+def test_a_graph_is_found_by_its_weights_whatever_inputs_it_takes(tiny, tmp_path):
+    path, model = tiny
+    baked = tmp_path / "model"
+    shutil.copytree(path, baked)
+    assert qa_backends.main(["export", str(baked), "--precision", "fp32"]) == 0
+    choices = qa_backends.input_name_choices(["input_ids", "token_type_ids", "attention_mask"])
+    found = qa_backends.find_graph(baked, choices, "fp32", tmp_path / "cache")
+    assert found is not None and found[1] == NAMES and found[0].parent == baked / "onnx"
+    assert qa_backends.find_graph(baked, choices, "int8", tmp_path / "cache") is None
