@@ -6,10 +6,12 @@
     onnx  + int8   the same graph with dynamically quantized (int8) MatMul weights
 
 `backend.forward({"input_ids": ..., "attention_mask": ...})` returns float32 (start, end) logits of
-shape (batch, width). ONNX graphs are exported once, never per request: at build time into
-`<model_dir>/onnx/` (`python code/qa_backends.py export MODEL_DIR`), else at start-up into
-QA_ONNX_CACHE_DIR (default `<run_dir>/onnx`). The file name carries a key over the weight files,
-the precision and the library versions, so a stale graph is never picked up.
+shape (batch, width). ONNX graphs are exported once, never per request: ahead of time into
+`<model_dir>/onnx/` (`python code/qa_backends.py export MODEL_DIR`, which build.sh and
+`deploy package --onnx-from-image` run), else at start-up into QA_ONNX_CACHE_DIR (default
+`<run_dir>/onnx`). The file name carries a key over the weight files, the precision, the inputs
+and the library versions, so a stale graph is never picked up; a worker that finds its graph
+skips loading the PyTorch model (qa_model.py).
 """
 
 from __future__ import annotations
