@@ -271,11 +271,15 @@ def graph_name(model_dir: Path, precision: str, input_names: Sequence[str], weig
 
 
 def find_graph(
-    model_dir: Path, input_name_choices: Sequence[Sequence[str]], precision: str, cache_dir: Path
+    model_dir: Path,
+    input_name_choices: Sequence[Sequence[str]],
+    precision: str,
+    cache_dir: Path,
+    weights: str | None = None,
 ) -> tuple[Path, list[str]] | None:
     """A baked graph from <model_dir>/onnx, else a cached one, for any of the input name lists
     offered: (its path, its input names), else None. The weights are hashed once."""
-    weights = weights_digest(model_dir)
+    weights = weights or weights_digest(model_dir)
     for input_names in input_name_choices:
         name = graph_name(model_dir, precision, input_names, weights)
         for directory in (Path(model_dir) / "onnx", Path(cache_dir)):
@@ -300,11 +304,12 @@ def find_or_build_graph(
     model, model_dir: Path, input_names: Sequence[str], precision: str, cache_dir: Path
 ) -> Path:
     """A baked or cached graph (`find_graph`), else export into the cache."""
-    found = find_graph(model_dir, [input_names], precision, cache_dir)
+    weights = weights_digest(model_dir)  # ~0.4 s for a full-size model: once
+    found = find_graph(model_dir, [input_names], precision, cache_dir, weights)
     if found is not None:
         log.info("using ONNX graph %s", found[0])
         return found[0]
-    name = graph_name(model_dir, precision, input_names)
+    name = graph_name(model_dir, precision, input_names, weights)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Workers start together: one exports, the others wait on the lock and reuse its file.
@@ -349,12 +354,18 @@ def check_cpu(precision: str, flags: set[str]) -> None:
         )
 
 
-def create_backend(model, model_dir: Path, input_names: Sequence[str], settings: Settings):
-    """The backend the settings ask for, warmed up with one small forward pass."""
+def create_backend(
+    model, model_dir: Path, input_names: Sequence[str], settings: Settings, graph: Path | None = None
+):
+    """The backend the settings ask for, warmed up with one small forward pass. `graph`: an ONNX
+    graph the caller already found (then `model` may be None)."""
     check_combination(settings.backend, settings.precision)
     check_cpu(settings.precision, cpu_flags())
     if settings.backend == "torch":
         backend = TorchBackend(model, settings.precision)
+    elif graph is not None:
+        log.info("using ONNX graph %s", graph)
+        backend = OnnxBackend(graph, settings.precision, settings.torch_threads)
     else:
         cache_dir = settings.onnx_cache_dir or settings.run_dir / "onnx"
         try:

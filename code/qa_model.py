@@ -140,7 +140,7 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
         model.eval()
         config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
     try:
-        backend = create_backend(model, model_dir, input_names, settings)
+        backend = create_backend(model, model_dir, input_names, settings, graph[0] if graph else None)
     except BackendError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from exc
     qa_model = QAModel(tokenizer, settings, backend, config=config, input_names=input_names)
