@@ -251,8 +251,8 @@ else
     docker build --network host "${tag_args[@]}" -f - "$model_dir" <<EOF || die "baking the model failed (see above)"
 FROM $code_image
 COPY . /opt/program/model/
-# The default backend's ONNX graph, exported now so start-up does not (the key covers the weights).
-RUN ["/opt/venv/bin/python", "/opt/program/code/qa_backends.py", "export", "/opt/program/model", "--precision", "fp32"]
+# Every precision's graphs, made now so start-up does not (their names hash the weights).
+RUN ["/opt/venv/bin/python", "/opt/program/code/qa_graphs.py", "export", "/opt/program/model"]
 LABEL org.opencontainers.image.description="Extractive question answering (DistilBERT) for SageMaker: nginx + gunicorn; model ${model_id:-$(basename "$model_dir")}"
 EOF
 fi

@@ -5,6 +5,8 @@
                            render nginx's config, then run nginx + gunicorn under the supervisor;
                            with SAGEMAKER_MULTI_MODEL=true, run Multi Model Server instead
     entrypoint.py train    fails: this image only serves
+    entrypoint.py precision-report [SAMPLES.jsonl] [--json FILE]
+                           what int8 and bf16 cost on the model against fp32 (code/qa_report.py)
     entrypoint.py CMD ...  runs CMD (handy for debugging a container)
 
 This file's directory is the app root (/opt/program in the image): `code/` holds the built-in
@@ -178,6 +180,9 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG_ERROR
+    if command == "precision-report":
+        report = APP_ROOT / "code" / "qa_report.py"
+        os.execv(sys.executable, [sys.executable, str(report), *argv[1:]])
     os.execvp(argv[0], argv)
     return EXIT_STARTUP_ERROR  # not reached
 

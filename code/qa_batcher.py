@@ -51,11 +51,18 @@ class _Job:
 
 
 class _Entry:
-    __slots__ = ("job", "index", "window", "length", "queued", "cap")
+    __slots__ = ("job", "index", "window", "length", "width", "queued", "cap")
 
-    def __init__(self, job: _Job, index: int, window, queued: float, cap: int):
+    def __init__(self, job: _Job, index: int, window, queued: float, cap: int, width: int):
         self.job, self.index, self.window, self.queued, self.cap = job, index, window, queued, cap
         self.length = len(window.input_ids)
+        self.width = width  # what it costs in a pass: its length, or its fixed padded width
+
+
+def padded_width(length: int, step: int, cap: int | None = None) -> int:
+    """`length` rounded up to a multiple of `step` (1: unchanged), never above `cap`."""
+    width = -(-length // step) * step
+    return width if cap is None else min(width, max(cap, length))
 
 
 class Batcher:
@@ -70,6 +77,8 @@ class Batcher:
         queue_windows: int,
         timeout_s: float,
         parallel: int = 1,
+        width_step: int = 1,
+        max_width: int | None = None,
     ):
         self.forward = forward  # padded batch of windows -> (start, end), each (batch, width)
         self.max_windows, self.max_tokens, self.max_wait_s = max_windows, max_tokens, max_wait_s
@@ -79,6 +88,8 @@ class Batcher:
         self._queue: list[_Entry] = []  # in arrival order
         self._closed = False
         self.parallel = parallel
+        # width_step > 1: every window is padded to a multiple of it, and batches hold one width only.
+        self.width_step, self.max_width = width_step, max_width
         self._tokens_in_flight = 0  # padded tokens of the passes running now, across lanes
         self._threads: list[threading.Thread] = []
         self._pid: int | None = None
@@ -104,7 +115,10 @@ class Batcher:
             self._ensure_threads()
             cap = min(self.max_windows, max_windows or self.max_windows)
             order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-            self._queue.extend(_Entry(job, i, windows[i], now, cap) for i in order)
+            self._queue.extend(
+                _Entry(job, i, windows[i], now, cap, padded_width(len(windows[i].input_ids), self.width_step, self.max_width))
+                for i in order
+            )
             self._cond.notify()
         if not job.done.wait(max(job.deadline - time.monotonic(), 0.0)):
             with self._cond:  # drop what is still queued; a running batch finishes regardless
@@ -154,7 +168,7 @@ class Batcher:
                 ):
                     self._cond.wait(wait)
                 batch = self._take(self.max_tokens - self._tokens_in_flight)
-                padded = len(batch) * max((e.length for e in batch), default=0)
+                padded = len(batch) * max((e.width for e in batch), default=0)
                 self._tokens_in_flight += padded
             if batch:
                 try:
@@ -168,10 +182,10 @@ class Batcher:
         # A pass may start beside running ones only within the token budget they leave: two small
         # passes at once fill the idle gaps of small matrix products, two big ones only contend
         # (at concurrency 16, two lanes of full batches ran 15% slower than one).
-        return self._tokens_in_flight == 0 or entry.length <= self.max_tokens - self._tokens_in_flight
+        return self._tokens_in_flight == 0 or entry.width <= self.max_tokens - self._tokens_in_flight
 
     def _full(self) -> bool:
-        longest = max(e.length for e in self._queue)
+        longest = max(e.width for e in self._queue)
         return len(self._queue) >= self.max_windows or len(self._queue) * longest >= self.max_tokens
 
     def _take(self, budget: int) -> list[_Entry]:
@@ -184,25 +198,27 @@ class Batcher:
         self._queue = [e for e in self._queue if not e.job.done.is_set()]
         if not self._queue or not self._fits(self._queue[0]):  # (other lanes started meanwhile)
             return []
-        ranked = sorted(self._queue, key=lambda e: e.length)
+        ranked = sorted(self._queue, key=lambda e: e.width)
         low = high = ranked.index(self._queue[0])
-        longest, cap, tokens = ranked[low].length, ranked[low].cap, ranked[low].length
+        longest, cap, tokens = ranked[low].width, ranked[low].cap, ranked[low].width
         while high - low + 1 < cap:
             below = ranked[low - 1] if low > 0 else None
             above = ranked[high + 1] if high + 1 < len(ranked) else None
             nearest = min(
                 (e for e in (below, above) if e is not None),
-                key=lambda e: abs(e.length - longest),
+                key=lambda e: abs(e.width - longest),
                 default=None,
             )
             if nearest is None or high - low + 2 > nearest.cap:
                 break
+            if self.width_step > 1 and nearest.width != longest:
+                break  # fixed widths: another width would change what this window's logits are
             # The farther neighbour would pad more still: stop at the first that does not fit.
-            padded = (high - low + 2) * max(longest, nearest.length)
-            if padded > budget or padded - tokens - nearest.length > self.max_padding * padded:
+            padded = (high - low + 2) * max(longest, nearest.width)
+            if padded > budget or padded - tokens - nearest.width > self.max_padding * padded:
                 break
-            longest, cap = max(longest, nearest.length), min(cap, nearest.cap)
-            tokens += nearest.length
+            longest, cap = max(longest, nearest.width), min(cap, nearest.cap)
+            tokens += nearest.width
             low, high = (low - 1, high) if nearest is below else (low, high + 1)
         batch = ranked[low : high + 1]
         taken = {id(e) for e in batch}

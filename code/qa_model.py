@@ -2,9 +2,9 @@
 
 `QAModel.predict` hands every window of every item of a request to the worker's batcher
 (qa_batcher.py), which runs them, together with other requests' windows, through the backend
-(qa_backends.py: QA_BACKEND, QA_PRECISION) in batches of at most `forward_batch_size`, padded to
-the longest window of each batch (never to `max_seq_len`); each item's unpadded window logits
-then go to qa_spans.py.
+that the execution plan chose (qa_plan.py) in batches of at most `forward_batch_size`, padded to
+the longest window of each batch (never to `max_seq_len`), or for reduced precisions to the next
+multiple of WIDTH_STEP tokens; each item's unpadded window logits then go to qa_spans.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
+import json
 import logging
 import re
 import threading
@@ -20,15 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from qa_backends import (
-    BackendError,
-    create_backend,
+from qa_backends import ALONE, SAME_WIDTH, WIDTH_STEP, BackendError, create_backend
+from qa_batcher import Batcher, padded_width
+from qa_graphs import (
+    GRAPH_DIR,
+    REPORT_FILE,
+    builtin_calibration_pairs,
+    calibration_inputs,
     find_graph,
+    find_or_build_graph,
+    graph_kind,
     input_name_choices,
     model_input_names,
     untrained_weights,
 )
-from qa_batcher import Batcher
+from qa_plan import check_cpu, cpu_flags, resolve_plan
+from qa_report import summary_line
 from qa_request import BatchResults, LineResults, QAParams, QARequest
 from qa_spans import WindowLogits, answer_from_windows
 
@@ -65,12 +73,61 @@ class Window:
 
 
 def load_model(model_dir: Path, settings: Settings) -> QAModel:
-    """An AutoModelForQuestionAnswering and its fast tokenizer from a save_pretrained directory."""
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+    """An extractive QA model and its fast tokenizer from a save_pretrained directory, run by the
+    execution plan for this CPU (qa_plan.py)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
     model_dir = Path(model_dir)
+    use_safetensors = _check_model_files(model_dir, settings)
+    torch.set_num_threads(settings.torch_threads)
+    tokenizer = _load_tokenizer(model_dir)
+    flags = cpu_flags()
+    try:
+        plan = resolve_plan(settings, flags)
+    except BackendError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from exc
+    check_cpu(plan.precision, flags)
+    _log_precision_report(model_dir, plan.precision)
+    kind = graph_kind(plan.backend, plan.precision)
+
+    found = None
+    if kind is not None:
+        found = find_graph(model_dir, input_name_choices(tokenizer.model_input_names), kind, settings.graph_cache)
+    if found is not None:
+        # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
+        # container). Every graph was made from trained weights (the exporter refuses others)
+        # and its name hashes them.
+        log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, found[0])
+        model, (graph, input_names) = None, found
+        config = _load_config(model_dir)
+    else:
+        model = _load_torch_model(model_dir, use_safetensors)
+        config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
+        graph = None
+        if kind is not None:
+            graph = _make_graph(model, model_dir, tokenizer, input_names, kind, settings)
+    try:
+        backend = create_backend(
+            plan.backend, plan.precision, plan.threads, model=model, graph=graph, input_names=input_names,
+            lanes=plan.lanes,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"{model_dir}: the {plan.backend} backend cannot run {graph or 'the model'}: {exc}") from exc
+    qa_model = QAModel(tokenizer, settings, backend, config=config, input_names=input_names, lanes=plan.lanes)
+    log.info("%s", plan.describe(backend.batching, settings))
+    if qa_model.model is None:
+        # A graph backend has its own copy of the weights: the PyTorch module (and an export's
+        # leftovers) can go, back to the OS, not only to malloc's free lists.
+        del model
+        gc.collect()
+        _return_free_heap_to_os()
+    return qa_model
+
+
+def _check_model_files(model_dir: Path, settings: Settings) -> bool:
+    """Refuses a directory that cannot be served, naming the file and the fix; True when the
+    weights are safetensors, False for pickles (allowed by QA_ALLOW_PICKLE_WEIGHTS)."""
     if not model_dir.is_dir():
         raise ModelLoadError(f"model directory {model_dir} does not exist")
     present = {p.name for p in model_dir.iterdir()}
@@ -79,9 +136,14 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
             f"{model_dir}/config.json is missing: the model directory must hold the files written by "
             f"save_pretrained (config.json, model.safetensors, tokenizer.json)"
         )
+    if not any(name in present for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{model_dir}/tokenizer.json is missing: save the tokenizer next to the model "
+            f"(tokenizer.save_pretrained(dir))"
+        )
     if any(name in present for name in SAFETENSORS_FILES):
-        use_safetensors = True
-    elif any(name in present for name in PICKLE_FILES):
+        return True
+    if any(name in present for name in PICKLE_FILES):
         if not settings.allow_pickle_weights:
             raise ModelLoadError(
                 f"{model_dir} holds only pickle weights (pytorch_model.bin), which can run arbitrary code "
@@ -89,20 +151,17 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
                 f"(model.save_pretrained(dir)), or set QA_ALLOW_PICKLE_WEIGHTS=true to load them with "
                 f"torch.load(weights_only=True)."
             )
-        use_safetensors = False
         log.warning("loading pickle weights from %s with weights_only=True (QA_ALLOW_PICKLE_WEIGHTS)", model_dir)
-    else:
-        raise ModelLoadError(
-            f"{model_dir}/model.safetensors is missing: no model weights found "
-            f"(expected model.safetensors or a sharded model.safetensors.index.json)"
-        )
-    if not any(name in present for name in TOKENIZER_FILES):
-        raise ModelLoadError(
-            f"{model_dir}/tokenizer.json is missing: save the tokenizer next to the model "
-            f"(tokenizer.save_pretrained(dir))"
-        )
+        return False
+    raise ModelLoadError(
+        f"{model_dir}/model.safetensors is missing: no model weights found "
+        f"(expected model.safetensors or a sharded model.safetensors.index.json)"
+    )
 
-    torch.set_num_threads(settings.torch_threads)
+
+def _load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
     except Exception as exc:
@@ -111,55 +170,69 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
         raise ModelLoadError(
             f"{model_dir}: the tokenizer is not a fast tokenizer; character offsets need tokenizer.json"
         )
-    graph = _graph_for_these_weights(model_dir, tokenizer, settings)
-    if graph is not None:
-        # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
-        # container). Every graph was exported from trained weights (the exporter refuses others)
-        # and its name hashes them.
-        log.info("%s: its ONNX graph exists; the PyTorch weights are not loaded", model_dir)
-        model, input_names = None, graph[1]
-        try:
-            config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot read {model_dir}/config.json: {exc}") from exc
-    else:
-        try:
-            model, info = AutoModelForQuestionAnswering.from_pretrained(
-                model_dir,
-                trust_remote_code=False,
-                local_files_only=True,
-                use_safetensors=use_safetensors,
-                weights_only=True,
-                output_loading_info=True,
-            )
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load a question-answering model from {model_dir}: {exc}") from exc
-        untrained = untrained_weights(model_dir, info)
-        if untrained:
-            raise ModelLoadError(untrained)
-        model.eval()
-        config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
+    return tokenizer
+
+
+def _load_config(model_dir: Path):
+    from transformers import AutoConfig
+
     try:
-        backend = create_backend(model, model_dir, input_names, settings, graph[0] if graph else None)
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read {model_dir}/config.json: {exc}") from exc
+
+
+def _load_torch_model(model_dir: Path, use_safetensors: bool):
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            model_dir,
+            trust_remote_code=False,
+            local_files_only=True,
+            use_safetensors=use_safetensors,
+            weights_only=True,
+            output_loading_info=True,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load a question-answering model from {model_dir}: {exc}") from exc
+    untrained = untrained_weights(model_dir, info)
+    if untrained:
+        raise ModelLoadError(untrained)
+    return model.eval()
+
+
+def _make_graph(model, model_dir: Path, tokenizer, input_names, kind: str, settings: Settings) -> Path:
+    """The graph of this kind in the cache, made now if no worker made it before. Static int8
+    calibrates on the built-in corpus (`qa_graphs.py export --samples` takes the user's own)."""
+    try:
+        return find_or_build_graph(
+            model,
+            model_dir,
+            input_names,
+            kind,
+            settings.graph_cache,
+            calibration=lambda: calibration_inputs(tokenizer, input_names, builtin_calibration_pairs()),
+        )
     except BackendError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from exc
-    qa_model = QAModel(tokenizer, settings, backend, config=config, input_names=input_names)
-    if qa_model.model is None:
-        # An ONNX backend has its own copy of the weights: the PyTorch module (and an export's
-        # leftovers) can go, back to the OS, not only to malloc's free lists.
-        del model
-        gc.collect()
-        _return_free_heap_to_os()
-    return qa_model
+    except Exception as exc:
+        raise ModelLoadError(f"cannot make the {kind} graph of {model_dir} in {settings.graph_cache}: {exc}") from exc
 
 
-def _graph_for_these_weights(model_dir: Path, tokenizer, settings: Settings) -> tuple[Path, list[str]] | None:
-    """With QA_BACKEND=onnx, the graph of these weights if one was made before (baked in by
-    build.sh, shipped by `deploy package --onnx-from-image`, or cached): (path, input names)."""
-    if settings.backend != "onnx":
-        return None
-    cache_dir = settings.onnx_cache_dir or settings.run_dir / "onnx"
-    return find_graph(model_dir, input_name_choices(tokenizer.model_input_names), settings.precision, cache_dir)
+def _log_precision_report(model_dir: Path, precision: str) -> None:
+    """The stored report's figures for a reduced precision (`deploy package` writes it), so the
+    log says what this precision costs on this model."""
+    path = model_dir / GRAPH_DIR / REPORT_FILE
+    if precision == "fp32" or not path.is_file():
+        return
+    try:
+        line = summary_line(json.loads(path.read_text()), precision)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot read the precision report %s: %s", path, exc)
+        return
+    if line:
+        log.info("%s", line)
 
 
 def _return_free_heap_to_os() -> None:
@@ -175,22 +248,29 @@ def _return_free_heap_to_os() -> None:
 class QAModel:
     """A loaded model + tokenizer; `predict` is safe to call from several threads at once."""
 
-    def __init__(self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str]):
+    def __init__(
+        self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str], lanes: int = 1
+    ):
         import tokenizers
 
-        # The PyTorch module only when it computes; an ONNX backend does not need its weights.
+        # The PyTorch module only when it computes; a graph backend does not need its weights.
         self.model = getattr(backend, "model", None)
         self.backend = backend
         self.settings = settings
+        self.max_positions = _max_positions(config, tokenizer)
+        # Windows padded to fixed widths when padding would change a window's logits (qa_backends).
+        self.width_step = WIDTH_STEP if backend.batching == SAME_WIDTH else 1
         self.batcher = Batcher(
-            self._forward_batch,
-            max_windows=settings.forward_batch_size if backend.batch_invariant else 1,
+            self.forward_batch,
+            max_windows=1 if backend.batching == ALONE else settings.forward_batch_size,
             max_tokens=settings.batch_max_tokens,
             max_wait_s=settings.batch_wait_ms / 1000,
             max_padding=settings.batch_max_padding_percent / 100,
             queue_windows=settings.batch_queue_windows,
             timeout_s=settings.request_timeout_s,
-            parallel=settings.parallel_batches,
+            parallel=lanes,
+            width_step=self.width_step,
+            max_width=self.max_positions,
         )
         # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
         # any thread; the windowing one gets per-call truncation settings under a lock.
@@ -211,14 +291,7 @@ class QAModel:
         self.pair_special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
         self.single_special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
 
-        limits = []
-        positions = getattr(config, "max_position_embeddings", None)
-        if isinstance(positions, int) and positions > 0:
-            limits.append(positions)
         tokenizer_max = tokenizer.model_max_length
-        if isinstance(tokenizer_max, int) and 0 < tokenizer_max < UNSET_MODEL_MAX_LENGTH:
-            limits.append(tokenizer_max)
-        self.max_positions = min(limits) if limits else 512
         pipeline_default = min(tokenizer_max, PIPELINE_MAX_SEQ_LEN) if tokenizer_max else PIPELINE_MAX_SEQ_LEN
         self.default_max_seq_len = min(pipeline_default, self.max_positions)
 
@@ -377,9 +450,9 @@ class QAModel:
         """Stop the batcher's thread (requests still queued get a 503)."""
         self.batcher.close()
 
-    def _forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
-        """Padded to the longest window: only the batcher's thread calls this."""
-        width = max(len(w.input_ids) for w in chunk)
+    def forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass, padded to the longest window (or its fixed width): the batcher's lanes call this."""
+        width = padded_width(max(len(w.input_ids) for w in chunk), self.width_step, self.max_positions)
         input_ids = np.full((len(chunk), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
         type_ids = np.zeros((len(chunk), width), dtype=np.int64)
@@ -435,6 +508,18 @@ class QAModel:
             align_to_words=params.align_to_words,
             question_first=self.question_first,
         )
+
+
+def _max_positions(config, tokenizer) -> int:
+    """Tokens a window may hold: the model's positions, or the tokenizer's limit if lower."""
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    tokenizer_max = tokenizer.model_max_length
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < UNSET_MODEL_MAX_LENGTH:
+        limits.append(tokenizer_max)
+    return min(limits) if limits else 512
 
 
 def split_at_whitespace(text: str, size: int) -> list[str]:

@@ -85,11 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path(package.ARCHIVE_NAME),
                    help="where to write the archive (default: ./model.tar.gz)")
     p.add_argument("--upload", metavar="S3_URI", help="s3://bucket/prefix/ (or a full key) to upload to")
-    p.add_argument("--onnx-from-image", metavar="IMAGE", help="export the model's ONNX graphs with "
-                   "this serving image (the one you deploy; needs Docker) into onnx/, so instances "
-                   "skip the export at start-up")
-    p.add_argument("--onnx-precision", nargs="+", default=["fp32"], choices=("fp32", "int8"),
-                   help="graphs to export with --onnx-from-image (default: fp32, the default QA_PRECISION)")
+    p.add_argument("--graphs-from-image", metavar="IMAGE", help="make the model's graphs with this "
+                   "serving image (the one you deploy; needs Docker) into graphs/, with the precision "
+                   "report beside them, so instances skip making them at start-up")
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "int8"], choices=("fp32", "bf16", "int8"),
+                   help="precisions to make graphs for with --graphs-from-image (default: all)")
+    p.add_argument("--samples", type=Path, help="with --graphs-from-image: JSON Lines of your own requests "
+                   "to calibrate int8 on and to report on (default: a built-in SQuAD-like corpus)")
+    p.add_argument("--no-precision-report", action="store_true",
+                   help="with --graphs-from-image: skip the precision report (it loads every precision)")
 
     p = sub.add_parser("create", parents=[common], help="model + endpoint config + endpoint",
                        description="Create a model, an endpoint config and an endpoint from an "
@@ -212,10 +216,11 @@ def run(args, clients):
     if args.command == "package":
         with tempfile.TemporaryDirectory(prefix="qa-graphs-") as graphs_dir:
             graphs = {}
-            if args.onnx_from_image:
-                _log(f"exporting ONNX graphs ({', '.join(args.onnx_precision)}) with {args.onnx_from_image}")
+            if args.graphs_from_image:
+                _log(f"making graphs ({', '.join(args.precision)}) with {args.graphs_from_image}")
                 graphs = package.export_graphs(
-                    args.onnx_from_image, args.model_dir, Path(graphs_dir), args.onnx_precision
+                    args.graphs_from_image, args.model_dir, Path(graphs_dir), args.precision,
+                    samples=args.samples, report=not args.no_precision_report, log=_log,
                 )
             members = package.build_archive(args.model_dir, args.output, args.code, graphs)
         _log(f"{args.output}: {len(members)} files")

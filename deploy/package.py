@@ -2,8 +2,8 @@
 
 The archive root is the model directory itself (config.json, model.safetensors, tokenizer
 files ...) with an optional code/ folder (inference.py, requirements.txt) beside them, and
-optionally the model's ONNX graphs in onnx/, exported by the serving image (`export_graphs`), so
-that no instance exports them at start-up.
+optionally the model's graphs in graphs/, made by the serving image (`export_graphs`) with its
+precision report, so that no instance makes them at start-up.
 Entries are sorted with fixed owners and times, so the same inputs give the same bytes.
 """
 
@@ -13,12 +13,13 @@ import gzip
 import os
 import subprocess
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
 ARCHIVE_NAME = "model.tar.gz"
-GRAPH_DIR = "onnx"  # <model dir>/onnx: where the container looks for graphs before exporting
+GRAPH_DIR = "graphs"  # <model dir>/graphs: where the container looks for graphs before making them
+REPORT_FILE = "precision-report.json"  # beside them: logged at start-up for a reduced precision
 
 
 class PackageError(ValueError):
@@ -88,34 +89,64 @@ def build_archive(
     return [name for _, name in plan]
 
 
-def export_graphs(image: str, model_dir: Path, out_dir: Path, precisions: Sequence[str]) -> dict[str, Path]:
-    """Export the model's ONNX graphs with the serving image's own exporter, into `out_dir`;
-    returns {name in archive: file}. Each graph's name carries a key over the weights and the
-    versions of torch, transformers, onnx and ONNX Runtime, so only the image that will serve the
-    model can make graphs it will use: pass that image."""
+def export_graphs(
+    image: str,
+    model_dir: Path,
+    out_dir: Path,
+    precisions: Sequence[str],
+    samples: Path | None = None,
+    report: bool = True,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Path]:
+    """Make the model's graphs with the serving image's own code, into `out_dir` (int8 calibrated
+    on `samples`, JSON Lines of requests, else the built-in corpus), and with `report` the
+    precision report beside them (its table goes to `log`); returns {name in archive: file}. A graph's name carries a key
+    over the weights and the versions of the libraries that made it, so only the image that will
+    serve the model can make graphs it will use: pass that image."""
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     if not model_dir.is_dir():
         raise PackageError(f"model directory {model_dir} does not exist")
+    if samples is not None and not Path(samples).is_file():
+        raise PackageError(f"samples file {samples} does not exist")
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = [
+    mounts = ["-v", f"{model_dir}:/opt/ml/model:ro", "-v", f"{out_dir}:/out"]
+    sample_args = []
+    if samples is not None:
+        mounts += ["-v", f"{Path(samples).resolve()}:/samples.jsonl:ro"]
+        sample_args = ["/samples.jsonl"]
+    docker = [
         "docker", "run", "--rm", "--network", "none",
-        # As the caller, so the graphs are the caller's files; HOME for libraries' caches.
-        "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
-        "-v", f"{model_dir}:/opt/ml/model:ro", "-v", f"{out_dir}:/out",
-        image, "python", "/opt/program/code/qa_backends.py", "export", "/opt/ml/model", "/out",
-        "--precision", *precisions,
+        # As the caller, so the files are the caller's; HOME for libraries' caches.
+        "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp", "-e", "QA_GRAPH_CACHE_DIR=/out",
+        *mounts, image,
     ]  # fmt: skip
+    export = ["python", "/opt/program/code/qa_graphs.py", "export", "/opt/ml/model", "/out", "--precision", *precisions]
+    if sample_args:
+        export += ["--samples", *sample_args]
+    _run_in_image([*docker, *export], "making the graphs", image)
+    graphs = sorted(p for p in out_dir.glob("qa-*") if p.suffix in (".onnx", ".xml", ".bin"))
+    if not graphs:
+        raise PackageError(f"{image} made no graphs in {out_dir}")
+    if report and set(precisions) - {"fp32"}:
+        # The report finds the graphs just made through QA_GRAPH_CACHE_DIR=/out.
+        table = _run_in_image(
+            [*docker, "precision-report", *sample_args, "--json", f"/out/{REPORT_FILE}"], "the precision report", image
+        )
+        log(table.strip())
+        graphs.append(out_dir / REPORT_FILE)
+    return {f"{GRAPH_DIR}/{path.name}": path for path in graphs}
+
+
+def _run_in_image(command: list[str], what: str, image: str) -> str:
+    """Runs a `docker run` command line; its standard output, or PackageError with its last lines."""
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise PackageError("exporting ONNX graphs needs Docker (docker not found on PATH)") from exc
+        raise PackageError(f"{what} needs Docker (docker not found on PATH)") from exc
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise PackageError(f"exporting ONNX graphs with {image} failed (exit {result.returncode}):\n{tail}")
-    graphs = sorted(out_dir.glob("qa-*.onnx"))
-    if len(graphs) != len(precisions):
-        raise PackageError(f"{image} exported {len(graphs)} graphs into {out_dir}, expected {len(precisions)}")
-    return {f"{GRAPH_DIR}/{path.name}": path for path in graphs}
+        raise PackageError(f"{what} with {image} failed (exit {result.returncode}):\n{tail}")
+    return result.stdout
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -134,11 +165,6 @@ def upload(s3_client, archive: Path, uri: str) -> str:
     bucket, key = parse_s3_uri(uri)
     s3_client.upload_file(str(archive), bucket, key)
     return f"s3://{bucket}/{key}"
-
-
-def list_members(archive: Path) -> list[str]:
-    with tarfile.open(archive, "r:gz") as tar:
-        return tar.getnames()
 
 
 def read_member(archive: Path, name: str) -> bytes:

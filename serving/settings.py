@@ -26,11 +26,13 @@ SUPPORTED_TASK = "question-answering"
 # Heap from the container's memory limit, a tenth of it (MMS's front end only routes requests),
 # and exit on running out of it: the container then exits non-zero and SageMaker replaces it.
 MMS_JVM_OPTIONS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10 -XX:+ExitOnOutOfMemoryError"
-# Inference backends and the precisions each supports (code/qa_backends.py implements them).
-BACKEND_PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
+# Inference backends and the precisions each supports (code/qa_backends.py implements them);
+# QA_BACKEND=auto picks one per precision from the CPU (code/qa_plan.py).
+BACKEND_PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int | None = None) -> int:
+def _int(env: Mapping[str, str], key: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
     raw = env.get(key, "").strip()
     if not raw:
         return default
@@ -133,9 +135,9 @@ class Settings:
     install_user_requirements: bool = True
     shutdown_timeout_s: int = 25
     cpu_limit: float = 1.0
-    backend: str = "onnx"
+    backend: str = "auto"
     precision: str = "fp32"
-    onnx_cache_dir: Path | None = None  # None: <run_dir>/onnx
+    graph_cache_dir: Path | None = None  # None: <run_dir>/graphs
     batch_wait_ms: int = 2
     # Padded tokens per forward pass: ONNX Runtime gains nothing per window from bigger batches on
     # CPU, and at 4096 throughput at concurrency 16 halved (BENCHMARKS.md).
@@ -144,8 +146,14 @@ class Settings:
     # (25% padding) cost 1.3x their time one by one (BENCHMARKS.md).
     batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
-    # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads.
-    parallel_batches: int = 2
+    # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads;
+    # None: the execution plan's number for the backend (code/qa_plan.py).
+    parallel_batches: int | None = None
+
+    @property
+    def graph_cache(self) -> Path:
+        """Where graphs made at start-up are kept (code/qa_graphs.py)."""
+        return self.graph_cache_dir or self.run_dir / "graphs"
 
     @property
     def max_payload_bytes(self) -> int:
@@ -163,9 +171,9 @@ class Settings:
         # memory; BENCHMARKS.md). Never more threads in all than the CPUs the container may use.
         default_workers = max(1, math.floor(cpus / 4))
         workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
-        backend = _choice(env, "QA_BACKEND", "onnx", tuple(BACKEND_PRECISIONS))
-        precision = _choice(env, "QA_PRECISION", "fp32", ("fp32", "bf16", "int8"))
-        if precision not in BACKEND_PRECISIONS[backend]:
+        backend = _choice(env, "QA_BACKEND", "auto", ("auto", *BACKEND_PRECISIONS))
+        precision = _choice(env, "QA_PRECISION", "fp32", PRECISIONS)
+        if backend != "auto" and precision not in BACKEND_PRECISIONS[backend]:
             raise SettingsError(
                 f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
                 + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
@@ -202,11 +210,11 @@ class Settings:
             cpu_limit=cpus,
             backend=backend,
             precision=precision,
-            onnx_cache_dir=Path(env["QA_ONNX_CACHE_DIR"].strip()) if env.get("QA_ONNX_CACHE_DIR", "").strip() else None,
+            graph_cache_dir=Path(env["QA_GRAPH_CACHE_DIR"].strip()) if env.get("QA_GRAPH_CACHE_DIR", "").strip() else None,
             batch_wait_ms=_int(env, "QA_BATCH_WAIT_MS", 2, 0, 1000),
             batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 1024, 1, 10_000_000),
             batch_max_padding_percent=_int(env, "QA_BATCH_MAX_PADDING_PERCENT", 10, 0, 100),
-            parallel_batches=_int(env, "QA_PARALLEL_BATCHES", 2, 1, 64),
+            parallel_batches=_int(env, "QA_PARALLEL_BATCHES", None, 1, 64),
             batch_queue_windows=_int(env, "QA_BATCH_QUEUE_WINDOWS", 512, 1, 10_000_000),
         )
 

@@ -92,8 +92,11 @@ def test_baked_model_is_served_and_opt_ml_model_wins(image: str, containers, scr
     alone = containers(tag, None)
     assert requests.get(f"{alone.base_url}/ping", timeout=5).status_code == 200
     assert "/opt/program/model" in alone.logs()
-    # build.sh exported the default backend's graph into the image: start-up reuses it.
-    assert "using ONNX graph /opt/program/model/onnx/qa-fp32-" in alone.logs()
+    # build.sh made every precision's graphs in the image: start-up reuses them, whatever the CPU's plan.
+    assert "using the graph /opt/program/model/graphs/qa-fp32-" in alone.logs()
+    int8 = containers(tag, None, {"QA_PRECISION": "int8"})
+    assert "using the graph /opt/program/model/graphs/qa-int8-" in int8.logs() and "made the" not in int8.logs()
+    assert int8.stop() == 0
 
     mounted = containers(tag, TINY_MODEL)
     assert "serving the model in /opt/ml/model" in mounted.logs()

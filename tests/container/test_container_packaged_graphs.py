@@ -1,9 +1,11 @@
-"""`deploy package --onnx-from-image`: ONNX graphs exported by the image itself, shipped in
-model.tar.gz, are what a container serving that archive uses, so no instance exports at start-up
-(nor loads the PyTorch weights)."""
+"""`deploy package --graphs-from-image`: graphs made by the image itself, shipped in model.tar.gz
+with the precision report, are what a container serving that archive uses, so no instance makes
+them at start-up (nor loads the PyTorch weights), and the report's line for the precision served
+is logged."""
 
 from __future__ import annotations
 
+import json
 import tarfile
 
 import pytest
@@ -24,9 +26,14 @@ def answer(target: ContainerTarget) -> dict:
     return resp.json()
 
 
-def test_graphs_exported_by_the_image_are_used_at_start_up(image: str, containers, tmp_path) -> None:
-    graphs = package.export_graphs(image, TINY_MODEL, tmp_path / "graphs", ["fp32", "int8"])
-    assert sorted(name.split("-")[1] for name in graphs) == ["fp32", "int8"], graphs
+def test_graphs_made_by_the_image_are_used_at_start_up(image: str, containers, tmp_path) -> None:
+    lines = []
+    graphs = package.export_graphs(image, TINY_MODEL, tmp_path / "graphs", ["fp32", "bf16", "int8"], log=lines.append)
+    kinds = sorted(name.split("-", 1)[1].rsplit("-", 1)[0] for name in graphs if name.endswith((".onnx", ".xml")))
+    assert kinds == ["fp32", "int8-dynamic", "int8-static"], graphs
+    report = json.loads(graphs["graphs/precision-report.json"].read_text())
+    assert [row["precision"] for row in report["rows"]] == ["fp32", "bf16", "int8"]
+    assert "| int8 |" in lines[-1]  # the table was shown
     archive = tmp_path / "model.tar.gz"
     package.build_archive(TINY_MODEL, archive, extra=graphs)
     model = tmp_path / "extracted"  # as SageMaker extracts model.tar.gz into /opt/ml/model
@@ -35,15 +42,18 @@ def test_graphs_exported_by_the_image_are_used_at_start_up(image: str, container
 
     answers = {}
     for precision in ("fp32", "int8"):
-        target = containers(image, model, {"QA_PRECISION": precision})
+        # QA_BACKEND=openvino: the same plan whichever CPU class runs this test.
+        target = containers(image, model, {"QA_PRECISION": precision, "QA_BACKEND": "openvino"})
         answers[precision] = answer(target)
         logs = target.logs()
-        assert f"using ONNX graph /opt/ml/model/onnx/qa-{precision}-" in logs, logs[-3000:]
-        assert "exported ONNX graph" not in logs, logs[-3000:]
+        kind = "int8-static" if precision == "int8" else "fp32"
+        assert f"using the graph /opt/ml/model/graphs/qa-{kind}-" in logs, logs[-3000:]
+        assert "made the" not in logs, logs[-3000:]
         assert "the PyTorch weights are not loaded" in logs, logs[-3000:]
+        assert ("precision report (" in logs) == (precision == "int8"), logs[-3000:]
         target.stop()
 
-    # The same graphs as a start-up export would make: same answer as a container without them.
-    plain = containers(image, TINY_MODEL)
+    # The same graphs as start-up would make: the same answer as a container without them.
+    plain = containers(image, TINY_MODEL, {"QA_BACKEND": "openvino"})
     assert answer(plain) == answers["fp32"]
-    assert "exported ONNX graph" in plain.logs()
+    assert "made the fp32 graph" in plain.logs()

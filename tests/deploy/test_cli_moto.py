@@ -77,29 +77,41 @@ def test_package_builds_archive_and_uploads(aws, tmp_path):
         assert tar.getnames() == ["code/inference.py", "config.json", "tokenizer.json"]
 
 
-def test_package_with_graphs_exported_by_the_image(aws, tmp_path):
-    """--onnx-from-image runs the image's exporter under Docker (here a stand-in `docker` that
-    writes what the exporter would) and puts its graphs in onnx/."""
+def test_package_with_graphs_made_by_the_image(aws, tmp_path):
+    """--graphs-from-image runs the image's graph maker, then its precision report, under Docker
+    (here a stand-in `docker` that writes what they would) and puts both in graphs/."""
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "distilbert"}')
     (model / "model.safetensors").write_bytes(b"\0" * 8)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"question": "Who?", "context": "Ada."}\n')
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(
         "#!/bin/sh\n"
         'for arg in "$@"; do case "$arg" in *:/out) out="${arg%:/out}";; esac; done\n'
-        'echo "$*" > "$out/qa-int8-feed.onnx"\n'
+        'case "$*" in\n'
+        '  *precision-report*) echo "$*" > "$out/precision-report.json"; echo "| int8 | openvino |";;\n'
+        '  *) echo "$*" > "$out/qa-int8-static-feed.xml"; echo bin > "$out/qa-int8-static-feed.bin";;\n'
+        "esac\n"
     )
     (bin_dir / "docker").chmod(0o755)
     env = {**aws.env, "PATH": f"{bin_dir}{os.pathsep}{aws.env.get('PATH', os.defpath)}"}
     proc = run_deploy(["package", str(model), "--output", str(tmp_path / "model.tar.gz"),
-                       "--onnx-from-image", "qa:7", "--onnx-precision", "int8"], env)
+                       "--graphs-from-image", "qa:7", "--precision", "int8", "--samples", str(samples)], env)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["files"] == ["config.json", "model.safetensors", "onnx/qa-int8-feed.onnx"]
+    assert json.loads(proc.stdout)["files"] == [
+        "config.json", "graphs/precision-report.json", "graphs/qa-int8-static-feed.bin",
+        "graphs/qa-int8-static-feed.xml", "model.safetensors",
+    ]
+    assert "| int8 | openvino |" in proc.stderr  # the report's table is shown
     with tarfile.open(tmp_path / "model.tar.gz", "r:gz") as tar:
-        command = tar.extractfile("onnx/qa-int8-feed.onnx").read().decode()
-    assert "qa:7 python /opt/program/code/qa_backends.py export /opt/ml/model /out --precision int8" in command
+        made = tar.extractfile("graphs/qa-int8-static-feed.xml").read().decode()
+        reported = tar.extractfile("graphs/precision-report.json").read().decode()
+    assert "qa:7 python /opt/program/code/qa_graphs.py export /opt/ml/model /out --precision int8 --samples /samples.jsonl" in made
+    assert f"{samples}:/samples.jsonl:ro" in made and "QA_GRAPH_CACHE_DIR=/out" in made
+    assert "qa:7 precision-report /samples.jsonl --json /out/precision-report.json" in reported
 
 
 def test_create_instance_endpoint(aws):

@@ -103,15 +103,15 @@ def test_bad_s3_uris(uri):
         package.parse_s3_uri(uri)
 
 
-def test_exported_graphs_go_to_onnx_and_replace_the_model_dirs_own(model_dir, tmp_path):
-    (model_dir / "onnx").mkdir()
-    (model_dir / "onnx" / "qa-fp32-0123.onnx").write_bytes(b"old")
+def test_made_graphs_go_to_graphs_and_replace_the_model_dirs_own(model_dir, tmp_path):
+    (model_dir / "graphs").mkdir()
+    (model_dir / "graphs" / "qa-fp32-0123.onnx").write_bytes(b"old")
     graph = tmp_path / "qa-fp32-0123.onnx"
     graph.write_bytes(b"new")
     out = tmp_path / "model.tar.gz"
-    names = package.build_archive(model_dir, out, extra={"onnx/qa-fp32-0123.onnx": graph})
-    assert "onnx/qa-fp32-0123.onnx" in names and names == sorted(names)
-    assert package.read_member(out, "onnx/qa-fp32-0123.onnx") == b"new"
+    names = package.build_archive(model_dir, out, extra={"graphs/qa-fp32-0123.onnx": graph})
+    assert "graphs/qa-fp32-0123.onnx" in names and names == sorted(names)
+    assert package.read_member(out, "graphs/qa-fp32-0123.onnx") == b"new"
 
 
 def test_export_runs_the_images_own_exporter_and_reports_its_failure(model_dir, tmp_path, monkeypatch):
@@ -125,11 +125,11 @@ def test_export_runs_the_images_own_exporter_and_reports_its_failure(model_dir, 
 
     monkeypatch.setattr(package.subprocess, "run", fake_docker)
     graphs = package.export_graphs("qa:1", model_dir, tmp_path / "graphs", ["fp32"])
-    assert graphs == {"onnx/qa-fp32-abcd.onnx": tmp_path / "graphs" / "qa-fp32-abcd.onnx"}
-    (command,) = calls
+    assert graphs == {"graphs/qa-fp32-abcd.onnx": tmp_path / "graphs" / "qa-fp32-abcd.onnx"}
+    (command,) = calls  # fp32 alone: no precision report
     assert command[:2] == ["docker", "run"] and "qa:1" in command
     assert command[command.index("qa:1") + 1 :] == [
-        "python", "/opt/program/code/qa_backends.py", "export", "/opt/ml/model", "/out", "--precision", "fp32"
+        "python", "/opt/program/code/qa_graphs.py", "export", "/opt/ml/model", "/out", "--precision", "fp32"
     ]  # fmt: skip
     assert f"{model_dir.resolve()}:/opt/ml/model:ro" in command
 

@@ -120,14 +120,14 @@ def test_weights_without_a_question_answering_head_are_refused(model_copy):
 
 def test_the_exporter_refuses_weights_without_a_question_answering_head(model_copy, capsys):
     """Start-up skips the weights when it finds a graph, so no graph of random weights may exist."""
-    import qa_backends
+    import qa_graphs
     from safetensors.torch import save_file
 
     state = {k: v for k, v in load_file(model_copy / "model.safetensors").items() if not k.startswith("qa_outputs")}
     save_file(state, model_copy / "model.safetensors", metadata={"format": "pt"})
-    assert qa_backends.main(["export", str(model_copy), "--precision", "fp32"]) == 2
+    assert qa_graphs.main(["export", str(model_copy), "--precision", "fp32"]) == 2
     assert "not a trained question-answering model" in capsys.readouterr().err
-    assert not list(model_copy.glob("onnx/*.onnx"))
+    assert not list(model_copy.glob("graphs/qa-*"))
 
 
 def test_with_its_onnx_graph_found_the_pytorch_weights_are_not_loaded(model_copy, make_context, tmp_path, monkeypatch):
@@ -164,11 +164,11 @@ def test_remote_code_is_never_run(model_copy, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("backend, kept", [("onnx", False), ("torch", True)])
+@pytest.mark.parametrize("backend, kept", [("onnx", False), ("openvino", False), ("torch", True)])
 def test_the_pytorch_module_is_released_when_onnx_runs_the_model(
     qa_model_dir, make_context, tmp_path, monkeypatch, backend, kept
 ):
-    """ONNX Runtime holds its own copy of the weights: the PyTorch module must not stay resident
+    """A graph runtime holds its own copy of the weights: the PyTorch module must not stay resident
     beside it, and the heap it (and an int8 quantization) used goes back to the OS (a full-size
     int8 worker: 1310 MB resident before, 616 MB after)."""
     import weakref
@@ -178,9 +178,9 @@ def test_the_pytorch_module_is_released_when_onnx_runs_the_model(
     modules, trims = [], []
     create_backend = qa_model.create_backend
 
-    def recording(model, *args, **kwargs):
+    def recording(*args, model, **kwargs):
         modules.append(weakref.ref(model))
-        return create_backend(model, *args, **kwargs)
+        return create_backend(*args, model=model, **kwargs)
 
     monkeypatch.setattr(qa_model, "create_backend", recording)
     monkeypatch.setattr(qa_model, "_return_free_heap_to_os", lambda: trims.append(modules[0]() is None))

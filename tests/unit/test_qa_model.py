@@ -185,10 +185,10 @@ def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model
 
 
 @pytest.mark.parametrize("precision,batched", [("fp32", True), ("int8", False)])
-def test_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path, precision, batched):
-    """int8's activation scales span the whole pass: batched, a window's answer would depend on its
-    neighbours. fp32 batches (its logits do not depend on them)."""
-    context = make_context(backend="onnx", precision=precision, onnx_cache_dir=tmp_path, torch_threads=1)
+def test_onnx_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path, precision, batched):
+    """Dynamic int8's activation scales span the whole pass: batched, a window's answer would depend
+    on its neighbours. fp32 batches (its logits do not depend on them)."""
+    context = make_context(backend="onnx", precision=precision, graph_cache_dir=tmp_path, torch_threads=1)
     qa_model = inference.model_fn(qa_model_dir, context)
     rows = []
     forward = qa_model.backend.forward
@@ -202,6 +202,37 @@ def test_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path, pre
     predict(qa_model, {"inputs": items}, context)
     assert sum(rows) > 1
     assert (max(rows) > 1) == batched, rows
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_answers_do_not_depend_on_the_batch(qa_model_dir, make_context, tmp_path, precision):
+    """OpenVINO int8 and bf16 round: a window's logits change with the width it is padded to, so
+    windows are padded to fixed widths and batched only at one width. The same request alone and
+    inside a mixed batch gets the same answer; and mixed batches did form."""
+    context = make_context(backend="openvino", precision=precision, graph_cache_dir=tmp_path, torch_threads=1)
+    qa_model = inference.model_fn(qa_model_dir, context)
+    passes = []
+    forward = qa_model.backend.forward
+
+    def spy(inputs):
+        passes.append(inputs["input_ids"].shape)
+        return forward(inputs)
+
+    qa_model.backend.forward = spy
+    target = {"question": "Who designed the lighthouse?", "context": CONTEXT}
+    alone = predict(qa_model, {"inputs": target, "parameters": {"top_k": 3}}, context)
+    assert passes == [(1, passes[0][1])] and passes[0][1] % 16 == 0
+    # Neighbours of other lengths, some padded to the target's width and some not.
+    words = CONTEXT.split()
+    neighbours = [{"question": "Who?", "context": " ".join(words[: len(words) - cut])} for cut in (1, 3, 9, 20)]
+    neighbours.append({"question": "When was the port founded?", "context": LONG_CONTEXT})
+    passes.clear()
+    mixed = predict(qa_model, {"inputs": [*neighbours, target], "parameters": {"top_k": 3}}, context)[-1]
+    assert max(rows for rows, _ in passes) > 1, passes
+    assert all(width % 16 == 0 for _, width in passes), passes
+    assert [(a["answer"], a["start"], a["end"]) for a in mixed] == [(a["answer"], a["start"], a["end"]) for a in alone]
+    for got, want in zip(mixed, alone):
+        assert got["score"] == pytest.approx(want["score"], abs=1e-3)
 
 
 def test_inference_runs_without_autograd(qa_model, monkeypatch):

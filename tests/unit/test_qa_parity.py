@@ -31,7 +31,7 @@ CASES = load_cases()
 REL_TOL = 1e-4
 
 
-EXACT_BACKENDS = [Settings(backend="torch", precision="fp32"), Settings(backend="onnx", precision="fp32")]
+EXACT_BACKENDS = [Settings(backend=name, precision="fp32") for name in ("torch", "onnx", "openvino")]
 
 
 @pytest.fixture(scope="module", params=EXACT_BACKENDS, ids=lambda s: f"{s.backend}-{s.precision}")
@@ -39,7 +39,7 @@ def models(request, tmp_path_factory):
     settings = Settings(
         backend=request.param.backend,
         precision=request.param.precision,
-        onnx_cache_dir=tmp_path_factory.mktemp("onnx"),
+        graph_cache_dir=tmp_path_factory.mktemp("graphs"),
         batch_wait_ms=20,  # long enough for the concurrent test's requests to meet in the batcher
     )
     loaded = {}

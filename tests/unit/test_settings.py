@@ -15,7 +15,7 @@ def test_defaults_from_an_empty_environment():
     assert (s.port, s.request_timeout_s, s.max_payload_mb, s.bind_host) == (8080, 60, 6, "0.0.0.0")
     assert s.model_dir == Path("/opt/ml/model")
     assert s.workers == 1 and s.torch_threads == 2
-    assert (s.backend, s.precision) == ("onnx", "fp32")
+    assert (s.backend, s.precision) == ("auto", "fp32")  # the backend from the CPU: code/qa_plan.py
     assert s.max_concurrent_transforms == s.workers
     assert s.batch_strategy == "MULTI_RECORD" and not s.batch_transform
     assert s.shutdown_timeout_s == 25

@@ -1,0 +1,113 @@
+"""The execution plan: which backend serves a precision on this CPU, with how many threads and
+lanes, and which windows may share a forward pass. Chosen at start-up from the CPU's
+instruction-set flags (`QA_BACKEND=auto`, the default); each variable set overrides its part.
+
+What each CPU class runs comes from BENCHMARKS.md, measured there, never carried over from another
+class: a default tuned on one class must not cost another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from qa_backends import ALONE, SAME_WIDTH, WIDTH_STEP, BackendError
+
+from serving.settings import BACKEND_PRECISIONS, Settings
+
+log = logging.getLogger(__name__)
+
+# CPU class -> precision -> backend.
+AUTO_BACKENDS = {
+    # AMD EPYC Zen 4 (avx512f, avx512_vnni, avx512_bf16), 2026-12-01, per window on 2 threads:
+    # OpenVINO fp32 105 ms vs ONNX Runtime 120 ms; OpenVINO bf16 55 ms vs PyTorch autocast ~80 ms;
+    # OpenVINO static int8 32-42 ms vs ONNX Runtime dynamic int8 59 ms.
+    "avx512": {"fp32": "openvino", "bf16": "openvino", "int8": "openvino"},
+    # AMD EPYC Zen 3 (avx2 only), 2026-11-30: ONNX Runtime fp32 and dynamic int8 measured
+    # (1.04x and 1.94x the peer); OpenVINO not yet measured there. bf16 has no instructions on
+    # this class (PyTorch's emulation ran 0.15x the peer); OpenVINO is the least bad guess.
+    "avx2": {"fp32": "onnx", "bf16": "openvino", "int8": "onnx"},
+}
+# Forward passes at once per worker: ONNX Runtime leaves a core idle between small operators
+# (1.2 of 2 CPUs busy with one lane, AVX2 host); OpenVINO keeps them busy with one (9.3 windows/s
+# fp32 with one lane or two on 2 CPUs).
+LANES = {"torch": 2, "onnx": 2, "openvino": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    backend: str
+    precision: str
+    threads: int  # intra-op threads per forward pass
+    lanes: int  # forward passes at once per worker
+    cpu_class: str
+    chosen_by: str  # why this backend: "QA_BACKEND=onnx" or "the avx512 class"
+
+    def describe(self, batching: str, settings: Settings) -> str:
+        """One log line: what runs, and how windows share passes."""
+        if batching == ALONE:
+            rule = "one window per pass"
+        elif batching == SAME_WIDTH:
+            rule = (
+                f"up to {settings.forward_batch_size} windows / {settings.batch_max_tokens} tokens per pass, "
+                f"padded to a multiple of {WIDTH_STEP} tokens and batched only at one width"
+            )
+        else:
+            rule = (
+                f"up to {settings.forward_batch_size} windows / {settings.batch_max_tokens} tokens per pass, "
+                f"at most {settings.batch_max_padding_percent}% padding"
+            )
+        return (
+            f"execution plan: {self.backend} {self.precision} (chosen by {self.chosen_by}), "
+            f"{self.threads} threads, {self.lanes} lane(s), {rule}"
+        )
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags of this CPU as Linux lists them (empty where it does not)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_class(flags: set[str]) -> str:
+    """The class whose measured plan applies. Unknown flags (not Linux) get the AVX2 plan, the
+    one that assumes least."""
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def resolve_plan(settings: Settings, flags: set[str]) -> Plan:
+    klass = cpu_class(flags)
+    if settings.backend == "auto":
+        backend, chosen_by = AUTO_BACKENDS[klass][settings.precision], f"the {klass} CPU class"
+    else:
+        backend, chosen_by = settings.backend, f"QA_BACKEND={settings.backend}"
+    if settings.precision not in BACKEND_PRECISIONS[backend]:
+        raise BackendError(
+            f"QA_PRECISION={settings.precision} is not supported with QA_BACKEND={backend}: combinations are "
+            + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
+        )
+    lanes = settings.parallel_batches or LANES[backend]
+    return Plan(backend, settings.precision, settings.torch_threads, lanes, klass, chosen_by)
+
+
+def check_cpu(precision: str, flags: set[str]) -> None:
+    """Warn where the CPU runs this precision without the instructions that make it pay."""
+    if not flags:
+        return
+    if precision == "bf16" and not flags & {"avx512_bf16", "amx_bf16"}:
+        # Measured on an AVX2-only EPYC: bf16 autocast 5x slower than fp32, not 2x faster.
+        log.warning(
+            "QA_PRECISION=bf16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16 flag): "
+            "it is emulated or run as fp32, no faster than fp32; use QA_PRECISION=fp32 or int8 here"
+        )
+    if precision == "int8" and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        log.warning(
+            "QA_PRECISION=int8 on a CPU without VNNI (no avx512_vnni, avx_vnni or amx_int8 flag): "
+            "int8 runs on AVX2 kernels, expect well under the speed-up of VNNI CPUs"
+        )
