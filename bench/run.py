@@ -1,9 +1,13 @@
 """Benchmark: the peer and our configurations on one model, closed-loop load, answers compared.
 
-Writes BENCHMARKS.md, a chart and the raw figures (JSON).
+Files the run under this machine's CPU class (from /proc/cpuinfo's flags): writes
+bench/results/<class>.json (raw figures), then BENCHMARKS.md from every class file present, then
+the chart bench/benchmarks-<class>.png (skipped, loudly, without matplotlib). Before the servers,
+it measures the CPU's fp32 ceiling (single-thread torch.mm) for the FLOP columns.
 
-    python -m bench.run --target image:distilbert-qa:latest \\
-        --config default= --config onnx-int8=QA_BACKEND=onnx,QA_PRECISION=int8
+    pip install -r requirements-dev.txt
+    python -m bench.run --target image:distilbert-qa:latest --build --rounds 2 --config default= \\
+        --config int8=QA_PRECISION=int8 --config bf16=QA_PRECISION=bf16
     python -m bench.run --smoke            # a few seconds per level, tiny model, output in build/
 
 Servers run one at a time, in the order peer, ours..., repeated `--rounds` times, so machine
@@ -25,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import corpus, loadgen, report, servers
+from bench import corpus, flops, loadgen, report, servers
 from bench.make_standin_model import DEFAULT_OUT as DEFAULT_MODEL
 from bench.make_standin_model import build as build_model
 from bench.make_standin_model import find_vocab
@@ -74,7 +78,9 @@ def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: 
     raise RuntimeError(f"{server.name} gave no answer within {timeout:.0f} s")
 
 
-def measure(server: servers.Server, requests: list[corpus.QARequest], args) -> dict:
+def measure(
+    server: servers.Server, requests: list[corpus.QARequest], args, flop_info: dict | None = None
+) -> dict:
     """Start one server, measure it, stop it. Never leaves it running."""
     result = {"name": server.name, "kind": server.kind, "env": server.extra_env, "levels": [], "error": None}
     try:
@@ -99,6 +105,7 @@ def measure(server: servers.Server, requests: list[corpus.QARequest], args) -> d
                 row = level.summary()
                 answered = level.requests - level.errors
                 row["cpu_s_per_req"] = round(cpu_used / answered, 4) if answered else None
+                row.update(flops.level_flops(flop_info, level.answered))
                 row["peak_memory_bytes"] = meter.level_peak
                 result["levels"].append(row)
                 print(
@@ -154,6 +161,36 @@ def compare_answers(results: list[dict], reference_name: str) -> None:
             r["match_default"], r["match_count"] = loadgen.match_share(answers, reference)
         if peer:
             r["match_peer"], r["match_peer_count"] = loadgen.match_share(answers, peer)
+
+
+def fp32_ceiling(seconds: float) -> dict:
+    """The CPU's fp32 ceiling (GFLOP/s per CPU), measured now; on failure, the reason, said loudly."""
+    if seconds <= 0:
+        return {"gflops_per_cpu": None, "error": "skipped (--ceiling-s 0)"}
+    print(f"bench: fp32 ceiling: single-thread torch.mm for {seconds:g} s", flush=True)
+    try:
+        ceiling = flops.measure_ceiling(seconds)
+    except Exception as exc:  # the FLOP columns are optional; the run is not
+        print(f"bench: FP32 CEILING NOT MEASURED: {type(exc).__name__}: {exc}", flush=True)
+        return {"gflops_per_cpu": None, "error": f"{type(exc).__name__}: {exc}"}
+    print(f"bench: fp32 ceiling {ceiling['gflops_per_cpu']} GFLOP/s per CPU ({ceiling['what']})", flush=True)
+    return ceiling
+
+
+def request_flops(model: Path, requests: list[corpus.QARequest]) -> dict:
+    """Tokens and GFLOP per request for this model; on failure, the reason, said loudly."""
+    try:
+        info = flops.request_flops(model, requests)
+    except Exception as exc:  # e.g. no tokenizer.json in a model dir
+        print(f"bench: FLOP PER REQUEST NOT COMPUTED: {type(exc).__name__}: {exc}", flush=True)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    low, mean, high = info["tokens"]
+    print(
+        f"bench: {low}-{high} tokens per request (mean {mean}), {info['gflop_per_req_corpus']:.2f} GFLOP"
+        " per request over the corpus",
+        flush=True,
+    )
+    return info
 
 
 def make_servers(args, work_dir: Path) -> list[servers.Server]:
@@ -219,9 +256,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="alternate peer/ours this many times; report medians"
     )
     p.add_argument("--startup-timeout", type=float, default=600.0)
-    p.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
-    p.add_argument("--chart", type=Path, default=REPO / "bench" / "benchmarks.png")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "benchmarks.json")
+    p.add_argument(
+        "--ceiling-s",
+        type=float,
+        default=flops.CEILING_S,
+        help="seconds of single-thread fp32 torch.mm for the CPU's ceiling, before the servers (0: skip)",
+    )
+    p.add_argument(
+        "--cpu-class",
+        default=None,
+        help="file the run under this CPU class (default: from /proc/cpuinfo's flags, e.g. avx2)",
+    )
+    p.add_argument("--report", type=Path, default=report.REPORT, help="rendered from all class files")
+    p.add_argument(
+        "--results-dir", type=Path, default=report.RESULTS_DIR, help="one <class>.json per CPU class"
+    )
+    p.add_argument("--chart-dir", type=Path, default=report.CHART_DIR, help="benchmarks-<class>.png")
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -234,16 +284,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.model = args.model or REPO / "build" / "standin-tiny"
         if args.concurrency == [1, 4, 16]:
             args.concurrency = [1, 4]
-        args.duration, args.warmup, args.answers = (
+        args.duration, args.warmup, args.answers, args.ceiling_s = (
             min(args.duration, 3.0),
             min(args.warmup, 1.0),
             min(args.answers, 8),
+            min(args.ceiling_s, 0.5),
         )
-        args.report, args.chart, args.json = (
-            out / "BENCHMARKS.md",
-            out / "benchmarks.png",
-            out / "benchmarks.json",
-        )
+        args.report, args.results_dir, args.chart_dir = out / "BENCHMARKS.md", out / "results", out
     args.model = args.model or DEFAULT_MODEL
     if args.target != "host" and not args.target.startswith("image:"):
         p.error("--target must be host or image:TAG")
@@ -265,17 +312,20 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
     requests = corpus.make_requests(args.requests)
+    cls = args.cpu_class or report.machine()["cpu_class"]
+    ceiling = fp32_ceiling(args.ceiling_s)
+    flop_info = request_flops(args.model, requests)
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
         for round_no in range(args.rounds):
             for server in make_servers(args, Path(tmp)):
                 print(f"bench: round {round_no + 1}/{args.rounds}: {server.name} ({server.kind})", flush=True)
-                runs.setdefault(server.name, []).append(measure(server, requests, args))
+                runs.setdefault(server.name, []).append(measure(server, requests, args, flop_info))
                 time.sleep(2)  # let the machine settle between servers
     results = [median_of_rounds(r) for r in runs.values()]
     compare_answers(results, args.reference)
-    doc = report.build(results, args, requests)
-    report.write(doc, args.report, args.chart, args.json)
+    doc = report.build(results, args, requests, ceiling, flop_info, cls)
+    report.write(doc, args.results_dir, args.report, args.chart_dir)
     print(report.summary_text(doc), flush=True)
     return 0 if all(not r["error"] for r in results) else 1
 

@@ -337,7 +337,7 @@ class HostServer(_ProcessServer):
     def describe(self) -> dict:
         return {
             "stack": f"host: {self.python} entrypoint.py serve",
-            "revision": _git_revision(),
+            **_git_revision(),
             "versions": _python_versions(self.python),
         }
 
@@ -445,11 +445,31 @@ def _python_versions(python: str) -> str:
     return out.stdout.strip()
 
 
-def _git_revision() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    return out.stdout.strip()
+def _git_revision() -> dict[str, str]:
+    """The work tree's commit, and a version like build.sh's image label: -dirty when what the
+    server runs (the same paths build.sh checks) differs from the commit."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    revision = git("rev-parse", "HEAD")
+    if not revision:
+        return {"revision": "", "version": ""}
+    version = git("rev-parse", "--short=12", "HEAD")
+    if git(
+        "status",
+        "--porcelain",
+        "--",
+        "Dockerfile",
+        "requirements.txt",
+        "entrypoint.py",
+        "serving",
+        "code",
+        "docker",
+    ):
+        version += "-dirty"
+    return {"revision": revision, "version": version}
 
 
 def ensure_peer_venv(venv: Path, pip_args: list[str] = ()) -> Path:
