@@ -121,8 +121,8 @@ class OnnxBackend:
 
 class OpenVinoBackend:
     """An OpenVINO CPU model, compiled again in a forked child (its thread pool does not survive
-    fork). One stream per lane, the threads shared out between them: with one stream a second
-    pass at once waits for the first, so lanes are streams here."""
+    fork). One stream per lane, the worker's threads shared out between them (`threads` each):
+    with one stream a second pass at once only waits for the first."""
 
     def __init__(self, path: Path, precision: str, threads: int, streams: int = 1):
         self.path = Path(path)

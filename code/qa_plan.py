@@ -28,10 +28,17 @@ AUTO_BACKENDS = {
     # this class (PyTorch's emulation ran 0.15x the peer); OpenVINO is the least bad guess.
     "avx2": {"fp32": "onnx", "bf16": "openvino", "int8": "onnx"},
 }
-# Forward passes at once per worker: ONNX Runtime leaves a core idle between small operators
-# (1.2 of 2 CPUs busy with one lane, AVX2 host); OpenVINO keeps them busy with one (9.3 windows/s
-# fp32 with one lane or two on 2 CPUs).
-LANES = {"torch": 2, "onnx": 2, "openvino": 1}
+# Forward passes at once per worker (backend -> precision -> lanes). ONNX Runtime leaves a core
+# idle between small operators (1.2 of 2 CPUs busy with one lane, AVX2 host): two lanes, each with
+# all the threads. OpenVINO runs one stream per lane and shares the threads out: for fp32 one
+# stream of 2 threads was fastest (9.3 vs 8.7 windows/s); for int8 two streams of one thread gave
+# 10% more at concurrency 4 and 15% at 16 (the benchmark, AVX-512 EPYC, 2026-12-01), and for bf16
+# 23% more windows/s, at twice a lone window's latency (int8: 65 ms p50 at c=1, the peer's 206).
+LANES = {
+    "torch": {"fp32": 2, "bf16": 2},
+    "onnx": {"fp32": 2, "int8": 2},
+    "openvino": {"fp32": 1, "bf16": 2, "int8": 2},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +64,11 @@ class Plan:
                 f"up to {settings.forward_batch_size} windows / {settings.batch_max_tokens} tokens per pass, "
                 f"at most {settings.batch_max_padding_percent}% padding"
             )
-        return (
-            f"execution plan: {self.backend} {self.precision} (chosen by {self.chosen_by}), "
-            f"{self.threads} threads, {self.lanes} lane(s), {rule}"
-        )
+        if self.backend == "openvino":  # lanes are streams sharing the threads (qa_backends.py)
+            passes = f"{self.lanes} stream(s) of {max(1, self.threads // self.lanes)} thread(s)"
+        else:
+            passes = f"{self.lanes} lane(s) of {self.threads} thread(s)"
+        return f"execution plan: {self.backend} {self.precision} (chosen by {self.chosen_by}), {passes}, {rule}"
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
@@ -92,7 +100,7 @@ def resolve_plan(settings: Settings, flags: set[str]) -> Plan:
             f"QA_PRECISION={settings.precision} is not supported with QA_BACKEND={backend}: combinations are "
             + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
         )
-    lanes = settings.parallel_batches or LANES[backend]
+    lanes = settings.parallel_batches or LANES[backend][settings.precision]
     return Plan(backend, settings.precision, settings.torch_threads, lanes, klass, chosen_by)
 
 

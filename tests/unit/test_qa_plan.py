@@ -23,12 +23,12 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     "flags,precision,backend,lanes",
     [
         (ZEN4, "fp32", "openvino", 1),
-        (ZEN4, "bf16", "openvino", 1),
-        (ZEN4, "int8", "openvino", 1),
+        (ZEN4, "bf16", "openvino", 2),
+        (ZEN4, "int8", "openvino", 2),
         # The AVX2 class keeps what was measured there.
         (ZEN3, "fp32", "onnx", 2),
         (ZEN3, "int8", "onnx", 2),
-        (ZEN3, "bf16", "openvino", 1),
+        (ZEN3, "bf16", "openvino", 2),
         (set(), "fp32", "onnx", 2),  # flags unknown: the plan that assumes least
     ],
 )
@@ -55,7 +55,7 @@ def test_a_combination_no_backend_runs_is_refused_naming_both_variables():
 def test_the_plan_is_described_in_one_line(batching, says):
     plan = qa_plan.resolve_plan(Settings(precision="int8", torch_threads=2), ZEN4)
     line = plan.describe(batching, Settings())
-    assert line.startswith("execution plan: openvino int8 (chosen by the avx512 CPU class), 2 threads, 1 lane(s)")
+    assert line.startswith("execution plan: openvino int8 (chosen by the avx512 CPU class), 2 stream(s) of 1 thread(s)")
     assert says in line and "\n" not in line
 
 
