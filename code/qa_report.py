@@ -8,7 +8,8 @@ QA_* variables apply) and answers the same requests: the user's samples (JSON Li
 bodies, as /invocations takes them) or the built-in SQuAD-like corpus. For each reduced precision:
 the share of top answers equal to fp32's (text and offsets), the mean token-F1 of its answers
 against fp32's (SQuAD's normalisation), the largest difference of a top answer's score, and the
-time per window, measured round-robin across the precisions so that machine noise hits all alike.
+time per window (one at a time, with all the threads), measured round-robin across the precisions
+so that machine noise hits all alike.
 `deploy package` stores the JSON next to the graphs it ships; the container logs its line for the
 precision it serves.
 """
@@ -92,7 +93,9 @@ def make_report(model_dir: Path, settings, pairs: list[tuple[str, str]], source:
 
     models = {}
     for precision in ("fp32", *REDUCED):
-        models[precision] = load_model(model_dir, dataclasses.replace(settings, precision=precision))
+        # One lane: each window gets all the threads, whatever the plan shares out under load.
+        one_lane = dataclasses.replace(settings, precision=precision, parallel_batches=1)
+        models[precision] = load_model(model_dir, one_lane)
     requests = [request_from_object({"question": q, "context": c}, max_items=1) for q, c in pairs]
     answers = {p: [_top(m.predict(r)) for r in requests] for p, m in models.items()}
 
