@@ -9,7 +9,9 @@ tokens (windows x longest length) counted over all the passes running at once in
 real ones, so a batch that pads more than batching saves is slower than its windows one by one).
 It runs one forward pass and hands each window its own logits, cut back to its own length:
 batching never changes what a window sees. A request's windows queue shortest first, so a request
-alone is cut into batches of neighbouring lengths.
+alone is cut into batches of neighbouring lengths. With `width_step` > 1 (reduced precisions, whose
+logits shift with the width a window is padded to) every window counts, and is padded, as its
+length rounded up to a multiple of it, and a batch holds windows of one such width only.
 
 Two lanes keep both cores of a small instance busy when batches are small: one lane's forward pass
 leaves a core idle between operators and while Python handles the results (measured: 1.2 of 2

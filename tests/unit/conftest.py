@@ -22,6 +22,14 @@ def qa_model_dir() -> Path:
     return model_dir("distilbert-tiny-s0")
 
 
+@pytest.fixture(scope="module")
+def tiny(qa_model_dir):
+    """(model dir, the PyTorch module) of the tiny model, for the graph and backend tests."""
+    from transformers import AutoModelForQuestionAnswering
+
+    return qa_model_dir, AutoModelForQuestionAnswering.from_pretrained(qa_model_dir, local_files_only=True).eval()
+
+
 @pytest.fixture(scope="session")
 def qa_model(qa_model_dir):
     """The model on the torch backend, the reference the other backends are compared with."""

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import qa_backends
 import qa_graphs
-from golden_cases import model_dir
 
 from serving.settings import Settings, SettingsError
 
@@ -24,14 +23,6 @@ COMBOS = [
     ("openvino", "int8"),
 ]
 NAMES = ["input_ids", "attention_mask"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import AutoModelForQuestionAnswering
-
-    path = model_dir("distilbert-tiny-s0")
-    return path, AutoModelForQuestionAnswering.from_pretrained(path, local_files_only=True).eval()
 
 
 @pytest.fixture(scope="module")

@@ -296,3 +296,18 @@ def test_a_request_alone_is_cut_shortest_first_within_its_own_cap():
     batcher.close()
     assert [len(start) for start, _ in got] == lengths
     assert model.batches == [[5, 9, 12], [17, 22, 30], [40]]
+
+
+def test_fixed_widths_batch_only_windows_of_one_width():
+    """width_step (reduced precisions): windows batch only with windows padded to the same
+    multiple, whatever padding budget would allow; results are still each window's own."""
+    model = FakeModel()
+    batcher = make(model, width_step=16, max_width=40, max_wait_s=0.05)
+    lengths = [20, 30, 33, 38, 47]  # widths 32, 32, 40 (cut to max_width), 40, 47 (its own length)
+    windows = [window(n, seed=n) for n in lengths]
+    got = batcher.submit(windows)
+    assert sorted(map(sorted, model.batches)) == [[20, 30], [33, 38], [47]]
+    alone = FakeModel()
+    want = make(alone).submit(windows)
+    for (gs, ge), (ws, we) in zip(got, want):
+        assert (gs == ws).all() and (ge == we).all()

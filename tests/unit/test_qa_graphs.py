@@ -7,17 +7,8 @@ import shutil
 
 import pytest
 import qa_graphs
-from golden_cases import model_dir
 
 NAMES = ["input_ids", "attention_mask"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import AutoModelForQuestionAnswering
-
-    path = model_dir("distilbert-tiny-s0")
-    return path, AutoModelForQuestionAnswering.from_pretrained(path, local_files_only=True).eval()
 
 
 @pytest.fixture(scope="module")
