@@ -13,7 +13,7 @@ import logging
 
 from qa_backends import ALONE, SAME_WIDTH, WIDTH_STEP, BackendError
 
-from serving.settings import BACKEND_PRECISIONS, Settings
+from serving.settings import Settings, unsupported_combination
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,9 @@ def resolve_plan(settings: Settings, flags: set[str]) -> Plan:
         backend, chosen_by = AUTO_BACKENDS[klass][settings.precision], f"the {klass} CPU class"
     else:
         backend, chosen_by = settings.backend, f"QA_BACKEND={settings.backend}"
-    if settings.precision not in BACKEND_PRECISIONS[backend]:
-        raise BackendError(
-            f"QA_PRECISION={settings.precision} is not supported with QA_BACKEND={backend}: combinations are "
-            + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
-        )
+    problem = unsupported_combination(backend, settings.precision)  # Settings(...) built directly
+    if problem:
+        raise BackendError(problem)
     lanes = settings.parallel_batches or LANES[backend][settings.precision]
     return Plan(backend, settings.precision, settings.torch_threads, lanes, klass, chosen_by)
 

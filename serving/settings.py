@@ -32,6 +32,15 @@ BACKEND_PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8"), "open
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
+def unsupported_combination(backend: str, precision: str) -> str | None:
+    """What is wrong with running this precision on this backend, or None when it runs."""
+    if precision in BACKEND_PRECISIONS[backend]:
+        return None
+    return f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are " + ", ".join(
+        f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items()
+    )
+
+
 def _int(env: Mapping[str, str], key: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
     raw = env.get(key, "").strip()
     if not raw:
@@ -173,11 +182,8 @@ class Settings:
         workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
         backend = _choice(env, "QA_BACKEND", "auto", ("auto", *BACKEND_PRECISIONS))
         precision = _choice(env, "QA_PRECISION", "fp32", PRECISIONS)
-        if backend != "auto" and precision not in BACKEND_PRECISIONS[backend]:
-            raise SettingsError(
-                f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
-                + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
-            )
+        if backend != "auto" and (problem := unsupported_combination(backend, precision)):
+            raise SettingsError(problem)
         default_torch_threads = max(1, math.floor(cpus / workers))
 
         return cls(
