@@ -198,6 +198,9 @@ class _Ping:
         resp.content_type = "application/json"
         resp.data = b'{"status":"ready"}'
 
+    # Load balancers and uptime checks probe with HEAD: the same status, no body (Falcon drops it).
+    on_head = on_get
+
 
 class _Invocations:
     def __init__(self, runtime: Runtime):

@@ -40,6 +40,12 @@ def test_ping_is_200_and_fast(client):
     assert time.monotonic() - started < 2.0
 
 
+def test_head_ping_answers_like_get_without_a_body(client):
+    got, head = client.get("/ping"), client.request("HEAD", "/ping")
+    assert head.status_code == got.status_code == 200
+    assert head.content == b"" and head.headers["Content-Type"] == got.headers["Content-Type"]
+
+
 def test_execution_parameters(client):
     response = client.get("/execution-parameters")
     assert response.status_code == 200
