@@ -248,9 +248,7 @@ def _return_free_heap_to_os() -> None:
 class QAModel:
     """A loaded model + tokenizer; `predict` is safe to call from several threads at once."""
 
-    def __init__(
-        self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str], lanes: int = 1
-    ):
+    def __init__(self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str], lanes: int):
         import tokenizers
 
         # The PyTorch module only when it computes; a graph backend does not need its weights.
