@@ -173,7 +173,9 @@ class OpenVinoBackend:
         return tuple(np.array(results[port], dtype=np.float32) for port in self._outputs)
 
 
-def example_inputs(input_names: Sequence[str], batch: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
+def example_inputs(
+    input_names: Sequence[str], batch: int, width: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Padded inputs of this shape: the last row is shorter, so the masking path is traced."""
     rng = np.random.default_rng(seed)
     arrays = {

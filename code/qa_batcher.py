@@ -118,7 +118,14 @@ class Batcher:
             cap = min(self.max_windows, max_windows or self.max_windows)
             order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
             self._queue.extend(
-                _Entry(job, i, windows[i], now, cap, padded_width(len(windows[i].input_ids), self.width_step, self.max_width))
+                _Entry(
+                    job,
+                    i,
+                    windows[i],
+                    now,
+                    cap,
+                    padded_width(len(windows[i].input_ids), self.width_step, self.max_width),
+                )
                 for i in order
             )
             self._cond.notify()

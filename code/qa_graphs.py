@@ -225,7 +225,9 @@ def calibration_inputs(
             arrays = {
                 "input_ids": ids,
                 "attention_mask": encoded["attention_mask"][row],
-                "token_type_ids": encoded["token_type_ids"][row] if "token_type_ids" in encoded else [0] * len(ids),
+                "token_type_ids": encoded["token_type_ids"][row]
+                if "token_type_ids" in encoded
+                else [0] * len(ids),
             }
             windows.append({name: np.array([arrays[name]], dtype=np.int64) for name in input_names})
             if len(windows) == count:
@@ -238,7 +240,6 @@ def builtin_calibration_pairs() -> list[tuple[str, str]]:
     from qa_corpus import make_requests
 
     return [(r.question, r.context) for r in make_requests(CALIBRATION_WINDOWS, seed=CALIBRATION_SEED)]
-
 
 
 def build_graph(
@@ -442,7 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stale in (path, path.with_suffix(".bin")):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-        build_graph(model, input_names, kind, path, lambda: calibration_inputs(tokenizer, input_names, pairs()))
+        build_graph(
+            model, input_names, kind, path, lambda: calibration_inputs(tokenizer, input_names, pairs())
+        )
         print(path)
     return 0
 

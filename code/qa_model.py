@@ -93,7 +93,9 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
 
     found = None
     if kind is not None:
-        found = find_graph(model_dir, input_name_choices(tokenizer.model_input_names), kind, settings.graph_cache)
+        found = find_graph(
+            model_dir, input_name_choices(tokenizer.model_input_names), kind, settings.graph_cache
+        )
     if found is not None:
         # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
         # container). Every graph was made from trained weights (the exporter refuses others)
@@ -109,11 +111,18 @@ def load_model(model_dir: Path, settings: Settings) -> QAModel:
             graph = _make_graph(model, model_dir, tokenizer, input_names, kind, settings)
     try:
         backend = create_backend(
-            plan.backend, plan.precision, plan.threads, model=model, graph=graph, input_names=input_names,
+            plan.backend,
+            plan.precision,
+            plan.threads,
+            model=model,
+            graph=graph,
+            input_names=input_names,
             lanes=plan.lanes,
         )
     except Exception as exc:
-        raise ModelLoadError(f"{model_dir}: the {plan.backend} backend cannot run {graph or 'the model'}: {exc}") from exc
+        raise ModelLoadError(
+            f"{model_dir}: the {plan.backend} backend cannot run {graph or 'the model'}: {exc}"
+        ) from exc
     qa_model = QAModel(tokenizer, settings, backend, config=config, input_names=input_names, lanes=plan.lanes)
     log.info("%s", plan.describe(backend.batching, settings))
     if qa_model.model is None:
@@ -151,7 +160,9 @@ def _check_model_files(model_dir: Path, settings: Settings) -> bool:
                 f"(model.save_pretrained(dir)), or set QA_ALLOW_PICKLE_WEIGHTS=true to load them with "
                 f"torch.load(weights_only=True)."
             )
-        log.warning("loading pickle weights from %s with weights_only=True (QA_ALLOW_PICKLE_WEIGHTS)", model_dir)
+        log.warning(
+            "loading pickle weights from %s with weights_only=True (QA_ALLOW_PICKLE_WEIGHTS)", model_dir
+        )
         return False
     raise ModelLoadError(
         f"{model_dir}/model.safetensors is missing: no model weights found "
@@ -217,7 +228,9 @@ def _make_graph(model, model_dir: Path, tokenizer, input_names, kind: str, setti
     except BackendError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from exc
     except Exception as exc:
-        raise ModelLoadError(f"cannot make the {kind} graph of {model_dir} in {settings.graph_cache}: {exc}") from exc
+        raise ModelLoadError(
+            f"cannot make the {kind} graph of {model_dir} in {settings.graph_cache}: {exc}"
+        ) from exc
 
 
 def _log_precision_report(model_dir: Path, precision: str) -> None:
@@ -248,7 +261,9 @@ def _return_free_heap_to_os() -> None:
 class QAModel:
     """A loaded model + tokenizer; `predict` is safe to call from several threads at once."""
 
-    def __init__(self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str], lanes: int):
+    def __init__(
+        self, tokenizer, settings: Settings, backend, *, config, input_names: Sequence[str], lanes: int
+    ):
         import tokenizers
 
         # The PyTorch module only when it computes; a graph backend does not need its weights.
@@ -304,7 +319,9 @@ class QAModel:
                 f"{where}parameters.max_seq_len={max_seq_len} is out of range: this model takes between "
                 f"{shortest} and {self.max_positions} tokens per window"
             )
-        doc_stride = min(max_seq_len // 2, PIPELINE_MAX_DOC_STRIDE) if params.doc_stride is None else params.doc_stride
+        doc_stride = (
+            min(max_seq_len // 2, PIPELINE_MAX_DOC_STRIDE) if params.doc_stride is None else params.doc_stride
+        )
         # The tokenizer needs room for the special tokens beside the overlap.
         stride_limit = max_seq_len - self.single_special_tokens
         if doc_stride >= stride_limit:
@@ -326,7 +343,9 @@ class QAModel:
             seen = 0
             pieces = split_at_whitespace(text, LONG_TEXT_CHARS)
             for begin in range(0, len(pieces), PIECES_PER_CALL):
-                encodings = self._counter.encode_batch(pieces[begin : begin + PIECES_PER_CALL], add_special_tokens=False)
+                encodings = self._counter.encode_batch(
+                    pieces[begin : begin + PIECES_PER_CALL], add_special_tokens=False
+                )
                 seen += sum(len(e.ids) for e in encodings)
                 if seen > cap:
                     return seen

@@ -68,7 +68,9 @@ class Plan:
             passes = f"{self.lanes} stream(s) of {max(1, self.threads // self.lanes)} thread(s)"
         else:
             passes = f"{self.lanes} lane(s) of {self.threads} thread(s)"
-        return f"execution plan: {self.backend} {self.precision} (chosen by {self.chosen_by}), {passes}, {rule}"
+        return (
+            f"execution plan: {self.backend} {self.precision} (chosen by {self.chosen_by}), {passes}, {rule}"
+        )
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:

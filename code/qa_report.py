@@ -60,10 +60,14 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def compare(answers: list[dict], reference: list[dict]) -> dict:
     """The report's figures for one precision's top answers against fp32's, request by request."""
-    same = [(a["answer"], a["start"], a["end"]) == (r["answer"], r["start"], r["end"]) for a, r in zip(answers, reference)]
+    same = [
+        (a["answer"], a["start"], a["end"]) == (r["answer"], r["start"], r["end"])
+        for a, r in zip(answers, reference)
+    ]
     return {
         "top_answers_equal": sum(same) / len(same),
-        "mean_token_f1": sum(token_f1(a["answer"], r["answer"]) for a, r in zip(answers, reference)) / len(same),
+        "mean_token_f1": sum(token_f1(a["answer"], r["answer"]) for a, r in zip(answers, reference))
+        / len(same),
         "max_score_difference": max(abs(a["score"] - r["score"]) for a, r in zip(answers, reference)),
     }
 
@@ -80,7 +84,9 @@ def load_requests(samples: Path | None, count: int) -> tuple[list[tuple[str, str
         return pairs[:count], f"{samples} ({min(len(pairs), count)} of {len(pairs)} items)"
     from qa_corpus import make_requests
 
-    return [(r.question, r.context) for r in make_requests(count, seed=REPORT_SEED)], "the built-in SQuAD-like corpus"
+    return [
+        (r.question, r.context) for r in make_requests(count, seed=REPORT_SEED)
+    ], "the built-in SQuAD-like corpus"
 
 
 def make_report(model_dir: Path, settings, pairs: list[tuple[str, str]], source: str) -> dict:
@@ -99,7 +105,9 @@ def make_report(model_dir: Path, settings, pairs: list[tuple[str, str]], source:
     requests = [request_from_object({"question": q, "context": c}, max_items=1) for q, c in pairs]
     answers = {p: [_top(m.predict(r)) for r in requests] for p, m in models.items()}
 
-    windows = [w for r in requests for item in models["fp32"].windows_for(r, 10_000) for w in item][:TIMING_WINDOWS]
+    windows = [w for r in requests for item in models["fp32"].windows_for(r, 10_000) for w in item][
+        :TIMING_WINDOWS
+    ]
     best = {p: float("inf") for p in models}
     for _ in range(TIMING_ROUNDS):
         for precision, model in models.items():
@@ -111,7 +119,11 @@ def make_report(model_dir: Path, settings, pairs: list[tuple[str, str]], source:
 
     rows = []
     for precision, model in models.items():
-        row = {"precision": precision, "backend": model.backend.name.split("-")[0], "ms_per_window": best[precision] * 1000}
+        row = {
+            "precision": precision,
+            "backend": model.backend.name.split("-")[0],
+            "ms_per_window": best[precision] * 1000,
+        }
         row["speed_vs_fp32"] = best["fp32"] / best[precision]
         if precision != "fp32":
             row.update(compare(answers[precision], answers["fp32"]))
@@ -122,7 +134,9 @@ def make_report(model_dir: Path, settings, pairs: list[tuple[str, str]], source:
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_name(),
         "cpu_class": cpu_class(flags),
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}),
+        "isa": sorted(
+            flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+        ),
         "threads": settings.torch_threads,
         "source": source,
         "requests": len(pairs),
@@ -164,7 +178,11 @@ def render(report: dict) -> str:
         if row["precision"] == "fp32":
             figures = ["(reference)", "", ""]
         else:
-            figures = [f"{row['top_answers_equal']:.1%}", f"{row['mean_token_f1']:.3f}", f"{row['max_score_difference']:.4f}"]
+            figures = [
+                f"{row['top_answers_equal']:.1%}",
+                f"{row['mean_token_f1']:.3f}",
+                f"{row['max_score_difference']:.4f}",
+            ]
         lines.append(
             f"| {row['precision']} | {row['backend']} | {' | '.join(figures)} | {row['ms_per_window']:.1f} | "
             f"{row['speed_vs_fp32']:.2f}x |"
@@ -189,10 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="What int8 and bf16 cost on a QA model against fp32, on this CPU (see the module docstring)."
     )
-    parser.add_argument("samples", type=Path, nargs="?", help="JSON Lines of request bodies (default: built-in corpus)")
-    parser.add_argument("--model-dir", type=Path, help="a save_pretrained directory (default: QA_MODEL_DIR, /opt/ml/model)")
+    parser.add_argument(
+        "samples", type=Path, nargs="?", help="JSON Lines of request bodies (default: built-in corpus)"
+    )
+    parser.add_argument(
+        "--model-dir", type=Path, help="a save_pretrained directory (default: QA_MODEL_DIR, /opt/ml/model)"
+    )
     parser.add_argument("--json", type=Path, help="also write the report, with every answer, as JSON here")
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help=f"requests to answer (default {DEFAULT_REQUESTS})")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=DEFAULT_REQUESTS,
+        help=f"requests to answer (default {DEFAULT_REQUESTS})",
+    )
     args = parser.parse_args(argv)
 
     from qa_model import ModelLoadError

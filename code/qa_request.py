@@ -263,9 +263,13 @@ def query_from_document(document, *, max_items: int, where: str = "") -> QAQuery
         inputs = document["inputs"]
         params = parse_parameters(document.get("parameters"), where)
         if isinstance(inputs, list):
-            return QAQuery(items=_items(inputs, "inputs", max_items, where), params=params, batched=True, where=where)
+            return QAQuery(
+                items=_items(inputs, "inputs", max_items, where), params=params, batched=True, where=where
+            )
         if isinstance(inputs, dict):
-            return QAQuery(items=(_item(inputs, f"{where}inputs"),), params=params, batched=False, where=where)
+            return QAQuery(
+                items=(_item(inputs, f"{where}inputs"),), params=params, batched=False, where=where
+            )
         raise BadRequest(
             f"{where}'inputs' must be an object with 'question' and 'context' or a list of such objects, "
             f"not {_json_type(inputs)}"
@@ -276,16 +280,16 @@ def query_from_document(document, *, max_items: int, where: str = "") -> QAQuery
         item = {k: v for k, v in document.items() if k != "parameters"}
         return QAQuery(items=(_item(item, f"{where}body"),), params=params, batched=False, where=where)
     keys = ", ".join(repr(k) for k in document) or "no keys"
-    raise BadRequest(
-        f"{where}the body needs 'inputs' (or 'question' and 'context'); got {keys}"
-    )
+    raise BadRequest(f"{where}the body needs 'inputs' (or 'question' and 'context'); got {keys}")
 
 
 def _items(values: list, name: str, max_items: int, where: str) -> tuple[QAItem, ...]:
     label = name or "body"
     if not values:
         what = f"'{name}'" if name else "the request body"
-        raise BadRequest(f"{where}{what} is an empty list: the batch needs at least one question/context item")
+        raise BadRequest(
+            f"{where}{what} is an empty list: the batch needs at least one question/context item"
+        )
     check_item_count(len(values), max_items)
     return tuple(_item(value, f"{where}{label}[{index}]") for index, value in enumerate(values))
 
@@ -341,7 +345,11 @@ def parse_parameters(raw, where: str = "") -> QAParams:
                 )
         values[key] = value
     params = QAParams(**values)
-    if params.max_seq_len is not None and params.doc_stride is not None and params.doc_stride >= params.max_seq_len:
+    if (
+        params.max_seq_len is not None
+        and params.doc_stride is not None
+        and params.doc_stride >= params.max_seq_len
+    ):
         raise BadRequest(
             f"{where}parameters.doc_stride={params.doc_stride} must be below "
             f"parameters.max_seq_len={params.max_seq_len}"

@@ -52,7 +52,9 @@ def negotiate(accept: str | None, default: str = JSON) -> str:
         return default
     best = None
     for media_type in RESPONSE_TYPES:
-        matches = [(_specificity(r, media_type), q, pos) for r, q, pos in ranges if _specificity(r, media_type) >= 0]
+        matches = [
+            (_specificity(r, media_type), q, pos) for r, q, pos in ranges if _specificity(r, media_type) >= 0
+        ]
         if not matches:
             continue
         # The most specific range decides this type's q (RFC 9110 §12.5.1).

@@ -15,17 +15,19 @@ from botocore.exceptions import (
 )
 
 # Error codes that mean "who you are" or "what you may do" is the problem, not the request.
-AUTH_CODES = frozenset({
-    "AccessDenied",
-    "AccessDeniedException",
-    "UnauthorizedOperation",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "ExpiredTokenException",
-})
+AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
 
 
 class Clients:
@@ -46,8 +48,10 @@ class Clients:
 def describe_failure(exc: BaseException) -> str | None:
     """One line for an AWS-side failure, or None when `exc` is not one."""
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return ("no usable AWS credentials: set AWS_PROFILE (see `aws configure`), or "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached")
+        return (
+            "no usable AWS credentials: set AWS_PROFILE (see `aws configure`), or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached"
+        )
     if isinstance(exc, NoRegionError):
         return "no AWS region: pass --region, or set AWS_REGION, or a region in your profile"
     if isinstance(exc, ProfileNotFound):
@@ -60,8 +64,10 @@ def describe_failure(exc: BaseException) -> str | None:
         message = " ".join(str(error.get("Message", "")).split())
         operation = exc.operation_name
         if code in AUTH_CODES:
-            return (f"permission denied for {operation} ({code}): {message} -- check the IAM "
-                    "policy of the credentials in use (and the execution role passed with --role)")
+            return (
+                f"permission denied for {operation} ({code}): {message} -- check the IAM "
+                "policy of the credentials in use (and the execution role passed with --role)"
+            )
         return f"{operation} failed ({code}): {message}"
     if isinstance(exc, BotoCoreError):
         return " ".join(str(exc).split())

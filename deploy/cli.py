@@ -30,34 +30,68 @@ def _common() -> argparse.ArgumentParser:
 
 def _model_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--image", required=required, help="serving image URI in ECR "
-                       "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG)")
+    group.add_argument(
+        "--image",
+        required=required,
+        help="serving image URI in ECR (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG)",
+    )
     group.add_argument("--model-data", help="s3://.../model.tar.gz from `deploy package`")
-    group.add_argument("--hf-model-id", help="load this Hub model at start-up instead "
-                       "(sets HF_MODEL_ID), e.g. distilbert/distilbert-base-uncased-distilled-squad")
-    group.add_argument("--model-in-image", action="store_true", help="the image has a model baked "
-                       "in (build.sh --model/--model-id): no model data needed")
-    group.add_argument("--role", required=required, help="execution role ARN that SageMaker "
-                       "assumes to pull the image and read the model data")
-    group.add_argument("--env", action="append", metavar="KEY=VALUE",
-                       help="container environment, repeatable (e.g. SAGEMAKER_MODEL_SERVER_WORKERS=2)")
+    group.add_argument(
+        "--hf-model-id",
+        help="load this Hub model at start-up instead "
+        "(sets HF_MODEL_ID), e.g. distilbert/distilbert-base-uncased-distilled-squad",
+    )
+    group.add_argument(
+        "--model-in-image",
+        action="store_true",
+        help="the image has a model baked in (build.sh --model/--model-id): no model data needed",
+    )
+    group.add_argument(
+        "--role",
+        required=required,
+        help="execution role ARN that SageMaker assumes to pull the image and read the model data",
+    )
+    group.add_argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="container environment, repeatable (e.g. SAGEMAKER_MODEL_SERVER_WORKERS=2)",
+    )
 
 
 def _capacity_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     group = parser.add_argument_group("capacity (instances, or serverless)")
-    group.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE if defaults else None,
-                       help=f"instance type (default: {DEFAULT_INSTANCE_TYPE})" if defaults else
-                       "new instance type")
-    group.add_argument("--instance-count", type=int, default=1 if defaults else None,
-                       help="initial instance count" + (" (default: 1)" if defaults else ""))
-    group.add_argument("--serverless-memory", type=int, metavar="MB",
-                       help=f"serverless endpoint instead of instances: memory, one of "
-                       f"{', '.join(map(str, resources.SERVERLESS_MEMORY_MB))}")
-    group.add_argument("--serverless-concurrency", type=int, metavar="N",
-                       help="serverless max concurrency, 1-200 (default: 1)")
-    group.add_argument("--startup-timeout", type=int, metavar="SECONDS",
-                       help="container start-up health check timeout (instances only; raise it "
-                       "with --hf-model-id, the download counts)")
+    group.add_argument(
+        "--instance-type",
+        default=DEFAULT_INSTANCE_TYPE if defaults else None,
+        help=f"instance type (default: {DEFAULT_INSTANCE_TYPE})" if defaults else "new instance type",
+    )
+    group.add_argument(
+        "--instance-count",
+        type=int,
+        default=1 if defaults else None,
+        help="initial instance count" + (" (default: 1)" if defaults else ""),
+    )
+    group.add_argument(
+        "--serverless-memory",
+        type=int,
+        metavar="MB",
+        help=f"serverless endpoint instead of instances: memory, one of "
+        f"{', '.join(map(str, resources.SERVERLESS_MEMORY_MB))}",
+    )
+    group.add_argument(
+        "--serverless-concurrency",
+        type=int,
+        metavar="N",
+        help="serverless max concurrency, 1-200 (default: 1)",
+    )
+    group.add_argument(
+        "--startup-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="container start-up health check timeout (instances only; raise it "
+        "with --hf-model-id, the download counts)",
+    )
 
 
 def _wait_options(parser: argparse.ArgumentParser, *, timeout: int, poll: int) -> None:
@@ -69,119 +103,204 @@ def _wait_options(parser: argparse.ArgumentParser, *, timeout: int, poll: int) -
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy", description="Deploy the QA serving image to Amazon SageMaker.",
+        prog="python -m deploy",
+        description="Deploy the QA serving image to Amazon SageMaker.",
         epilog="Credentials and region come from the standard AWS chain; AWS_ENDPOINT_URL "
-               "points every client at another endpoint (e.g. a local test stand-in).")
+        "points every client at another endpoint (e.g. a local test stand-in).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     common = _common()
 
-    p = sub.add_parser("package", parents=[common], help="model dir (+ code/) -> model.tar.gz, "
-                       "optionally uploaded to S3", description="Build model.tar.gz laid out as "
-                       "SageMaker extracts it into /opt/ml/model, and optionally upload it.")
-    p.add_argument("model_dir", type=Path, help="a save_pretrained directory (config.json, weights, "
-                   "tokenizer files), optionally with code/inference.py")
-    p.add_argument("--code", type=Path, help="directory to put at code/ in the archive "
-                   "(inference.py, requirements.txt); replaces MODEL_DIR/code")
-    p.add_argument("--output", type=Path, default=Path(package.ARCHIVE_NAME),
-                   help="where to write the archive (default: ./model.tar.gz)")
+    p = sub.add_parser(
+        "package",
+        parents=[common],
+        help="model dir (+ code/) -> model.tar.gz, optionally uploaded to S3",
+        description="Build model.tar.gz laid out as "
+        "SageMaker extracts it into /opt/ml/model, and optionally upload it.",
+    )
+    p.add_argument(
+        "model_dir",
+        type=Path,
+        help="a save_pretrained directory (config.json, weights, "
+        "tokenizer files), optionally with code/inference.py",
+    )
+    p.add_argument(
+        "--code",
+        type=Path,
+        help="directory to put at code/ in the archive "
+        "(inference.py, requirements.txt); replaces MODEL_DIR/code",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path(package.ARCHIVE_NAME),
+        help="where to write the archive (default: ./model.tar.gz)",
+    )
     p.add_argument("--upload", metavar="S3_URI", help="s3://bucket/prefix/ (or a full key) to upload to")
-    p.add_argument("--graphs-from-image", metavar="IMAGE", help="make the model's graphs with this "
-                   "serving image (the one you deploy; needs Docker) into graphs/, with the precision "
-                   "report beside them, so instances skip making them at start-up")
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "int8"], choices=("fp32", "bf16", "int8"),
-                   help="precisions to make graphs for with --graphs-from-image (default: all)")
-    p.add_argument("--samples", type=Path, help="with --graphs-from-image: JSON Lines of your own requests "
-                   "to calibrate int8 on and to report on (default: a built-in SQuAD-like corpus)")
-    p.add_argument("--no-precision-report", action="store_true",
-                   help="with --graphs-from-image: skip the precision report (it loads every precision)")
+    p.add_argument(
+        "--graphs-from-image",
+        metavar="IMAGE",
+        help="make the model's graphs with this "
+        "serving image (the one you deploy; needs Docker) into graphs/, with the precision "
+        "report beside them, so instances skip making them at start-up",
+    )
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16", "int8"],
+        choices=("fp32", "bf16", "int8"),
+        help="precisions to make graphs for with --graphs-from-image (default: all)",
+    )
+    p.add_argument(
+        "--samples",
+        type=Path,
+        help="with --graphs-from-image: JSON Lines of your own requests "
+        "to calibrate int8 on and to report on (default: a built-in SQuAD-like corpus)",
+    )
+    p.add_argument(
+        "--no-precision-report",
+        action="store_true",
+        help="with --graphs-from-image: skip the precision report (it loads every precision)",
+    )
 
-    p = sub.add_parser("create", parents=[common], help="model + endpoint config + endpoint",
-                       description="Create a model, an endpoint config and an endpoint from an "
-                       "image URI and model data, and wait until it is InService.")
-    p.add_argument("--name", required=True, help="endpoint name; the model and endpoint config "
-                   "get NAME-<UTC time>")
+    p = sub.add_parser(
+        "create",
+        parents=[common],
+        help="model + endpoint config + endpoint",
+        description="Create a model, an endpoint config and an endpoint from an "
+        "image URI and model data, and wait until it is InService.",
+    )
+    p.add_argument(
+        "--name", required=True, help="endpoint name; the model and endpoint config get NAME-<UTC time>"
+    )
     _model_options(p, required=True)
-    p.add_argument("--multi-model", action="store_true", help="a multi-model endpoint: --model-data "
-                   "is the S3 prefix of the model.tar.gz files; pick one per request with "
-                   "`invoke --target-model`")
+    p.add_argument(
+        "--multi-model",
+        action="store_true",
+        help="a multi-model endpoint: --model-data "
+        "is the S3 prefix of the model.tar.gz files; pick one per request with "
+        "`invoke --target-model`",
+    )
     _capacity_options(p, defaults=True)
     group = p.add_argument_group("asynchronous inference")
-    group.add_argument("--async-output", metavar="S3_URI", help="make it an async endpoint "
-                       "writing answers under this S3 path")
+    group.add_argument(
+        "--async-output",
+        metavar="S3_URI",
+        help="make it an async endpoint writing answers under this S3 path",
+    )
     group.add_argument("--async-failure", metavar="S3_URI", help="S3 path for async failures")
-    group.add_argument("--async-max-concurrent", type=int, metavar="N",
-                       help="async: concurrent invocations per instance")
+    group.add_argument(
+        "--async-max-concurrent", type=int, metavar="N", help="async: concurrent invocations per instance"
+    )
     _wait_options(p, timeout=1800, poll=15)
 
-    p = sub.add_parser("update", parents=[common], help="new endpoint config, no downtime",
-                       description="Create a new endpoint config (and a new model when image, "
-                       "model data, role or env change) and update the endpoint to it. SageMaker "
-                       "updates blue/green: the old fleet serves until the new one is InService. "
-                       "The variant name is kept, so autoscaling stays attached.")
+    p = sub.add_parser(
+        "update",
+        parents=[common],
+        help="new endpoint config, no downtime",
+        description="Create a new endpoint config (and a new model when image, "
+        "model data, role or env change) and update the endpoint to it. SageMaker "
+        "updates blue/green: the old fleet serves until the new one is InService. "
+        "The variant name is kept, so autoscaling stays attached.",
+    )
     p.add_argument("--name", required=True, help="endpoint name")
     _model_options(p, required=False)
     _capacity_options(p, defaults=False)
-    p.add_argument("--endpoint-config", help="switch to this existing endpoint config instead "
-                   "(roll back)")
-    p.add_argument("--delete-old", action="store_true", help="after success, delete the previous "
-                   "endpoint config and models no longer in use")
+    p.add_argument("--endpoint-config", help="switch to this existing endpoint config instead (roll back)")
+    p.add_argument(
+        "--delete-old",
+        action="store_true",
+        help="after success, delete the previous endpoint config and models no longer in use",
+    )
     _wait_options(p, timeout=1800, poll=15)
 
-    p = sub.add_parser("autoscale", parents=[common], help="target tracking on invocations per instance",
-                       description="Register the endpoint variant with Application Auto Scaling "
-                       "and put a target-tracking policy on SageMakerVariantInvocationsPerInstance.")
+    p = sub.add_parser(
+        "autoscale",
+        parents=[common],
+        help="target tracking on invocations per instance",
+        description="Register the endpoint variant with Application Auto Scaling "
+        "and put a target-tracking policy on SageMakerVariantInvocationsPerInstance.",
+    )
     p.add_argument("--name", required=True, help="endpoint name")
     p.add_argument("--variant", help="variant name (default: the endpoint's first variant)")
     p.add_argument("--min", type=int, default=1, dest="min_capacity", help="min instances (default: 1)")
     p.add_argument("--max", type=int, dest="max_capacity", help="max instances (required unless --off)")
-    p.add_argument("--target", type=float, default=70.0,
-                   help="invocations per instance per minute to hold (default: 70)")
+    p.add_argument(
+        "--target", type=float, default=70.0, help="invocations per instance per minute to hold (default: 70)"
+    )
     p.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds (default: 300)")
     p.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds (default: 60)")
     p.add_argument("--off", action="store_true", help="deregister the variant instead")
 
-    p = sub.add_parser("invoke", parents=[common], help="send one request, print the answer",
-                       description="Send a QA request to an endpoint and print the answer.")
+    p = sub.add_parser(
+        "invoke",
+        parents=[common],
+        help="send one request, print the answer",
+        description="Send a QA request to an endpoint and print the answer.",
+    )
     p.add_argument("--name", required=True, help="endpoint name")
     p.add_argument("--question")
     p.add_argument("--context")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="request parameter, repeatable (e.g. top_k=3, max_answer_len=30)")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="request parameter, repeatable (e.g. top_k=3, max_answer_len=30)",
+    )
     p.add_argument("--body", help="the raw request body instead (JSON text)")
     p.add_argument("--body-file", type=Path, help="read the raw body from this file ('-': stdin)")
     p.add_argument("--content-type", default="application/json")
     p.add_argument("--accept", default="application/json")
     p.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes value")
-    p.add_argument("--target-model", help="multi-model endpoint: the archive under its S3 prefix, "
-                   "e.g. squad-v1.tar.gz")
-    p.add_argument("--async-input", metavar="S3_URI", help="async endpoint: the request body "
-                   "already in S3; prints where the answer will land")
+    p.add_argument(
+        "--target-model", help="multi-model endpoint: the archive under its S3 prefix, e.g. squad-v1.tar.gz"
+    )
+    p.add_argument(
+        "--async-input",
+        metavar="S3_URI",
+        help="async endpoint: the request body already in S3; prints where the answer will land",
+    )
 
-    p = sub.add_parser("batch", parents=[common], help="Batch Transform over JSON Lines in S3",
-                       description="Start a Batch Transform job over JSON Lines files in S3 "
-                       "(SplitType Line, application/jsonlines, MultiRecord, 6 MB payloads): one "
-                       "request object per line in, one answer per line out.")
-    p.add_argument("--input", required=True, dest="input_uri", metavar="S3_URI",
-                   help="s3:// prefix of .jsonl files")
-    p.add_argument("--output", required=True, dest="output_uri", metavar="S3_URI",
-                   help="s3:// prefix for the .out files")
-    p.add_argument("--model", dest="model_name", help="an existing SageMaker model (e.g. the one "
-                   "`create` made); otherwise give --image/--role to create one")
+    p = sub.add_parser(
+        "batch",
+        parents=[common],
+        help="Batch Transform over JSON Lines in S3",
+        description="Start a Batch Transform job over JSON Lines files in S3 "
+        "(SplitType Line, application/jsonlines, MultiRecord, 6 MB payloads): one "
+        "request object per line in, one answer per line out.",
+    )
+    p.add_argument(
+        "--input", required=True, dest="input_uri", metavar="S3_URI", help="s3:// prefix of .jsonl files"
+    )
+    p.add_argument(
+        "--output", required=True, dest="output_uri", metavar="S3_URI", help="s3:// prefix for the .out files"
+    )
+    p.add_argument(
+        "--model",
+        dest="model_name",
+        help="an existing SageMaker model (e.g. the one "
+        "`create` made); otherwise give --image/--role to create one",
+    )
     p.add_argument("--job-name", help="transform job name (default: MODEL-<UTC time>)")
     _model_options(p, required=False)
-    p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE,
-                   help=f"default: {DEFAULT_INSTANCE_TYPE}")
+    p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE, help=f"default: {DEFAULT_INSTANCE_TYPE}")
     p.add_argument("--instance-count", type=int, default=1, help="default: 1")
-    p.add_argument("--max-concurrent", type=int, help="MaxConcurrentTransforms (default: the "
-                   "container's /execution-parameters)")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="MaxConcurrentTransforms (default: the container's /execution-parameters)",
+    )
     p.add_argument("--max-payload-mb", type=int, default=6, help="MaxPayloadInMB (default: 6)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish")
     p.add_argument("--timeout", type=float, default=3600, help="seconds (default: 3600)")
     p.add_argument("--poll", type=float, default=30, help="seconds between checks (default: 30)")
 
-    p = sub.add_parser("delete", parents=[common], help="endpoint, its config and its models",
-                       description="Deregister autoscaling, then delete the endpoint, its "
-                       "endpoint config and its models.")
+    p = sub.add_parser(
+        "delete",
+        parents=[common],
+        help="endpoint, its config and its models",
+        description="Deregister autoscaling, then delete the endpoint, its endpoint config and its models.",
+    )
     p.add_argument("--name", required=True, help="endpoint name")
     p.add_argument("--keep-config", action="store_true", help="keep the endpoint config")
     p.add_argument("--keep-model", action="store_true", help="keep the models")
@@ -192,15 +311,24 @@ def _model_spec(args) -> endpoint.ModelSpec:
     env = resources.parse_env(args.env)
     if args.hf_model_id:
         env["HF_MODEL_ID"] = args.hf_model_id
-    return endpoint.ModelSpec(image=args.image, model_data=args.model_data, role=args.role, env=env,
-                              in_image=args.model_in_image, multi_model=getattr(args, "multi_model", False))
+    return endpoint.ModelSpec(
+        image=args.image,
+        model_data=args.model_data,
+        role=args.role,
+        env=env,
+        in_image=args.model_in_image,
+        multi_model=getattr(args, "multi_model", False),
+    )
 
 
 def _capacity_spec(args) -> endpoint.CapacitySpec:
     return endpoint.CapacitySpec(
-        instance_type=args.instance_type, instance_count=args.instance_count,
-        serverless_memory=args.serverless_memory, serverless_concurrency=args.serverless_concurrency,
-        startup_timeout=args.startup_timeout)
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        serverless_memory=args.serverless_memory,
+        serverless_concurrency=args.serverless_concurrency,
+        startup_timeout=args.startup_timeout,
+    )
 
 
 def _wait_spec(args) -> endpoint.WaitSpec:
@@ -219,8 +347,13 @@ def run(args, clients):
             if args.graphs_from_image:
                 _log(f"making graphs ({', '.join(args.precision)}) with {args.graphs_from_image}")
                 graphs = package.export_graphs(
-                    args.graphs_from_image, args.model_dir, Path(graphs_dir), args.precision,
-                    samples=args.samples, report=not args.no_precision_report, log=_log,
+                    args.graphs_from_image,
+                    args.model_dir,
+                    Path(graphs_dir),
+                    args.precision,
+                    samples=args.samples,
+                    report=not args.no_precision_report,
+                    log=_log,
                 )
             members = package.build_archive(args.model_dir, args.output, args.code, graphs)
         _log(f"{args.output}: {len(members)} files")
@@ -233,43 +366,84 @@ def run(args, clients):
         if args.serverless_memory is not None or args.serverless_concurrency is not None:
             args.instance_type = None
         return endpoint.create(
-            clients, args.name, _model_spec(args), _capacity_spec(args), async_output=args.async_output,
-            async_failure=args.async_failure, async_max_concurrent=args.async_max_concurrent,
-            wait=_wait_spec(args), log=_log)
+            clients,
+            args.name,
+            _model_spec(args),
+            _capacity_spec(args),
+            async_output=args.async_output,
+            async_failure=args.async_failure,
+            async_max_concurrent=args.async_max_concurrent,
+            wait=_wait_spec(args),
+            log=_log,
+        )
     if args.command == "update":
-        return endpoint.update(clients, args.name, _model_spec(args), _capacity_spec(args),
-                               endpoint_config=args.endpoint_config, delete_old=args.delete_old,
-                               wait=_wait_spec(args), log=_log)
+        return endpoint.update(
+            clients,
+            args.name,
+            _model_spec(args),
+            _capacity_spec(args),
+            endpoint_config=args.endpoint_config,
+            delete_old=args.delete_old,
+            wait=_wait_spec(args),
+            log=_log,
+        )
     if args.command == "autoscale":
         if args.off:
             return scaling.remove_autoscaling(clients, args.name, variant=args.variant, log=_log)
         if args.max_capacity is None:
             raise resources.RequestError("autoscale needs --max (or --off)")
         return scaling.autoscale(
-            clients, args.name, variant=args.variant, min_capacity=args.min_capacity,
-            max_capacity=args.max_capacity, target=args.target,
-            scale_in_cooldown=args.scale_in_cooldown, scale_out_cooldown=args.scale_out_cooldown, log=_log)
+            clients,
+            args.name,
+            variant=args.variant,
+            min_capacity=args.min_capacity,
+            max_capacity=args.max_capacity,
+            target=args.target,
+            scale_in_cooldown=args.scale_in_cooldown,
+            scale_out_cooldown=args.scale_out_cooldown,
+            log=_log,
+        )
     if args.command == "invoke":
         if args.async_input:
-            return invoke.invoke_async(clients, args.name, args.async_input,
-                                       content_type=args.content_type, accept=args.accept)
+            return invoke.invoke_async(
+                clients, args.name, args.async_input, content_type=args.content_type, accept=args.accept
+            )
         raw = args.body
         if args.body_file is not None:
             raw = sys.stdin.read() if str(args.body_file) == "-" else args.body_file.read_text("utf-8")
-        body = invoke.build_body(question=args.question, context=args.context, body=raw,
-                                 parameters=invoke.parse_params(args.param))
-        return invoke.invoke(clients, args.name, body, content_type=args.content_type,
-                             accept=args.accept, custom_attributes=args.custom_attributes,
-                             target_model=args.target_model)
+        body = invoke.build_body(
+            question=args.question, context=args.context, body=raw, parameters=invoke.parse_params(args.param)
+        )
+        return invoke.invoke(
+            clients,
+            args.name,
+            body,
+            content_type=args.content_type,
+            accept=args.accept,
+            custom_attributes=args.custom_attributes,
+            target_model=args.target_model,
+        )
     if args.command == "batch":
-        return batch(clients, input_uri=args.input_uri, output_uri=args.output_uri,
-                     instance_type=args.instance_type, instance_count=args.instance_count,
-                     model_name=args.model_name, model=_model_spec(args), job_name=args.job_name,
-                     max_concurrent=args.max_concurrent, max_payload_mb=args.max_payload_mb,
-                     wait=args.wait, timeout=args.timeout, poll=args.poll, log=_log)
+        return batch(
+            clients,
+            input_uri=args.input_uri,
+            output_uri=args.output_uri,
+            instance_type=args.instance_type,
+            instance_count=args.instance_count,
+            model_name=args.model_name,
+            model=_model_spec(args),
+            job_name=args.job_name,
+            max_concurrent=args.max_concurrent,
+            max_payload_mb=args.max_payload_mb,
+            wait=args.wait,
+            timeout=args.timeout,
+            poll=args.poll,
+            log=_log,
+        )
     if args.command == "delete":
-        return endpoint.delete(clients, args.name, keep_config=args.keep_config,
-                               keep_model=args.keep_model, log=_log)
+        return endpoint.delete(
+            clients, args.name, keep_config=args.keep_config, keep_model=args.keep_model, log=_log
+        )
     raise AssertionError(args.command)
 
 

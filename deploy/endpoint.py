@@ -35,24 +35,42 @@ class WaitSpec:
     poll: float = 15.0
 
 
-def create(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *, async_output=None,
-           async_failure=None, async_max_concurrent=None, wait=WaitSpec(), log=print) -> dict:
+def create(
+    clients,
+    name: str,
+    model: ModelSpec,
+    capacity: CapacitySpec,
+    *,
+    async_output=None,
+    async_failure=None,
+    async_max_concurrent=None,
+    wait=WaitSpec(),
+    log=print,
+) -> dict:
     """Model + endpoint config (named `name-<time>`) + endpoint `name`."""
     resources.check_name(name)
     if not model.image or not model.role:
         raise RequestError("create needs --image and --role")
     sm = clients("sagemaker")
     model_name = resources.stamped(name)
-    model_request = resources.model_request(model_name, model.image, model.role, model.model_data,
-                                            model.env, model.in_image, model.multi_model)
+    model_request = resources.model_request(
+        model_name, model.image, model.role, model.model_data, model.env, model.in_image, model.multi_model
+    )
     variant = resources.production_variant(
-        model_name, instance_type=capacity.instance_type, instance_count=capacity.instance_count or 1,
+        model_name,
+        instance_type=capacity.instance_type,
+        instance_count=capacity.instance_count or 1,
         serverless_memory=capacity.serverless_memory,
         serverless_concurrency=capacity.serverless_concurrency,
-        startup_timeout=capacity.startup_timeout)
+        startup_timeout=capacity.startup_timeout,
+    )
     config_request = resources.endpoint_config_request(
-        model_name, [variant], async_output=async_output, async_failure=async_failure,
-        async_max_concurrent=async_max_concurrent)
+        model_name,
+        [variant],
+        async_output=async_output,
+        async_failure=async_failure,
+        async_max_concurrent=async_max_concurrent,
+    )
     sm.create_model(**model_request)
     log(f"model {model_name}: created")
     sm.create_endpoint_config(**config_request)
@@ -63,9 +81,17 @@ def create(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *, asyn
     return {"endpoint": name, "endpoint_config": model_name, "model": model_name, "status": status}
 
 
-def update(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *,
-           endpoint_config: str | None = None, delete_old: bool = False, wait=WaitSpec(),
-           log=print) -> dict:
+def update(
+    clients,
+    name: str,
+    model: ModelSpec,
+    capacity: CapacitySpec,
+    *,
+    endpoint_config: str | None = None,
+    delete_old: bool = False,
+    wait=WaitSpec(),
+    log=print,
+) -> dict:
     """Point endpoint `name` at a new endpoint config (or an existing one, for a roll-back).
 
     SageMaker updates by blue/green: the new fleet serves before the old one is removed, so
@@ -78,13 +104,16 @@ def update(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *,
     old_models = [v["ModelName"] for v in old_config["ProductionVariants"]]
     if endpoint_config:
         if model != ModelSpec() or capacity != CapacitySpec():
-            raise RequestError("--endpoint-config switches to an existing config: "
-                               "leave out the model and capacity options")
+            raise RequestError(
+                "--endpoint-config switches to an existing config: leave out the model and capacity options"
+            )
         new_config_name, new_model = endpoint_config, None
     else:
         if len(old_config["ProductionVariants"]) != 1:
-            raise RequestError(f"endpoint {name} has several variants: build its new config "
-                               "yourself and pass --endpoint-config")
+            raise RequestError(
+                f"endpoint {name} has several variants: build its new config "
+                "yourself and pass --endpoint-config"
+            )
         new_config_name, new_model = _new_config(sm, name, old_config, model, capacity, log)
     sm.update_endpoint(EndpointName=name, EndpointConfigName=new_config_name)
     log(f"endpoint {name}: updating {old_config_name} -> {new_config_name}")
@@ -92,10 +121,16 @@ def update(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *,
     status = described["EndpointStatus"]
     if status == "InService" and described["EndpointConfigName"] != new_config_name:
         reason = described.get("FailureReason", "see the endpoint's events in CloudWatch")
-        raise WaitError(f"update of endpoint {name} failed and was rolled back to "
-                        f"{described['EndpointConfigName']}: {reason}")
-    result = {"endpoint": name, "endpoint_config": new_config_name, "previous_endpoint_config":
-              old_config_name, "status": status}
+        raise WaitError(
+            f"update of endpoint {name} failed and was rolled back to "
+            f"{described['EndpointConfigName']}: {reason}"
+        )
+    result = {
+        "endpoint": name,
+        "endpoint_config": new_config_name,
+        "previous_endpoint_config": old_config_name,
+        "status": status,
+    }
     if new_model:
         result["model"] = new_model
     if delete_old:
@@ -103,8 +138,10 @@ def update(clients, name: str, model: ModelSpec, capacity: CapacitySpec, *,
             raise RequestError("--delete-old needs the update to finish: leave out --no-wait")
         sm.delete_endpoint_config(EndpointConfigName=old_config_name)
         log(f"endpoint config {old_config_name}: deleted")
-        in_use = {v["ModelName"] for v in
-                  sm.describe_endpoint_config(EndpointConfigName=new_config_name)["ProductionVariants"]}
+        in_use = {
+            v["ModelName"]
+            for v in sm.describe_endpoint_config(EndpointConfigName=new_config_name)["ProductionVariants"]
+        }
         for old_model in old_models:
             if old_model not in in_use:
                 sm.delete_model(ModelName=old_model)
@@ -123,9 +160,14 @@ def _new_config(sm, name, old_config, model: ModelSpec, capacity: CapacitySpec, 
         container = described["PrimaryContainer"]
         env = {**container.get("Environment", {}), **model.env}
         request = resources.model_request(
-            stamp_name, model.image or container["Image"], model.role or described["ExecutionRoleArn"],
-            model.model_data or container.get("ModelDataUrl"), env, model_in_image=True,
-            multi_model=container.get("Mode") == "MultiModel")
+            stamp_name,
+            model.image or container["Image"],
+            model.role or described["ExecutionRoleArn"],
+            model.model_data or container.get("ModelDataUrl"),
+            env,
+            model_in_image=True,
+            multi_model=container.get("Mode") == "MultiModel",
+        )
         sm.create_model(**request)
         log(f"model {stamp_name}: created")
         model_name = stamp_name
@@ -134,17 +176,21 @@ def _new_config(sm, name, old_config, model: ModelSpec, capacity: CapacitySpec, 
     to_serverless = capacity.serverless_memory is not None or capacity.serverless_concurrency is not None
     if to_serverless or (serverless and not to_instances):
         variant = resources.production_variant(
-            model_name, serverless_memory=capacity.serverless_memory or serverless.get("MemorySizeInMB"),
+            model_name,
+            serverless_memory=capacity.serverless_memory or serverless.get("MemorySizeInMB"),
             serverless_concurrency=capacity.serverless_concurrency or serverless.get("MaxConcurrency"),
-            variant_name=old_variant["VariantName"])
+            variant_name=old_variant["VariantName"],
+        )
     else:
         variant = resources.production_variant(
-            model_name, instance_type=capacity.instance_type or old_variant.get("InstanceType"),
+            model_name,
+            instance_type=capacity.instance_type or old_variant.get("InstanceType"),
             instance_count=capacity.instance_count or old_variant.get("InitialInstanceCount", 1),
-            startup_timeout=capacity.startup_timeout or
-            old_variant.get("ContainerStartupHealthCheckTimeoutInSeconds"),
+            startup_timeout=capacity.startup_timeout
+            or old_variant.get("ContainerStartupHealthCheckTimeoutInSeconds"),
             variant_name=old_variant["VariantName"],
-            weight=old_variant.get("InitialVariantWeight", 1.0))
+            weight=old_variant.get("InitialVariantWeight", 1.0),
+        )
     request = {"EndpointConfigName": stamp_name, "ProductionVariants": [variant]}
     if "AsyncInferenceConfig" in old_config:
         request["AsyncInferenceConfig"] = old_config["AsyncInferenceConfig"]
@@ -153,8 +199,7 @@ def _new_config(sm, name, old_config, model: ModelSpec, capacity: CapacitySpec, 
     return stamp_name, (model_name if model != ModelSpec() else None)
 
 
-def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = False,
-           log=print) -> dict:
+def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = False, log=print) -> dict:
     """Autoscaling registration, endpoint, its endpoint config and its models."""
     sm = clients("sagemaker")
     described = sm.describe_endpoint(EndpointName=name)
@@ -164,7 +209,9 @@ def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = 
     variants = [v["VariantName"] for v in config["ProductionVariants"]]
     deregistered = scaling.deregister(
         clients("application-autoscaling"),
-        [f"endpoint/{name}/variant/{variant}" for variant in variants], log=log)
+        [f"endpoint/{name}/variant/{variant}" for variant in variants],
+        log=log,
+    )
     sm.delete_endpoint(EndpointName=name)
     log(f"endpoint {name}: deleted")
     result = {"endpoint": name, "autoscaling_deregistered": deregistered}
@@ -184,4 +231,3 @@ def _maybe_wait(sm, name: str, wait: WaitSpec, log) -> dict:
     if not wait.wait:
         return sm.describe_endpoint(EndpointName=name)
     return wait_for_endpoint(sm, name, timeout=wait.timeout, poll=wait.poll, log=log)
-

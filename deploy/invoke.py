@@ -7,14 +7,14 @@ import json
 from deploy.resources import RequestError
 
 
-def build_body(*, question: str | None, context: str | None, body: str | None,
-               parameters: dict) -> bytes:
+def build_body(*, question: str | None, context: str | None, body: str | None, parameters: dict) -> bytes:
     if body is not None:
         if question is not None or context is not None:
             raise RequestError("give --body/--body-file, or --question and --context, not both")
         if parameters:
-            raise RequestError("--param only goes with --question and --context: put "
-                               "\"parameters\" in the body yourself")
+            raise RequestError(
+                '--param only goes with --question and --context: put "parameters" in the body yourself'
+            )
         return body.encode("utf-8")
     if not question or not context:
         raise RequestError("give --question and --context, or --body / --body-file")
@@ -38,9 +38,16 @@ def parse_params(pairs: list[str] | None) -> dict:
     return params
 
 
-def invoke(clients, name: str, body: bytes, *, content_type: str = "application/json",
-           accept: str = "application/json", custom_attributes: str | None = None,
-           target_model: str | None = None):
+def invoke(
+    clients,
+    name: str,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+    custom_attributes: str | None = None,
+    target_model: str | None = None,
+):
     """The decoded answer: parsed JSON when the endpoint answered JSON, else text."""
     args = {"EndpointName": name, "Body": body, "ContentType": content_type, "Accept": accept}
     if custom_attributes:
@@ -57,10 +64,20 @@ def invoke(clients, name: str, body: bytes, *, content_type: str = "application/
     return payload
 
 
-def invoke_async(clients, name: str, input_location: str, *, content_type: str = "application/json",
-                 accept: str = "application/json") -> dict:
+def invoke_async(
+    clients,
+    name: str,
+    input_location: str,
+    *,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+) -> dict:
     """Queue a request whose body already lies in S3; the answer lands under the async output path."""
     response = clients("sagemaker-runtime").invoke_endpoint_async(
-        EndpointName=name, InputLocation=input_location, ContentType=content_type, Accept=accept)
-    return {"inference_id": response.get("InferenceId"), "output": response.get("OutputLocation"),
-            "failure": response.get("FailureLocation")}
+        EndpointName=name, InputLocation=input_location, ContentType=content_type, Accept=accept
+    )
+    return {
+        "inference_id": response.get("InferenceId"),
+        "output": response.get("OutputLocation"),
+        "failure": response.get("FailureLocation"),
+    }

@@ -66,7 +66,8 @@ def plan_archive(
     if "config.json" not in names and "code/inference.py" not in names:
         raise PackageError(
             f"{model_dir} has no config.json (a save_pretrained directory) and no "
-            "code/inference.py (a custom handler): nothing the container could load")
+            "code/inference.py (a custom handler): nothing the container could load"
+        )
     return sorted(((src, name) for name, src in entries.items()), key=lambda item: item[1])
 
 
@@ -120,7 +121,15 @@ def export_graphs(
         "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp", "-e", "QA_GRAPH_CACHE_DIR=/out",
         *mounts, image,
     ]  # fmt: skip
-    export = ["python", "/opt/program/code/qa_graphs.py", "export", "/opt/ml/model", "/out", "--precision", *precisions]
+    export = [
+        "python",
+        "/opt/program/code/qa_graphs.py",
+        "export",
+        "/opt/ml/model",
+        "/out",
+        "--precision",
+        *precisions,
+    ]
     if sample_args:
         export += ["--samples", *sample_args]
     _run_in_image([*docker, *export], "making the graphs", image)
@@ -130,7 +139,9 @@ def export_graphs(
     if report and set(precisions) - {"fp32"}:
         # The report finds the graphs just made through QA_GRAPH_CACHE_DIR=/out.
         table = _run_in_image(
-            [*docker, "precision-report", *sample_args, "--json", f"/out/{REPORT_FILE}"], "the precision report", image
+            [*docker, "precision-report", *sample_args, "--json", f"/out/{REPORT_FILE}"],
+            "the precision report",
+            image,
         )
         log(table.strip())
         graphs.append(out_dir / REPORT_FILE)
@@ -173,4 +184,3 @@ def read_member(archive: Path, name: str) -> bytes:
         if member is None:
             raise KeyError(name)
         return member.read()
-

@@ -18,8 +18,10 @@ class RequestError(ValueError):
 
 def check_name(name: str, what: str = "--name") -> str:
     if not _NAME.match(name):
-        raise RequestError(f"{what} {name!r}: use 1-63 letters, digits and hyphens, "
-                           "starting and ending with a letter or digit")
+        raise RequestError(
+            f"{what} {name!r}: use 1-63 letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
     return name
 
 
@@ -27,7 +29,7 @@ def stamped(base: str) -> str:
     """`base-YYYYmmdd-HHMMSS-mmm`, at most 63 characters: unique names for models and configs."""
     now = time.time()
     suffix = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now * 1000) % 1000:03d}"
-    return f"{base[:63 - len(suffix) - 1].rstrip('-')}-{suffix}"
+    return f"{base[: 63 - len(suffix) - 1].rstrip('-')}-{suffix}"
 
 
 def unstamped(name: str) -> str:
@@ -48,31 +50,57 @@ def parse_env(pairs: list[str] | None) -> dict[str, str]:
     return env
 
 
-def model_request(name: str, image: str, role: str, model_data: str | None,
-                  env: dict[str, str], model_in_image: bool = False, multi_model: bool = False) -> dict:
+def model_request(
+    name: str,
+    image: str,
+    role: str,
+    model_data: str | None,
+    env: dict[str, str],
+    model_in_image: bool = False,
+    multi_model: bool = False,
+) -> dict:
     if multi_model:
         # SageMaker loads s3://prefix/<TargetModel> on first use; the image serves them with MMS.
         if not model_data or not model_data.startswith("s3://") or not model_data.endswith("/"):
-            raise RequestError("--multi-model needs --model-data s3://BUCKET/PREFIX/ (the prefix that "
-                               "holds the model.tar.gz files, ending in /)")
-        container = {"Image": image, "Mode": "MultiModel", "ModelDataUrl": model_data, "Environment": dict(env)}
+            raise RequestError(
+                "--multi-model needs --model-data s3://BUCKET/PREFIX/ (the prefix that "
+                "holds the model.tar.gz files, ending in /)"
+            )
+        container = {
+            "Image": image,
+            "Mode": "MultiModel",
+            "ModelDataUrl": model_data,
+            "Environment": dict(env),
+        }
         return {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": role}
     if not model_data and not env.get("HF_MODEL_ID") and not model_in_image:
-        raise RequestError("give --model-data s3://.../model.tar.gz, or --hf-model-id to load "
-                           "the model from the Hugging Face Hub at start-up, or --model-in-image "
-                           "when the image was built with a model baked in")
+        raise RequestError(
+            "give --model-data s3://.../model.tar.gz, or --hf-model-id to load "
+            "the model from the Hugging Face Hub at start-up, or --model-in-image "
+            "when the image was built with a model baked in"
+        )
     container: dict = {"Image": image, "Mode": "SingleModel", "Environment": dict(env)}
     if model_data:
         container["ModelDataUrl"] = model_data
     return {"ModelName": name, "PrimaryContainer": container, "ExecutionRoleArn": role}
 
 
-def production_variant(model_name: str, *, instance_type: str | None = None, instance_count: int = 1,
-                       serverless_memory: int | None = None, serverless_concurrency: int | None = None,
-                       startup_timeout: int | None = None, weight: float = 1.0,
-                       variant_name: str = VARIANT_NAME) -> dict:
-    variant: dict = {"VariantName": variant_name, "ModelName": model_name,
-                     "InitialVariantWeight": float(weight)}
+def production_variant(
+    model_name: str,
+    *,
+    instance_type: str | None = None,
+    instance_count: int = 1,
+    serverless_memory: int | None = None,
+    serverless_concurrency: int | None = None,
+    startup_timeout: int | None = None,
+    weight: float = 1.0,
+    variant_name: str = VARIANT_NAME,
+) -> dict:
+    variant: dict = {
+        "VariantName": variant_name,
+        "ModelName": model_name,
+        "InitialVariantWeight": float(weight),
+    }
     if serverless_memory is not None or serverless_concurrency is not None:
         if serverless_memory not in SERVERLESS_MEMORY_MB:
             raise RequestError(f"--serverless-memory must be one of {SERVERLESS_MEMORY_MB} (MB)")
@@ -92,9 +120,14 @@ def production_variant(model_name: str, *, instance_type: str | None = None, ins
     return variant
 
 
-def endpoint_config_request(name: str, variants: list[dict], *, async_output: str | None = None,
-                            async_failure: str | None = None,
-                            async_max_concurrent: int | None = None) -> dict:
+def endpoint_config_request(
+    name: str,
+    variants: list[dict],
+    *,
+    async_output: str | None = None,
+    async_failure: str | None = None,
+    async_max_concurrent: int | None = None,
+) -> dict:
     request: dict = {"EndpointConfigName": name, "ProductionVariants": variants}
     if async_output:
         if any("ServerlessConfig" in v for v in variants):
@@ -105,21 +138,39 @@ def endpoint_config_request(name: str, variants: list[dict], *, async_output: st
         request["AsyncInferenceConfig"] = {"OutputConfig": output}
         if async_max_concurrent:
             request["AsyncInferenceConfig"]["ClientConfig"] = {
-                "MaxConcurrentInvocationsPerInstance": async_max_concurrent}
+                "MaxConcurrentInvocationsPerInstance": async_max_concurrent
+            }
     return request
 
 
 def variant_from_description(described: dict) -> dict:
     """A ProductionVariant request from a DescribeEndpointConfig variant (drops read-only keys)."""
-    keep = ("VariantName", "ModelName", "InitialVariantWeight", "InstanceType", "InitialInstanceCount",
-            "ServerlessConfig", "ContainerStartupHealthCheckTimeoutInSeconds",
-            "ModelDataDownloadTimeoutInSeconds", "VolumeSizeInGB", "AcceleratorType")
+    keep = (
+        "VariantName",
+        "ModelName",
+        "InitialVariantWeight",
+        "InstanceType",
+        "InitialInstanceCount",
+        "ServerlessConfig",
+        "ContainerStartupHealthCheckTimeoutInSeconds",
+        "ModelDataDownloadTimeoutInSeconds",
+        "VolumeSizeInGB",
+        "AcceleratorType",
+    )
     return {key: described[key] for key in keep if key in described}
 
 
-def transform_job_request(job_name: str, model_name: str, input_uri: str, output_uri: str, *,
-                          instance_type: str, instance_count: int = 1,
-                          max_concurrent: int | None = None, max_payload_mb: int = 6) -> dict:
+def transform_job_request(
+    job_name: str,
+    model_name: str,
+    input_uri: str,
+    output_uri: str,
+    *,
+    instance_type: str,
+    instance_count: int = 1,
+    max_concurrent: int | None = None,
+    max_payload_mb: int = 6,
+) -> dict:
     """Batch Transform over JSON Lines: one request per line in, one answer per line out."""
     if not input_uri.startswith("s3://") or not output_uri.startswith("s3://"):
         raise RequestError("--input and --output must be s3:// URIs")
@@ -136,8 +187,11 @@ def transform_job_request(job_name: str, model_name: str, input_uri: str, output
             "SplitType": "Line",
             "CompressionType": "None",
         },
-        "TransformOutput": {"S3OutputPath": output_uri, "Accept": "application/jsonlines",
-                            "AssembleWith": "Line"},
+        "TransformOutput": {
+            "S3OutputPath": output_uri,
+            "Accept": "application/jsonlines",
+            "AssembleWith": "Line",
+        },
         "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
     }
     if max_concurrent:
@@ -145,17 +199,29 @@ def transform_job_request(job_name: str, model_name: str, input_uri: str, output
     return request
 
 
-def scaling_requests(endpoint: str, variant: str, *, min_capacity: int, max_capacity: int,
-                     target: float, scale_in_cooldown: int, scale_out_cooldown: int) -> tuple[dict, dict]:
+def scaling_requests(
+    endpoint: str,
+    variant: str,
+    *,
+    min_capacity: int,
+    max_capacity: int,
+    target: float,
+    scale_in_cooldown: int,
+    scale_out_cooldown: int,
+) -> tuple[dict, dict]:
     """(RegisterScalableTarget, PutScalingPolicy) for target tracking on invocations per instance."""
     if min_capacity < 1 or max_capacity < min_capacity:
         raise RequestError("need 1 <= --min <= --max")
     if target <= 0:
         raise RequestError("--target (invocations per instance per minute) must be positive")
     resource_id = f"endpoint/{endpoint}/variant/{variant}"
-    register = {"ServiceNamespace": "sagemaker", "ResourceId": resource_id,
-                "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
-                "MinCapacity": min_capacity, "MaxCapacity": max_capacity}
+    register = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource_id,
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        "MinCapacity": min_capacity,
+        "MaxCapacity": max_capacity,
+    }
     policy = {
         "PolicyName": f"{endpoint}-{variant}-invocations",
         "ServiceNamespace": "sagemaker",
@@ -165,7 +231,8 @@ def scaling_requests(endpoint: str, variant: str, *, min_capacity: int, max_capa
         "TargetTrackingScalingPolicyConfiguration": {
             "TargetValue": float(target),
             "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            },
             "ScaleInCooldown": scale_in_cooldown,
             "ScaleOutCooldown": scale_out_cooldown,
         },

@@ -10,9 +10,18 @@ class WaitError(RuntimeError):
     """The resource failed or did not finish in time; the message says which and why."""
 
 
-def wait_for(describe: Callable[[], dict], *, what: str, status_key: str, done: set[str],
-             failed: set[str], timeout: float, poll: float, log: Callable[[str], None],
-             sleep: Callable[[float], None] = time.sleep) -> dict:
+def wait_for(
+    describe: Callable[[], dict],
+    *,
+    what: str,
+    status_key: str,
+    done: set[str],
+    failed: set[str],
+    timeout: float,
+    poll: float,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
     start = time.monotonic()
     last = None
     while True:
@@ -28,22 +37,36 @@ def wait_for(describe: Callable[[], dict], *, what: str, status_key: str, done: 
             reason = described.get("FailureReason", "no reason given")
             raise WaitError(f"{what} is {status}: {reason}")
         if elapsed >= timeout:
-            raise WaitError(f"{what} still {status} after {timeout:.0f} s: it goes on in AWS; "
-                            "check the console or describe it later")
+            raise WaitError(
+                f"{what} still {status} after {timeout:.0f} s: it goes on in AWS; "
+                "check the console or describe it later"
+            )
         sleep(poll)
 
 
 def wait_for_endpoint(sm, name: str, *, timeout: float, poll: float, log) -> dict:
-    return wait_for(lambda: sm.describe_endpoint(EndpointName=name), what=f"endpoint {name}",
-                    status_key="EndpointStatus", done={"InService"},
-                    # RollingBack is not final: a failed update returns to InService on the old
-                    # config, which `update` reports as a failure.
-                    failed={"Failed", "OutOfService", "UpdateRollbackFailed"}, timeout=timeout,
-                    poll=poll, log=log)
+    return wait_for(
+        lambda: sm.describe_endpoint(EndpointName=name),
+        what=f"endpoint {name}",
+        status_key="EndpointStatus",
+        done={"InService"},
+        # RollingBack is not final: a failed update returns to InService on the old
+        # config, which `update` reports as a failure.
+        failed={"Failed", "OutOfService", "UpdateRollbackFailed"},
+        timeout=timeout,
+        poll=poll,
+        log=log,
+    )
 
 
 def wait_for_transform(sm, name: str, *, timeout: float, poll: float, log) -> dict:
-    return wait_for(lambda: sm.describe_transform_job(TransformJobName=name),
-                    what=f"transform job {name}", status_key="TransformJobStatus",
-                    done={"Completed"}, failed={"Failed", "Stopped"}, timeout=timeout,
-                    poll=poll, log=log)
+    return wait_for(
+        lambda: sm.describe_transform_job(TransformJobName=name),
+        what=f"transform job {name}",
+        status_key="TransformJobStatus",
+        done={"Completed"},
+        failed={"Failed", "Stopped"},
+        timeout=timeout,
+        poll=poll,
+        log=log,
+    )

@@ -44,7 +44,9 @@ def main(argv: list[str]) -> int:
         import boto3
         import botocore.exceptions
     except ImportError:
-        print("ecr.py: boto3 is not installed (pip install boto3), and neither is the aws CLI", file=sys.stderr)
+        print(
+            "ecr.py: boto3 is not installed (pip install boto3), and neither is the aws CLI", file=sys.stderr
+        )
         return 1
     if not argv or argv[0] not in {"account", "ensure-repository", "login-password"}:
         print(__doc__, file=sys.stderr)

@@ -28,7 +28,11 @@ SUPPORTED_TASK = "question-answering"
 MMS_JVM_OPTIONS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10 -XX:+ExitOnOutOfMemoryError"
 # Inference backends and the precisions each supports (code/qa_backends.py implements them);
 # QA_BACKEND=auto picks one per precision from the CPU (code/qa_plan.py).
-BACKEND_PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+BACKEND_PRECISIONS = {
+    "torch": ("fp32", "bf16"),
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
@@ -36,8 +40,9 @@ def unsupported_combination(backend: str, precision: str) -> str | None:
     """What is wrong with running this precision on this backend, or None when it runs."""
     if precision in BACKEND_PRECISIONS[backend]:
         return None
-    return f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are " + ", ".join(
-        f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items()
+    return (
+        f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
+        + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
     )
 
 
@@ -84,7 +89,9 @@ def _log_level(env: Mapping[str, str], key: str) -> int:
         return int(raw)
     level = LOG_LEVELS.get(raw.upper())
     if level is None:
-        raise SettingsError(f"{key}={raw!r} is not a log level: use a number or one of {', '.join(LOG_LEVELS)}")
+        raise SettingsError(
+            f"{key}={raw!r} is not a log level: use a number or one of {', '.join(LOG_LEVELS)}"
+        )
     return level
 
 
@@ -173,7 +180,9 @@ class Settings:
         cpus = container_cpu_limit() if cpu_limit is None else cpu_limit
         task = env.get("HF_TASK", "").strip()
         if task and task != SUPPORTED_TASK:
-            raise SettingsError(f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}")
+            raise SettingsError(
+                f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}"
+            )
 
         # One worker per 4 CPUs, each with an equal share of them as intra-op threads: on 2 CPUs one
         # worker with 2 threads beat two workers (p99 at concurrency 4: 283 vs 460 ms, half the
@@ -192,7 +201,9 @@ class Settings:
             request_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1, 3600),
             max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 100),
             batch_transform=_bool(env, "SAGEMAKER_BATCH", False),
-            batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),
+            batch_strategy=_choice(
+                env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")
+            ),
             max_concurrent_transforms=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", workers, 1, 1024),
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             mms_jvm_options=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", "").strip() or MMS_JVM_OPTIONS,
@@ -216,7 +227,9 @@ class Settings:
             cpu_limit=cpus,
             backend=backend,
             precision=precision,
-            graph_cache_dir=Path(env["QA_GRAPH_CACHE_DIR"].strip()) if env.get("QA_GRAPH_CACHE_DIR", "").strip() else None,
+            graph_cache_dir=Path(env["QA_GRAPH_CACHE_DIR"].strip())
+            if env.get("QA_GRAPH_CACHE_DIR", "").strip()
+            else None,
             batch_wait_ms=_int(env, "QA_BATCH_WAIT_MS", 2, 0, 1000),
             batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 1024, 1, 10_000_000),
             batch_max_padding_percent=_int(env, "QA_BATCH_MAX_PADDING_PERCENT", 10, 0, 100),

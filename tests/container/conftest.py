@@ -37,7 +37,9 @@ def docker_engine() -> None:
 def image(request: pytest.FixtureRequest, docker_engine: None) -> str:
     name = request.config.getoption("--image", default=None)
     if not name:
-        require_or_skip("CONTAINER TESTS NOT RUN: no --image given (build one with ./build.sh, then pass --image NAME:TAG)")
+        require_or_skip(
+            "CONTAINER TESTS NOT RUN: no --image given (build one with ./build.sh, then pass --image NAME:TAG)"
+        )
     if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
         pytest.fail(f"--image {name}: no such image in the local Docker engine")
     return name
@@ -49,7 +51,9 @@ def containers(request: pytest.FixtureRequest, startup_times: list[tuple[str, fl
     started: list[ContainerTarget] = []
     request.node.qa_containers = started
 
-    def start(image: str, model_dir: Path | None, env: dict[str, str] | None = None, *, wait: bool = True, **kwargs):
+    def start(
+        image: str, model_dir: Path | None, env: dict[str, str] | None = None, *, wait: bool = True, **kwargs
+    ):
         target = ContainerTarget(image, model_dir, env, **kwargs)
         started.append(target)
         target.start()

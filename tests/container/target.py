@@ -122,7 +122,9 @@ class ContainerTarget:
             timeout=timeout_s + 20,
         )
         if out.returncode != 0:
-            raise ConnectionError(out.stderr.decode(errors="replace").strip().splitlines()[-1:] or "docker exec failed")
+            raise ConnectionError(
+                out.stderr.decode(errors="replace").strip().splitlines()[-1:] or "docker exec failed"
+            )
         status, _, payload = out.stdout.partition(b"\n")
         return int(status), payload
 
@@ -143,7 +145,9 @@ class ContainerTarget:
                 if not self.is_alive():
                     raise ServerDied(f"the container exited before it was ready; its logs:\n{self.logs()}")
                 if time.monotonic() - self.started_at > deadline_s:
-                    raise TimeoutError(f"/ping not 200 within {deadline_s:.0f} s; the container's logs:\n{self.logs()}")
+                    raise TimeoutError(
+                        f"/ping not 200 within {deadline_s:.0f} s; the container's logs:\n{self.logs()}"
+                    )
                 time.sleep(0.5)
         self.ready_after_s = time.monotonic() - self.started_at
         return self.ready_after_s
@@ -161,7 +165,9 @@ class ContainerTarget:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            subprocess.run(["docker", "stop", "--time", str(timeout_s), self.name], capture_output=True, check=False)
+            subprocess.run(
+                ["docker", "stop", "--time", str(timeout_s), self.name], capture_output=True, check=False
+            )
         try:
             self.exit_code = self.proc.wait(timeout=timeout_s + 15)
         except subprocess.TimeoutExpired:
@@ -173,5 +179,7 @@ class ContainerTarget:
         return self.exit_code
 
 
-def start_container_target(image: str, model_dir: Path | None, env: dict[str, str] | None = None, **kwargs) -> ContainerTarget:
+def start_container_target(
+    image: str, model_dir: Path | None, env: dict[str, str] | None = None, **kwargs
+) -> ContainerTarget:
     return started_and_ready(ContainerTarget(image, model_dir, env, **kwargs))

@@ -29,10 +29,18 @@ MOTO_ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
 
-def run_build(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_build(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
     return subprocess.run(
-        ["bash", str(BUILD_SH), *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout, check=False
+        ["bash", str(BUILD_SH), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -46,7 +54,10 @@ def scratch_tags():
     name = f"qa-build-test-{uuid.uuid4().hex[:10]}"
     yield name
     listed = subprocess.run(
-        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=False
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     mine = [ref for ref in listed if ref.rsplit(":", 1)[0].endswith(name)]
     if mine:
@@ -56,7 +67,16 @@ def scratch_tags():
 def test_help_describes_every_option() -> None:
     out = run_build("--help")
     assert out.returncode == 0, explain(out)
-    for option in ("--tag", "--model", "--model-id", "--no-model", "--push", "--region", "--registry", "--ca-bundle"):
+    for option in (
+        "--tag",
+        "--model",
+        "--model-id",
+        "--no-model",
+        "--push",
+        "--region",
+        "--registry",
+        "--ca-bundle",
+    ):
         assert option in out.stdout
 
 
@@ -95,7 +115,9 @@ def test_baked_model_is_served_and_opt_ml_model_wins(image: str, containers, scr
     # build.sh made every precision's graphs in the image: start-up reuses them, whatever the CPU's plan.
     assert "using the graph /opt/program/model/graphs/qa-fp32-" in alone.logs()
     int8 = containers(tag, None, {"QA_PRECISION": "int8"})
-    assert "using the graph /opt/program/model/graphs/qa-int8-" in int8.logs() and "made the" not in int8.logs()
+    assert (
+        "using the graph /opt/program/model/graphs/qa-int8-" in int8.logs() and "made the" not in int8.logs()
+    )
     assert int8.stop() == 0
 
     mounted = containers(tag, TINY_MODEL)
@@ -111,7 +133,9 @@ def local_registry(tmp_path: Path, docker_engine: None):
     """Debian's docker-registry (distribution 2.x) on a free 127.0.0.1 port, storage in tmp."""
     binary = shutil.which("docker-registry")
     if binary is None:
-        pytest.fail("docker-registry is not installed (Debian: apt-get install docker-registry); .ci/run installs it")
+        pytest.fail(
+            "docker-registry is not installed (Debian: apt-get install docker-registry); .ci/run installs it"
+        )
     port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(
@@ -143,7 +167,15 @@ def local_registry(tmp_path: Path, docker_engine: None):
 
 def test_push_to_a_registry_on_loopback(image: str, local_registry: str, scratch_tags: str) -> None:
     """Both tags land in the registry, the digest there is the local image's, and the image pulls back."""
-    out = run_build("--tag", f"{scratch_tags}:v1", "--tag", f"{scratch_tags}:latest", "--no-model", "--registry", local_registry)
+    out = run_build(
+        "--tag",
+        f"{scratch_tags}:v1",
+        "--tag",
+        f"{scratch_tags}:latest",
+        "--no-model",
+        "--registry",
+        local_registry,
+    )
     assert out.returncode == 0, explain(out)
     uri = f"{local_registry}/{scratch_tags}:v1"
     assert out.stdout.strip().splitlines()[-1] == uri, explain(out)
@@ -155,16 +187,23 @@ def test_push_to_a_registry_on_loopback(image: str, local_registry: str, scratch
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
         timeout=10,
     )
-    local_digests = json.loads(subprocess.run(["docker", "image", "inspect", uri], capture_output=True, text=True).stdout)[0][
-        "RepoDigests"
-    ]
+    local_digests = json.loads(
+        subprocess.run(["docker", "image", "inspect", uri], capture_output=True, text=True).stdout
+    )[0]["RepoDigests"]
     assert f"{local_registry}/{scratch_tags}@{manifest.headers['Docker-Content-Digest']}" in local_digests
 
-    image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", uri], capture_output=True, text=True).stdout
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", uri], capture_output=True, text=True
+    ).stdout
     subprocess.run(["docker", "image", "rm", uri], capture_output=True, check=True)
     pulled = subprocess.run(["docker", "pull", uri], capture_output=True, text=True, timeout=300)
     assert pulled.returncode == 0, pulled.stderr
-    assert subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", uri], capture_output=True, text=True).stdout == image_id
+    assert (
+        subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Id}}", uri], capture_output=True, text=True
+        ).stdout
+        == image_id
+    )
 
 
 def test_push_failure_is_a_clear_error(image: str, scratch_tags: str) -> None:
@@ -197,7 +236,9 @@ def moto_server(tmp_path: Path):
         pytest.fail(f"{binary} not found: install requirements-dev.txt (moto[server])")
     port = free_port()
     log = (tmp_path / "moto.log").open("wb")
-    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -245,11 +286,18 @@ ECR_CLIENTS = ["boto3"] + (["aws-cli"] if shutil.which("aws") else [])
 
 
 @pytest.mark.parametrize("client", ECR_CLIENTS)
-def test_ecr_push_without_credentials_fails_before_building(client: str, tmp_path: Path, docker_engine: None) -> None:
+def test_ecr_push_without_credentials_fails_before_building(
+    client: str, tmp_path: Path, docker_engine: None
+) -> None:
     env = aws_env(tmp_path, None, client)
     out = subprocess.run(
         ["bash", str(BUILD_SH), "--no-model", "--push", "--region", REGION],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 1, explain(out)
     assert "could not read the AWS account from STS" in out.stderr, explain(out)
@@ -257,7 +305,9 @@ def test_ecr_push_without_credentials_fails_before_building(client: str, tmp_pat
 
 
 @pytest.mark.parametrize("client", ECR_CLIENTS)
-def test_ecr_push_against_moto(client: str, image: str, moto_server: str, scratch_tags: str, tmp_path: Path) -> None:
+def test_ecr_push_against_moto(
+    client: str, image: str, moto_server: str, scratch_tags: str, tmp_path: Path
+) -> None:
     """What is checked: the account comes from STS, the repository is created once with
     scan-on-push, `docker login` gets user AWS, the password ECR issued (via --password-stdin) and
     the account's registry host, both tags are pushed to that registry, the URI is printed last,
@@ -267,18 +317,35 @@ def test_ecr_push_against_moto(client: str, image: str, moto_server: str, scratc
     registry test above."""
     env = aws_env(tmp_path, moto_server, client)
     registry = f"{MOTO_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
-    args = ["bash", str(BUILD_SH), "--tag", f"{scratch_tags}:v1", "--tag", f"{scratch_tags}:latest", "--no-model", "--push"]
-    out = subprocess.run([*args, "--region", REGION], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    args = [
+        "bash",
+        str(BUILD_SH),
+        "--tag",
+        f"{scratch_tags}:v1",
+        "--tag",
+        f"{scratch_tags}:latest",
+        "--no-model",
+        "--push",
+    ]
+    out = subprocess.run(
+        [*args, "--region", REGION], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
+    )
     assert out.returncode == 0, explain(out)
     assert out.stdout.strip().splitlines()[-1] == f"{registry}/{scratch_tags}:v1", explain(out)
     assert f"ECR repository {scratch_tags}: created" in out.stderr
 
     ecr = boto3.client(
-        "ecr", endpoint_url=moto_server, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        "ecr",
+        endpoint_url=moto_server,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     repo = ecr.describe_repositories(repositoryNames=[scratch_tags])["repositories"][0]
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
-    token = base64.b64decode(ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]).decode()
+    token = base64.b64decode(
+        ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    ).decode()
     assert (tmp_path / "shim.log").read_text().splitlines() == [
         f"login --username AWS --password-stdin {registry}",
         f"password {token.removeprefix('AWS:')}",
@@ -288,7 +355,12 @@ def test_ecr_push_against_moto(client: str, image: str, moto_server: str, scratc
 
     # Region from AWS_REGION; the repository now exists; a refused push is a clear error.
     again = subprocess.run(
-        args, capture_output=True, text=True, env={**env, "AWS_REGION": REGION, "SHIM_PUSH_FAILS": "1"}, cwd=ROOT, timeout=900
+        args,
+        capture_output=True,
+        text=True,
+        env={**env, "AWS_REGION": REGION, "SHIM_PUSH_FAILS": "1"},
+        cwd=ROOT,
+        timeout=900,
     )
     assert again.returncode == 1, explain(again)
     assert f"ECR repository {scratch_tags}: exists" in again.stderr

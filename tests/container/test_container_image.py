@@ -24,7 +24,9 @@ from user_code import MARKER, model_with_dependency  # noqa: E402
 
 pytestmark = pytest.mark.container
 
-QUESTION = {"inputs": {"question": "Who wrote the notes?", "context": "Ada Lovelace wrote the notes in 1843."}}
+QUESTION = {
+    "inputs": {"question": "Who wrote the notes?", "context": "Ada Lovelace wrote the notes in 1843."}
+}
 
 
 def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -33,7 +33,11 @@ def first_case(model: str) -> dict:
 
 
 def call(
-    target: ContainerTarget, path: str, body: dict | None = None, method: str | None = None, timeout_s: float = 10
+    target: ContainerTarget,
+    path: str,
+    body: dict | None = None,
+    method: str | None = None,
+    timeout_s: float = 10,
 ):
     status, payload = target.http_in_container(
         path, json.dumps(body).encode() if body is not None else None, method, timeout_s
@@ -62,7 +66,11 @@ def model_server_processes(target: ContainerTarget) -> dict[int, list[str]]:
         "print(json.dumps(found))\n"
     )
     out = subprocess.run(
-        ["docker", "exec", target.name, "python", "-c", script], capture_output=True, text=True, timeout=30, check=True
+        ["docker", "exec", target.name, "python", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return {int(pid): argv for pid, argv in json.loads(out.stdout).items()}
 

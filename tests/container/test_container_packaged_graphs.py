@@ -17,7 +17,9 @@ from deploy import package
 
 pytestmark = pytest.mark.container
 
-QUESTION = {"inputs": {"question": "Who wrote the notes?", "context": "Ada Lovelace wrote the notes in 1843."}}
+QUESTION = {
+    "inputs": {"question": "Who wrote the notes?", "context": "Ada Lovelace wrote the notes in 1843."}
+}
 
 
 def answer(target: ContainerTarget) -> dict:
@@ -28,8 +30,12 @@ def answer(target: ContainerTarget) -> dict:
 
 def test_graphs_made_by_the_image_are_used_at_start_up(image: str, containers, tmp_path) -> None:
     lines = []
-    graphs = package.export_graphs(image, TINY_MODEL, tmp_path / "graphs", ["fp32", "bf16", "int8"], log=lines.append)
-    kinds = sorted(name.split("-", 1)[1].rsplit("-", 1)[0] for name in graphs if name.endswith((".onnx", ".xml")))
+    graphs = package.export_graphs(
+        image, TINY_MODEL, tmp_path / "graphs", ["fp32", "bf16", "int8"], log=lines.append
+    )
+    kinds = sorted(
+        name.split("-", 1)[1].rsplit("-", 1)[0] for name in graphs if name.endswith((".onnx", ".xml"))
+    )
     assert kinds == ["fp32", "int8-dynamic", "int8-static"], graphs
     report = json.loads(graphs["graphs/precision-report.json"].read_text())
     assert [row["precision"] for row in report["rows"]] == ["fp32", "bf16", "int8"]

@@ -29,7 +29,10 @@ def test_the_report_runs_in_the_image_and_its_figures_check_out(image: str, tmp_
     samples = tmp_path / "samples.jsonl"
     items = [
         {"question": "Who wrote the notes?", "context": "Ada Lovelace wrote the notes in 1843 in London."},
-        {"question": "Where is the lighthouse?", "context": "The lighthouse stands on the cliffs of Valmont."},
+        {
+            "question": "Where is the lighthouse?",
+            "context": "The lighthouse stands on the cliffs of Valmont.",
+        },
         {"question": "When was it built?", "context": "It was built in 1711, designed by Matthias Oort."},
     ]
     samples.write_text("".join(json.dumps({"inputs": item}) + "\n" for item in items))
@@ -60,5 +63,9 @@ def test_the_report_runs_in_the_image_and_its_figures_check_out(image: str, tmp_
         model = load_model(TINY_MODEL, dataclasses.replace(settings, precision=precision))
         for item, got in zip(items, answers[precision]):
             want = model.predict(request_from_object(item, max_items=1))
-            assert (got["answer"], got["start"], got["end"]) == (want["answer"], want["start"], want["end"]), precision
+            assert (got["answer"], got["start"], got["end"]) == (
+                want["answer"],
+                want["start"],
+                want["end"],
+            ), precision
             assert got["score"] == pytest.approx(want["score"], abs=1e-4), precision

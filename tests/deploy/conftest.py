@@ -31,8 +31,9 @@ def moto_url(tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     try:
@@ -61,8 +62,14 @@ def aws(moto_url, tmp_path):
     """Fresh moto state; `aws.client(name)` for checks, `aws.env` for the CLI subprocess."""
     requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
     env = offline_env(tmp_path)
-    env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION})
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+        }
+    )
 
     class Aws:
         url = moto_url
@@ -72,11 +79,15 @@ def aws(moto_url, tmp_path):
 
         @staticmethod
         def client(service: str):
-            return boto3.client(service, endpoint_url=moto_url, region_name=REGION,
-                                aws_access_key_id="testing", aws_secret_access_key="testing")
+            return boto3.client(
+                service,
+                endpoint_url=moto_url,
+                region_name=REGION,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
 
     return Aws()
-
 
 
 @pytest.fixture

@@ -17,16 +17,26 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
 def offline_env(tmp: Path) -> dict[str, str]:
     """The caller's environment without any AWS settings, and no config files to fall back on."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({
-        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONPATH": str(REPO),
-    })
+    env.update(
+        {
+            "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     return env
 
 
-def run_deploy(args: list[str], env: dict[str, str], timeout: float = 60,
-               stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy", *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+def run_deploy(
+    args: list[str], env: dict[str, str], timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

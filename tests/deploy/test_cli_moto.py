@@ -23,10 +23,14 @@ def inventory(aws) -> dict[str, set[str]]:
         "endpoint_configs": {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]},
         "endpoints": {e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]},
         "transform_jobs": {j["TransformJobName"] for j in sm.list_transform_jobs()["TransformJobSummaries"]},
-        "scalable_targets": {t["ResourceId"] for t in
-                             aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]},
-        "scaling_policies": {p["PolicyName"] for p in
-                             aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]},
+        "scalable_targets": {
+            t["ResourceId"]
+            for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        },
+        "scaling_policies": {
+            p["PolicyName"]
+            for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+        },
     }
 
 
@@ -45,8 +49,7 @@ def deploy_ok(aws, *args: str) -> dict:
 
 
 def create_endpoint(aws, name: str, *extra: str) -> dict:
-    return deploy_ok(aws, "create", "--name", name, "--image", IMAGE, "--role", ROLE, "--poll", "0.2",
-                     *extra)
+    return deploy_ok(aws, "create", "--name", name, "--image", IMAGE, "--role", ROLE, "--poll", "0.2", *extra)
 
 
 @pytest.mark.parametrize("command", [None, *SUBCOMMANDS])
@@ -65,8 +68,9 @@ def test_package_builds_archive_and_uploads(aws, tmp_path):
     (model / "tokenizer.json").write_text("{}")
     (model / "code" / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
     aws.client("s3").create_bucket(Bucket="models")
-    out = deploy_ok(aws, "package", str(model), "--output", str(tmp_path / "model.tar.gz"),
-                    "--upload", "s3://models/qa/")
+    out = deploy_ok(
+        aws, "package", str(model), "--output", str(tmp_path / "model.tar.gz"), "--upload", "s3://models/qa/"
+    )
     assert out["model_data"] == "s3://models/qa/model.tar.gz"
     assert out["files"] == ["code/inference.py", "config.json", "tokenizer.json"]
     s3 = aws.client("s3")
@@ -98,33 +102,67 @@ def test_package_with_graphs_made_by_the_image(aws, tmp_path):
     )
     (bin_dir / "docker").chmod(0o755)
     env = {**aws.env, "PATH": f"{bin_dir}{os.pathsep}{aws.env.get('PATH', os.defpath)}"}
-    proc = run_deploy(["package", str(model), "--output", str(tmp_path / "model.tar.gz"),
-                       "--graphs-from-image", "qa:7", "--precision", "int8", "--samples", str(samples)], env)
+    proc = run_deploy(
+        [
+            "package",
+            str(model),
+            "--output",
+            str(tmp_path / "model.tar.gz"),
+            "--graphs-from-image",
+            "qa:7",
+            "--precision",
+            "int8",
+            "--samples",
+            str(samples),
+        ],
+        env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"] == [
-        "config.json", "graphs/precision-report.json", "graphs/qa-int8-static-feed.bin",
-        "graphs/qa-int8-static-feed.xml", "model.safetensors",
+        "config.json",
+        "graphs/precision-report.json",
+        "graphs/qa-int8-static-feed.bin",
+        "graphs/qa-int8-static-feed.xml",
+        "model.safetensors",
     ]
     assert "| int8 | openvino |" in proc.stderr  # the report's table is shown
     with tarfile.open(tmp_path / "model.tar.gz", "r:gz") as tar:
         made = tar.extractfile("graphs/qa-int8-static-feed.xml").read().decode()
         reported = tar.extractfile("graphs/precision-report.json").read().decode()
-    assert "qa:7 python /opt/program/code/qa_graphs.py export /opt/ml/model /out --precision int8 --samples /samples.jsonl" in made
+    assert (
+        "qa:7 python /opt/program/code/qa_graphs.py export /opt/ml/model /out --precision int8 --samples /samples.jsonl"
+        in made
+    )
     assert f"{samples}:/samples.jsonl:ro" in made and "QA_GRAPH_CACHE_DIR=/out" in made
     assert "qa:7 precision-report /samples.jsonl --json /out/precision-report.json" in reported
 
 
 def test_create_instance_endpoint(aws):
     before = inventory(aws)
-    out = create_endpoint(aws, "qa", "--model-data", "s3://models/qa/model.tar.gz",
-                          "--instance-type", "ml.c5.2xlarge", "--instance-count", "2",
-                          "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=2",
-                          "--env", "SAGEMAKER_CONTAINER_LOG_LEVEL=INFO", "--startup-timeout", "600")
+    out = create_endpoint(
+        aws,
+        "qa",
+        "--model-data",
+        "s3://models/qa/model.tar.gz",
+        "--instance-type",
+        "ml.c5.2xlarge",
+        "--instance-count",
+        "2",
+        "--env",
+        "SAGEMAKER_MODEL_SERVER_WORKERS=2",
+        "--env",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL=INFO",
+        "--startup-timeout",
+        "600",
+    )
     stamped = out["model"]
     assert stamped.startswith("qa-") and out["endpoint_config"] == stamped
     assert out["status"] == "InService"
     assert added(before, inventory(aws)) == {
-        "models": {stamped}, "endpoint_configs": {stamped}, "endpoints": {"qa"}}
+        "models": {stamped},
+        "endpoint_configs": {stamped},
+        "endpoints": {"qa"},
+    }
 
     sm = aws.client("sagemaker")
     model = sm.describe_model(ModelName=stamped)
@@ -132,8 +170,10 @@ def test_create_instance_endpoint(aws):
     container = model["PrimaryContainer"]
     assert container["Image"] == IMAGE
     assert container["ModelDataUrl"] == "s3://models/qa/model.tar.gz"
-    assert container["Environment"] == {"SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-                                        "SAGEMAKER_CONTAINER_LOG_LEVEL": "INFO"}
+    assert container["Environment"] == {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "INFO",
+    }
     [variant] = sm.describe_endpoint_config(EndpointConfigName=stamped)["ProductionVariants"]
     assert variant["VariantName"] == "AllTraffic"
     assert variant["ModelName"] == stamped
@@ -148,12 +188,21 @@ def test_create_instance_endpoint(aws):
 
 def test_create_serverless_endpoint_from_hub_model(aws):
     before = inventory(aws)
-    out = create_endpoint(aws, "qa-serverless", "--hf-model-id",
-                          "distilbert/distilbert-base-uncased-distilled-squad",
-                          "--serverless-memory", "4096", "--serverless-concurrency", "5")
+    out = create_endpoint(
+        aws,
+        "qa-serverless",
+        "--hf-model-id",
+        "distilbert/distilbert-base-uncased-distilled-squad",
+        "--serverless-memory",
+        "4096",
+        "--serverless-concurrency",
+        "5",
+    )
     assert added(before, inventory(aws)) == {
-        "models": {out["model"]}, "endpoint_configs": {out["endpoint_config"]},
-        "endpoints": {"qa-serverless"}}
+        "models": {out["model"]},
+        "endpoint_configs": {out["endpoint_config"]},
+        "endpoints": {"qa-serverless"},
+    }
     sm = aws.client("sagemaker")
     container = sm.describe_model(ModelName=out["model"])["PrimaryContainer"]
     assert "ModelDataUrl" not in container
@@ -164,25 +213,51 @@ def test_create_serverless_endpoint_from_hub_model(aws):
 
 
 def test_create_async_endpoint(aws):
-    out = create_endpoint(aws, "qa-async", "--model-data", "s3://models/qa/model.tar.gz",
-                          "--async-output", "s3://answers/out/", "--async-failure", "s3://answers/failed/",
-                          "--async-max-concurrent", "4")
+    out = create_endpoint(
+        aws,
+        "qa-async",
+        "--model-data",
+        "s3://models/qa/model.tar.gz",
+        "--async-output",
+        "s3://answers/out/",
+        "--async-failure",
+        "s3://answers/failed/",
+        "--async-max-concurrent",
+        "4",
+    )
     config = aws.client("sagemaker").describe_endpoint_config(EndpointConfigName=out["endpoint_config"])
     assert config["AsyncInferenceConfig"] == {
         "OutputConfig": {"S3OutputPath": "s3://answers/out/", "S3FailurePath": "s3://answers/failed/"},
-        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4}}
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+    }
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.xlarge"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--serverless-memory", "3000"], "--serverless-memory must be one of"),
-    (["--serverless-memory", "2048", "--async-output", "s3://a/b/"], "cannot be combined"),
-    (["--env", "NOT VALID=1"], "--env 'NOT VALID=1'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--serverless-memory", "3000"], "--serverless-memory must be one of"),
+        (["--serverless-memory", "2048", "--async-output", "s3://a/b/"], "cannot be combined"),
+        (["--env", "NOT VALID=1"], "--env 'NOT VALID=1'"),
+    ],
+)
 def test_create_rejects_bad_options_before_any_call(aws, args, message):
     before = inventory(aws)
-    proc = run_deploy(["create", "--name", "qa", "--image", IMAGE, "--role", ROLE,
-                       "--model-data", "s3://m/model.tar.gz", *args], aws.env)
+    proc = run_deploy(
+        [
+            "create",
+            "--name",
+            "qa",
+            "--image",
+            IMAGE,
+            "--role",
+            ROLE,
+            "--model-data",
+            "s3://m/model.tar.gz",
+            *args,
+        ],
+        aws.env,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and proc.stderr.count("\n") == 1
     assert inventory(aws) == before
@@ -207,15 +282,40 @@ def test_create_multi_model_endpoint(aws):
     container = aws.client("sagemaker").describe_model(ModelName=out["model"])["PrimaryContainer"]
     assert (container["Mode"], container["ModelDataUrl"]) == ("MultiModel", "s3://models/qa/")
     # moto answers with a canned body; TargetModel reaching the container is SageMaker's part.
-    proc = run_deploy(["invoke", "--name", "mme", "--target-model", "squad.tar.gz",
-                       "--question", "Who?", "--context", "Ann did."], aws.env)
+    proc = run_deploy(
+        [
+            "invoke",
+            "--name",
+            "mme",
+            "--target-model",
+            "squad.tar.gz",
+            "--question",
+            "Who?",
+            "--context",
+            "Ann did.",
+        ],
+        aws.env,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_multi_model_needs_an_s3_prefix(aws):
     before = inventory(aws)
-    proc = run_deploy(["create", "--name", "mme", "--image", IMAGE, "--role", ROLE, "--multi-model",
-                       "--model-data", "s3://models/qa/model.tar.gz"], aws.env)
+    proc = run_deploy(
+        [
+            "create",
+            "--name",
+            "mme",
+            "--image",
+            IMAGE,
+            "--role",
+            ROLE,
+            "--multi-model",
+            "--model-data",
+            "s3://models/qa/model.tar.gz",
+        ],
+        aws.env,
+    )
     assert proc.returncode == 2 and "s3://BUCKET/PREFIX/" in proc.stderr, proc.stderr
     assert inventory(aws) == before
 
@@ -223,11 +323,27 @@ def test_multi_model_needs_an_s3_prefix(aws):
 def test_autoscale_target_tracking(aws):
     create_endpoint(aws, "qa", "--model-data", "s3://models/qa/model.tar.gz")
     before = inventory(aws)
-    out = deploy_ok(aws, "autoscale", "--name", "qa", "--min", "2", "--max", "6", "--target", "120",
-                    "--scale-in-cooldown", "600", "--scale-out-cooldown", "30")
+    out = deploy_ok(
+        aws,
+        "autoscale",
+        "--name",
+        "qa",
+        "--min",
+        "2",
+        "--max",
+        "6",
+        "--target",
+        "120",
+        "--scale-in-cooldown",
+        "600",
+        "--scale-out-cooldown",
+        "30",
+    )
     resource_id = "endpoint/qa/variant/AllTraffic"
-    assert added(before, inventory(aws)) == {"scalable_targets": {resource_id},
-                                             "scaling_policies": {out["policy"]}}
+    assert added(before, inventory(aws)) == {
+        "scalable_targets": {resource_id},
+        "scaling_policies": {out["policy"]},
+    }
     aas = aws.client("application-autoscaling")
     [target] = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
@@ -238,7 +354,8 @@ def test_autoscale_target_tracking(aws):
     config = policy["TargetTrackingScalingPolicyConfiguration"]
     assert config["TargetValue"] == 120.0
     assert config["PredefinedMetricSpecification"] == {
-        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    }
     assert (config["ScaleInCooldown"], config["ScaleOutCooldown"]) == (600, 30)
 
     deploy_ok(aws, "autoscale", "--name", "qa", "--off")
@@ -255,21 +372,41 @@ def test_autoscale_refuses_serverless(aws):
 def test_invoke_sends_the_qa_request(aws):
     create_endpoint(aws, "qa", "--model-data", "s3://models/qa/model.tar.gz")
     # moto answers invoke_endpoint with a canned body; the container's answer is tested elsewhere.
-    proc = run_deploy(["invoke", "--name", "qa", "--question", "Who?", "--context", "Ann did.",
-                       "--param", "top_k=2"], aws.env)
+    proc = run_deploy(
+        ["invoke", "--name", "qa", "--question", "Who?", "--context", "Ann did.", "--param", "top_k=2"],
+        aws.env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
-    proc = run_deploy(["invoke", "--name", "qa", "--body-file", "-"], aws.env,
-                      stdin=json.dumps({"inputs": {"question": "Who?", "context": "Ann did."}}))
+    proc = run_deploy(
+        ["invoke", "--name", "qa", "--body-file", "-"],
+        aws.env,
+        stdin=json.dumps({"inputs": {"question": "Who?", "context": "Ann did."}}),
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_batch_transform_with_existing_model(aws):
     out = create_endpoint(aws, "qa", "--model-data", "s3://models/qa/model.tar.gz")
     before = inventory(aws)
-    job = deploy_ok(aws, "batch", "--model", out["model"], "--input", "s3://data/requests/",
-                    "--output", "s3://data/answers/", "--instance-type", "ml.c5.xlarge",
-                    "--instance-count", "2", "--max-concurrent", "4", "--job-name", "qa-nightly")
+    job = deploy_ok(
+        aws,
+        "batch",
+        "--model",
+        out["model"],
+        "--input",
+        "s3://data/requests/",
+        "--output",
+        "s3://data/answers/",
+        "--instance-type",
+        "ml.c5.xlarge",
+        "--instance-count",
+        "2",
+        "--max-concurrent",
+        "4",
+        "--job-name",
+        "qa-nightly",
+    )
     assert added(before, inventory(aws)) == {"transform_jobs": {"qa-nightly"}}
     described = aws.client("sagemaker").describe_transform_job(TransformJobName="qa-nightly")
     assert described["ModelName"] == out["model"] == job["model"]
@@ -279,8 +416,10 @@ def test_batch_transform_with_existing_model(aws):
     transform_input = described["TransformInput"]
     assert transform_input["SplitType"] == "Line"
     assert transform_input["ContentType"] == "application/jsonlines"
-    assert transform_input["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix",
-                                                              "S3Uri": "s3://data/requests/"}
+    assert transform_input["DataSource"]["S3DataSource"] == {
+        "S3DataType": "S3Prefix",
+        "S3Uri": "s3://data/requests/",
+    }
     assert described["TransformOutput"]["S3OutputPath"] == "s3://data/answers/"
     assert described["TransformOutput"]["Accept"] == "application/jsonlines"
     assert described["TransformOutput"]["AssembleWith"] == "Line"
@@ -289,11 +428,25 @@ def test_batch_transform_with_existing_model(aws):
 
 def test_batch_creates_its_model(aws):
     before = inventory(aws)
-    job = deploy_ok(aws, "batch", "--image", IMAGE, "--role", ROLE, "--model-data",
-                    "s3://models/qa/model.tar.gz", "--input", "s3://data/in/", "--output", "s3://data/out/")
+    job = deploy_ok(
+        aws,
+        "batch",
+        "--image",
+        IMAGE,
+        "--role",
+        ROLE,
+        "--model-data",
+        "s3://models/qa/model.tar.gz",
+        "--input",
+        "s3://data/in/",
+        "--output",
+        "s3://data/out/",
+    )
     assert job["model"].startswith("qa-batch-")
-    assert added(before, inventory(aws)) == {"models": {job["model"]},
-                                             "transform_jobs": {job["transform_job"]}}
+    assert added(before, inventory(aws)) == {
+        "models": {job["model"]},
+        "transform_jobs": {job["transform_job"]},
+    }
     assert aws.client("sagemaker").describe_model(ModelName=job["model"])["ExecutionRoleArn"] == ROLE
 
 
@@ -304,9 +457,12 @@ def test_delete_removes_endpoint_config_model_and_scaling(aws):
     before = inventory(aws)
     deleted = deploy_ok(aws, "delete", "--name", "qa")
     assert removed(before, inventory(aws)) == {
-        "endpoints": {"qa"}, "endpoint_configs": {out["endpoint_config"]}, "models": {out["model"]},
+        "endpoints": {"qa"},
+        "endpoint_configs": {out["endpoint_config"]},
+        "models": {out["model"]},
         "scalable_targets": {"endpoint/qa/variant/AllTraffic"},
-        "scaling_policies": {"qa-AllTraffic-invocations"}}
+        "scaling_policies": {"qa-AllTraffic-invocations"},
+    }
     assert deleted["models"] == [out["model"]]
     after = inventory(aws)
     assert after["endpoints"] == {"other"} and keep["model"] in after["models"]

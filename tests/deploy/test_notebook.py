@@ -49,11 +49,23 @@ def test_every_code_cell_has_one_known_tag_and_no_outputs(notebook):
 
 
 def test_the_user_steps_are_there_in_order(notebook):
-    headings = [line for c in notebook.cells if c.cell_type == "markdown"
-                for line in c.source.splitlines() if line.startswith("## ")]
-    steps = ["Install the SageMaker Python SDK", "Settings, sample input", "Create the SageMaker endpoint",
-             "Create the model object", "Deploy the model", "Test with a sample input", "Run the predictor",
-             "Clean up"]
+    headings = [
+        line
+        for c in notebook.cells
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("## ")
+    ]
+    steps = [
+        "Install the SageMaker Python SDK",
+        "Settings, sample input",
+        "Create the SageMaker endpoint",
+        "Create the model object",
+        "Deploy the model",
+        "Test with a sample input",
+        "Run the predictor",
+        "Clean up",
+    ]
     found = [next(i for i, h in enumerate(headings) if step in h) for step in steps]
     assert found == sorted(found), headings
 
@@ -98,8 +110,12 @@ def deploy_calls(notebook) -> list[list[str]]:
     for cell in code_cells(notebook):
         for node in ast.walk(ast.parse(python_source(cell))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "deploy_cli":
-                calls.append([a.value if isinstance(a, ast.Constant) and isinstance(a.value, str)
-                              else "placeholder" for a in node.args])
+                calls.append(
+                    [
+                        a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else "placeholder"
+                        for a in node.args
+                    ]
+                )
     return calls
 
 
@@ -123,10 +139,22 @@ def test_sdk_calls_match_the_pinned_sdk(monkeypatch):
     def params(fn) -> set[str]:
         return set(inspect.signature(fn).parameters)
 
-    assert params(Model.__init__) >= {"image_uri", "model_data", "role", "env", "predictor_cls",
-                                      "sagemaker_session"}
-    assert params(Model.deploy) >= {"initial_instance_count", "instance_type", "endpoint_name", "serializer",
-                                    "deserializer", "serverless_inference_config",
-                                    "container_startup_health_check_timeout"}
+    assert params(Model.__init__) >= {
+        "image_uri",
+        "model_data",
+        "role",
+        "env",
+        "predictor_cls",
+        "sagemaker_session",
+    }
+    assert params(Model.deploy) >= {
+        "initial_instance_count",
+        "instance_type",
+        "endpoint_name",
+        "serializer",
+        "deserializer",
+        "serverless_inference_config",
+        "container_startup_health_check_timeout",
+    }
     assert params(ServerlessInferenceConfig.__init__) >= {"memory_size_in_mb", "max_concurrency"}
     assert params(Predictor.__init__) >= {"endpoint_name", "sagemaker_session", "serializer", "deserializer"}

@@ -42,8 +42,13 @@ def test_code_dir_replaces_model_code(model_dir, tmp_path):
     (code / "__pycache__" / "inference.cpython-311.pyc").write_bytes(b"x")
     out = tmp_path / "model.tar.gz"
     names = package.build_archive(model_dir, out, code_dir=code)
-    assert names == ["code/inference.py", "code/requirements.txt", "config.json", "model.safetensors",
-                     "tokenizer.json"]
+    assert names == [
+        "code/inference.py",
+        "code/requirements.txt",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
     assert package.read_member(out, "code/inference.py") == b"# custom handler\n"
 
 
@@ -62,10 +67,13 @@ def test_custom_handler_without_config_is_allowed(tmp_path):
     assert package.build_archive(model, tmp_path / "o.tar.gz") == ["code/inference.py"]
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: None, "no config.json"),
-    (lambda d: (d / "model.tar.gz").write_bytes(b""), "already holds model.tar.gz"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "no config.json"),
+        (lambda d: (d / "model.tar.gz").write_bytes(b""), "already holds model.tar.gz"),
+    ],
+)
 def test_refuses_what_the_container_could_not_load(tmp_path, setup, message):
     model = tmp_path / "m"
     model.mkdir()
@@ -88,11 +96,14 @@ def test_refuses_missing_dirs_and_escaping_symlinks(model_dir, tmp_path):
         package.plan_archive(model_dir)
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("s3://bucket/qa/model.tar.gz", ("bucket", "qa/model.tar.gz")),
-    ("s3://bucket/qa/", ("bucket", "qa/model.tar.gz")),
-    ("s3://bucket", ("bucket", "model.tar.gz")),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("s3://bucket/qa/model.tar.gz", ("bucket", "qa/model.tar.gz")),
+        ("s3://bucket/qa/", ("bucket", "qa/model.tar.gz")),
+        ("s3://bucket", ("bucket", "model.tar.gz")),
+    ],
+)
 def test_s3_uris(uri, expected):
     assert package.parse_s3_uri(uri) == expected
 
@@ -136,7 +147,9 @@ def test_export_runs_the_images_own_exporter_and_reports_its_failure(model_dir, 
     monkeypatch.setattr(
         package.subprocess,
         "run",
-        lambda command, **kw: subprocess.CompletedProcess(command, 1, stdout="", stderr="Traceback\nOSError: no config\n"),
+        lambda command, **kw: subprocess.CompletedProcess(
+            command, 1, stdout="", stderr="Traceback\nOSError: no config\n"
+        ),
     )
     with pytest.raises(package.PackageError, match=r"(?s)failed \(exit 1\).*OSError: no config"):
         package.export_graphs("qa:1", model_dir, tmp_path / "other", ["fp32"])

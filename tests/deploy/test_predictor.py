@@ -49,9 +49,13 @@ def sdk(monkeypatch):
         from sagemaker.predictor import Predictor
         from sagemaker.serializers import JSONSerializer
     assert sagemaker.__version__.startswith("2."), sagemaker.__version__
-    return {"Predictor": Predictor, "JSONSerializer": JSONSerializer,
-            "JSONDeserializer": JSONDeserializer, "local_session": local_session,
-            "Session": sagemaker.session.Session}
+    return {
+        "Predictor": Predictor,
+        "JSONSerializer": JSONSerializer,
+        "JSONDeserializer": JSONDeserializer,
+        "local_session": local_session,
+        "Session": sagemaker.session.Session,
+    }
 
 
 @pytest.fixture
@@ -60,11 +64,16 @@ def predictor(sdk, server, monkeypatch):
     url = urlparse(server.base_url)
     assert url.hostname == "127.0.0.1"
     runtime = sdk["local_session"].LocalSagemakerRuntimeClient(config={"local": {"serving_port": url.port}})
-    boto_session = boto3.Session(region_name="us-east-1", aws_access_key_id="unused",
-                                 aws_secret_access_key="unused")
+    boto_session = boto3.Session(
+        region_name="us-east-1", aws_access_key_id="unused", aws_secret_access_key="unused"
+    )
     session = sdk["Session"](boto_session=boto_session, sagemaker_runtime_client=runtime)
-    return sdk["Predictor"](endpoint_name="qa-local", sagemaker_session=session,
-                            serializer=sdk["JSONSerializer"](), deserializer=sdk["JSONDeserializer"]())
+    return sdk["Predictor"](
+        endpoint_name="qa-local",
+        sagemaker_session=session,
+        serializer=sdk["JSONSerializer"](),
+        deserializer=sdk["JSONDeserializer"](),
+    )
 
 
 def assert_answers(got, expected, where: str) -> None:
@@ -74,8 +83,11 @@ def assert_answers(got, expected, where: str) -> None:
             assert_answers(g, e, f"{where}[{i}]")
         return
     assert isinstance(got, dict) and set(got) == {"score", "start", "end", "answer"}, f"{where}: {got!r}"
-    assert (got["answer"], got["start"], got["end"]) == (expected["answer"], expected["start"],
-                                                         expected["end"]), f"{where}: {got!r} != {expected!r}"
+    assert (got["answer"], got["start"], got["end"]) == (
+        expected["answer"],
+        expected["start"],
+        expected["end"],
+    ), f"{where}: {got!r} != {expected!r}"
     assert got["score"] == pytest.approx(expected["score"], rel=REL_TOL, abs=1e-12), where
 
 
@@ -104,9 +116,12 @@ def test_predictor_sees_the_error_shape(predictor):
 def test_serializer_and_deserializer_over_http(sdk, server):
     serializer, deserializer = sdk["JSONSerializer"](), sdk["JSONDeserializer"]()
     case = golden_cases()[0]
-    response = requests.post(f"{server.base_url}/invocations", data=serializer.serialize(case["request"]),
-                             headers={"Content-Type": serializer.CONTENT_TYPE,
-                                      "Accept": ", ".join(deserializer.ACCEPT)}, timeout=30)
+    response = requests.post(
+        f"{server.base_url}/invocations",
+        data=serializer.serialize(case["request"]),
+        headers={"Content-Type": serializer.CONTENT_TYPE, "Accept": ", ".join(deserializer.ACCEPT)},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     content_type = response.headers["Content-Type"]
     assert content_type.startswith("application/json")

@@ -37,8 +37,9 @@ def stubbed(monkeypatch):
     made = {}
     stubbers = {}
     for service in ("sagemaker", "application-autoscaling", "sagemaker-runtime"):
-        made[service] = boto3.client(service, region_name=REGION, aws_access_key_id="testing",
-                                     aws_secret_access_key="testing")
+        made[service] = boto3.client(
+            service, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
         stubbers[service] = Stubber(made[service])
         stubbers[service].activate()
     yield made.__getitem__, stubbers
@@ -48,23 +49,45 @@ def stubbed(monkeypatch):
 
 
 def endpoint(status: str, config: str = OLD, **extra) -> dict:
-    return {"EndpointName": "qa", "EndpointArn": arn("endpoint"),
-            "EndpointConfigName": config, "EndpointStatus": status, "CreationTime": NOW,
-            "LastModifiedTime": NOW, **extra}
+    return {
+        "EndpointName": "qa",
+        "EndpointArn": arn("endpoint"),
+        "EndpointConfigName": config,
+        "EndpointStatus": status,
+        "CreationTime": NOW,
+        "LastModifiedTime": NOW,
+        **extra,
+    }
 
 
 def endpoint_config(name: str, model: str, **variant) -> dict:
-    base = {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": "ml.m5.xlarge",
-            "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}
-    return {"EndpointConfigName": name, "EndpointConfigArn": arn("endpoint-config", name),
-            "ProductionVariants": [{**base, **variant}], "CreationTime": NOW}
+    base = {
+        "VariantName": "AllTraffic",
+        "ModelName": model,
+        "InstanceType": "ml.m5.xlarge",
+        "InitialInstanceCount": 1,
+        "InitialVariantWeight": 1.0,
+    }
+    return {
+        "EndpointConfigName": name,
+        "EndpointConfigArn": arn("endpoint-config", name),
+        "ProductionVariants": [{**base, **variant}],
+        "CreationTime": NOW,
+    }
 
 
 def old_model() -> dict:
-    return {"ModelName": OLD, "ModelArn": arn("model", OLD),
-            "ExecutionRoleArn": ROLE, "CreationTime": NOW,
-            "PrimaryContainer": {"Image": IMAGE, "ModelDataUrl": "s3://m/v1/model.tar.gz",
-                                 "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}}}
+    return {
+        "ModelName": OLD,
+        "ModelArn": arn("model", OLD),
+        "ExecutionRoleArn": ROLE,
+        "CreationTime": NOW,
+        "PrimaryContainer": {
+            "Image": IMAGE,
+            "ModelDataUrl": "s3://m/v1/model.tar.gz",
+            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
+        },
+    }
 
 
 def expect_wait(sm: Stubber, config: str) -> None:
@@ -74,12 +97,25 @@ def expect_wait(sm: Stubber, config: str) -> None:
 
 def expect_new_config_for_old_model(sm: Stubber, instance_type: str, count: int) -> None:
     """A capacity-only update: a new endpoint config around the same model, then the switch."""
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
-                                "InstanceType": instance_type, "InitialInstanceCount": count}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": arn("endpoint-config", NEW)},
+        {
+            "EndpointConfigName": NEW,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": OLD,
+                    "InitialVariantWeight": 1.0,
+                    "InstanceType": instance_type,
+                    "InitialInstanceCount": count,
+                }
+            ],
+        },
+    )
+    sm.add_response(
+        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
+    )
 
 
 def run(clients, capsys, *args: str) -> tuple[int, dict | None, str]:
@@ -94,27 +130,70 @@ def test_update_new_image_and_capacity_is_blue_green(stubbed, capsys):
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
     sm.add_response("describe_model", old_model(), {"ModelName": OLD})
-    sm.add_response("create_model", {"ModelArn": arn("model", NEW)}, {
-        "ModelName": NEW, "ExecutionRoleArn": ROLE,
-        "PrimaryContainer": {"Image": NEW_IMAGE, "Mode": "SingleModel",
-                             "ModelDataUrl": "s3://m/v1/model.tar.gz",
-                             "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "4",
-                                             "SAGEMAKER_CONTAINER_LOG_LEVEL": "DEBUG"}}})
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": NEW,
-                                "InitialVariantWeight": 1.0, "InstanceType": "ml.c5.2xlarge",
-                                "InitialInstanceCount": 3}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    sm.add_response(
+        "create_model",
+        {"ModelArn": arn("model", NEW)},
+        {
+            "ModelName": NEW,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {
+                "Image": NEW_IMAGE,
+                "Mode": "SingleModel",
+                "ModelDataUrl": "s3://m/v1/model.tar.gz",
+                "Environment": {
+                    "SAGEMAKER_MODEL_SERVER_WORKERS": "4",
+                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "DEBUG",
+                },
+            },
+        },
+    )
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": arn("endpoint-config", NEW)},
+        {
+            "EndpointConfigName": NEW,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": NEW,
+                    "InitialVariantWeight": 1.0,
+                    "InstanceType": "ml.c5.2xlarge",
+                    "InitialInstanceCount": 3,
+                }
+            ],
+        },
+    )
+    sm.add_response(
+        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
+    )
     expect_wait(sm, NEW)
-    code, out, err = run(clients, capsys, "update", "--name", "qa", "--image", NEW_IMAGE,
-                         "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=4",
-                         "--env", "SAGEMAKER_CONTAINER_LOG_LEVEL=DEBUG",
-                         "--instance-type", "ml.c5.2xlarge", "--instance-count", "3", "--poll", "0")
+    code, out, err = run(
+        clients,
+        capsys,
+        "update",
+        "--name",
+        "qa",
+        "--image",
+        NEW_IMAGE,
+        "--env",
+        "SAGEMAKER_MODEL_SERVER_WORKERS=4",
+        "--env",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL=DEBUG",
+        "--instance-type",
+        "ml.c5.2xlarge",
+        "--instance-count",
+        "3",
+        "--poll",
+        "0",
+    )
     assert code == 0, err
-    assert out == {"endpoint": "qa", "endpoint_config": NEW, "previous_endpoint_config": OLD,
-                   "status": "InService", "model": NEW}
+    assert out == {
+        "endpoint": "qa",
+        "endpoint_config": NEW,
+        "previous_endpoint_config": OLD,
+        "status": "InService",
+        "model": NEW,
+    }
     assert f"--endpoint-config {OLD}" in err  # the roll-back line
 
 
@@ -134,36 +213,74 @@ def test_update_serverless_memory_stays_serverless(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
     old = endpoint_config(OLD, OLD)
-    old["ProductionVariants"] = [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
-                                  "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}}]
+    old["ProductionVariants"] = [
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": OLD,
+            "InitialVariantWeight": 1.0,
+            "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
+        }
+    ]
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", old, {"EndpointConfigName": OLD})
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
-                                "ServerlessConfig": {"MemorySizeInMB": 4096, "MaxConcurrency": 5}}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": arn("endpoint-config", NEW)},
+        {
+            "EndpointConfigName": NEW,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": OLD,
+                    "InitialVariantWeight": 1.0,
+                    "ServerlessConfig": {"MemorySizeInMB": 4096, "MaxConcurrency": 5},
+                }
+            ],
+        },
+    )
+    sm.add_response(
+        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
+    )
     expect_wait(sm, NEW)
-    code, _, err = run(clients, capsys, "update", "--name", "qa", "--serverless-memory", "4096",
-                       "--poll", "0")
+    code, _, err = run(
+        clients, capsys, "update", "--name", "qa", "--serverless-memory", "4096", "--poll", "0"
+    )
     assert code == 0, err
 
 
 def test_update_keeps_async_inference_config(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
-    async_config = {"OutputConfig": {"S3OutputPath": "s3://answers/out/"},
-                    "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4}}
+    async_config = {
+        "OutputConfig": {"S3OutputPath": "s3://answers/out/"},
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+    }
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", {**endpoint_config(OLD, OLD), "AsyncInferenceConfig": async_config},
-                    {"EndpointConfigName": OLD})
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW, "AsyncInferenceConfig": async_config,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": OLD, "InitialVariantWeight": 1.0,
-                                "InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 2}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    sm.add_response(
+        "describe_endpoint_config",
+        {**endpoint_config(OLD, OLD), "AsyncInferenceConfig": async_config},
+        {"EndpointConfigName": OLD},
+    )
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": arn("endpoint-config", NEW)},
+        {
+            "EndpointConfigName": NEW,
+            "AsyncInferenceConfig": async_config,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": OLD,
+                    "InitialVariantWeight": 1.0,
+                    "InstanceType": "ml.m5.xlarge",
+                    "InitialInstanceCount": 2,
+                }
+            ],
+        },
+    )
+    sm.add_response(
+        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
+    )
     expect_wait(sm, NEW)
     code, _, err = run(clients, capsys, "update", "--name", "qa", "--instance-count", "2", "--poll", "0")
     assert code == 0, err
@@ -175,22 +292,55 @@ def test_update_delete_old_after_in_service(stubbed, capsys):
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
     sm.add_response("describe_model", old_model(), {"ModelName": OLD})
-    sm.add_response("create_model", {"ModelArn": arn("model", NEW)}, {
-        "ModelName": NEW, "ExecutionRoleArn": ROLE,
-        "PrimaryContainer": {"Image": IMAGE, "Mode": "SingleModel", "ModelDataUrl": "s3://m/v2/model.tar.gz",
-                             "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}}})
-    sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)}, {
-        "EndpointConfigName": NEW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": NEW, "InitialVariantWeight": 1.0,
-                                "InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 1}]})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": NEW})
+    sm.add_response(
+        "create_model",
+        {"ModelArn": arn("model", NEW)},
+        {
+            "ModelName": NEW,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {
+                "Image": IMAGE,
+                "Mode": "SingleModel",
+                "ModelDataUrl": "s3://m/v2/model.tar.gz",
+                "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
+            },
+        },
+    )
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": arn("endpoint-config", NEW)},
+        {
+            "EndpointConfigName": NEW,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": NEW,
+                    "InitialVariantWeight": 1.0,
+                    "InstanceType": "ml.m5.xlarge",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        },
+    )
+    sm.add_response(
+        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
+    )
     expect_wait(sm, NEW)
     sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": OLD})
     sm.add_response("describe_endpoint_config", endpoint_config(NEW, NEW), {"EndpointConfigName": NEW})
     sm.add_response("delete_model", {}, {"ModelName": OLD})
-    code, out, err = run(clients, capsys, "update", "--name", "qa", "--model-data", "s3://m/v2/model.tar.gz",
-                         "--delete-old", "--poll", "0")
+    code, out, err = run(
+        clients,
+        capsys,
+        "update",
+        "--name",
+        "qa",
+        "--model-data",
+        "s3://m/v2/model.tar.gz",
+        "--delete-old",
+        "--poll",
+        "0",
+    )
     assert code == 0, err
     assert out["model"] == NEW
 
@@ -200,8 +350,9 @@ def test_update_roll_back_to_existing_config(stubbed, capsys):
     sm = stubs["sagemaker"]
     sm.add_response("describe_endpoint", endpoint("InService", NEW), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", endpoint_config(NEW, NEW), {"EndpointConfigName": NEW})
-    sm.add_response("update_endpoint", {"EndpointArn": arn("endpoint")},
-                    {"EndpointName": "qa", "EndpointConfigName": OLD})
+    sm.add_response(
+        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": OLD}
+    )
     expect_wait(sm, OLD)
     code, out, err = run(clients, capsys, "update", "--name", "qa", "--endpoint-config", OLD, "--poll", "0")
     assert code == 0, err
@@ -218,8 +369,18 @@ def test_update_failure_reports_reason_and_keeps_old(stubbed, capsys):
     sm.add_response("describe_endpoint", endpoint("RollingBack", NEW), {"EndpointName": "qa"})
     # SageMaker rolls a failed update back: the endpoint keeps serving the old config.
     sm.add_response("describe_endpoint", endpoint("InService", OLD), {"EndpointName": "qa"})
-    code, _, err = run(clients, capsys, "update", "--name", "qa", "--instance-type", "ml.g5.xlarge",
-                       "--delete-old", "--poll", "0")
+    code, _, err = run(
+        clients,
+        capsys,
+        "update",
+        "--name",
+        "qa",
+        "--instance-type",
+        "ml.g5.xlarge",
+        "--delete-old",
+        "--poll",
+        "0",
+    )
     assert code == 1
     last = err.splitlines()[-1]
     assert last.startswith(f"error: update of endpoint qa failed and was rolled back to {OLD}")
@@ -231,8 +392,9 @@ def test_update_refuses_mixing_roll_back_with_changes(stubbed, capsys):
     sm = stubs["sagemaker"]
     sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    code, _, err = run(clients, capsys, "update", "--name", "qa", "--endpoint-config", OLD,
-                       "--instance-count", "2")
+    code, _, err = run(
+        clients, capsys, "update", "--name", "qa", "--endpoint-config", OLD, "--instance-count", "2"
+    )
     assert code == 2 and "--endpoint-config" in err
 
 
@@ -240,11 +402,25 @@ def test_update_refuses_mixing_roll_back_with_changes(stubbed, capsys):
 def test_access_denied_is_one_line(stubbed, capsys, error_code):
     clients, stubs = stubbed
     stubs["sagemaker"].add_client_error(
-        "create_model", service_error_code=error_code, http_status_code=400,
+        "create_model",
+        service_error_code=error_code,
+        http_status_code=400,
         service_message="User: arn:aws:iam::1:user/dev is not authorized to perform: "
-                        "sagemaker:CreateModel on resource: arn:aws:sagemaker:us-east-1:1:model/x")
-    code, _, err = run(clients, capsys, "create", "--name", "qa", "--image", IMAGE, "--role", ROLE,
-                       "--model-data", "s3://m/model.tar.gz")
+        "sagemaker:CreateModel on resource: arn:aws:sagemaker:us-east-1:1:model/x",
+    )
+    code, _, err = run(
+        clients,
+        capsys,
+        "create",
+        "--name",
+        "qa",
+        "--image",
+        IMAGE,
+        "--role",
+        ROLE,
+        "--model-data",
+        "s3://m/model.tar.gz",
+    )
     assert code == 1
     assert err.startswith(f"error: permission denied for CreateModel ({error_code}): User: ")
     assert err.count("\n") == 1
@@ -254,13 +430,18 @@ def test_pass_role_denied_is_one_line(stubbed, capsys):
     clients, stubs = stubbed
     stubs["sagemaker"].add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
     stubs["application-autoscaling"].add_client_error(
-        "register_scalable_target", service_error_code="AccessDeniedException", http_status_code=400,
-        service_message="not authorized to perform: iam:PassRole")
+        "register_scalable_target",
+        service_error_code="AccessDeniedException",
+        http_status_code=400,
+        service_message="not authorized to perform: iam:PassRole",
+    )
     code, _, err = run(clients, capsys, "autoscale", "--name", "qa", "--max", "2")
     assert code == 1
-    assert err == ("error: permission denied for RegisterScalableTarget (AccessDeniedException): "
-                   "not authorized to perform: iam:PassRole -- check the IAM policy of the "
-                   "credentials in use (and the execution role passed with --role)\n")
+    assert err == (
+        "error: permission denied for RegisterScalableTarget (AccessDeniedException): "
+        "not authorized to perform: iam:PassRole -- check the IAM policy of the "
+        "credentials in use (and the execution role passed with --role)\n"
+    )
 
 
 def test_create_failed_endpoint_reports_failure_reason(stubbed, capsys):
@@ -270,25 +451,65 @@ def test_create_failed_endpoint_reports_failure_reason(stubbed, capsys):
     sm.add_response("create_endpoint_config", {"EndpointConfigArn": arn("endpoint-config", NEW)})
     sm.add_response("create_endpoint", {"EndpointArn": arn("endpoint")})
     sm.add_response("describe_endpoint", endpoint("Creating", NEW), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint", endpoint(
-        "Failed", NEW, FailureReason="The primary container for production variant AllTraffic did "
-        "not pass the ping health check."), {"EndpointName": "qa"})
-    code, _, err = run(clients, capsys, "create", "--name", "qa", "--image", IMAGE, "--role", ROLE,
-                       "--model-data", "s3://m/model.tar.gz", "--poll", "0")
+    sm.add_response(
+        "describe_endpoint",
+        endpoint(
+            "Failed",
+            NEW,
+            FailureReason="The primary container for production variant AllTraffic did "
+            "not pass the ping health check.",
+        ),
+        {"EndpointName": "qa"},
+    )
+    code, _, err = run(
+        clients,
+        capsys,
+        "create",
+        "--name",
+        "qa",
+        "--image",
+        IMAGE,
+        "--role",
+        ROLE,
+        "--model-data",
+        "s3://m/model.tar.gz",
+        "--poll",
+        "0",
+    )
     assert code == 1
-    assert err.splitlines()[-1] == ("error: endpoint qa is Failed: The primary container for "
-                                    "production variant AllTraffic did not pass the ping health check.")
+    assert err.splitlines()[-1] == (
+        "error: endpoint qa is Failed: The primary container for "
+        "production variant AllTraffic did not pass the ping health check."
+    )
 
 
 def test_wait_timeout_says_it_goes_on(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
     for operation in ("create_model", "create_endpoint_config", "create_endpoint"):
-        key = {"create_model": "ModelArn", "create_endpoint_config": "EndpointConfigArn",
-               "create_endpoint": "EndpointArn"}[operation]
+        key = {
+            "create_model": "ModelArn",
+            "create_endpoint_config": "EndpointConfigArn",
+            "create_endpoint": "EndpointArn",
+        }[operation]
         sm.add_response(operation, {key: arn("x", NEW)})
     sm.add_response("describe_endpoint", endpoint("Creating", NEW), {"EndpointName": "qa"})
-    code, _, err = run(clients, capsys, "create", "--name", "qa", "--image", IMAGE, "--role", ROLE,
-                       "--model-data", "s3://m/model.tar.gz", "--timeout", "0", "--poll", "0")
+    code, _, err = run(
+        clients,
+        capsys,
+        "create",
+        "--name",
+        "qa",
+        "--image",
+        IMAGE,
+        "--role",
+        ROLE,
+        "--model-data",
+        "s3://m/model.tar.gz",
+        "--timeout",
+        "0",
+        "--poll",
+        "0",
+    )
     assert code == 1
     assert "still Creating after 0 s" in err

@@ -27,7 +27,9 @@ def tiny(qa_model_dir):
     """(model dir, the PyTorch module) of the tiny model, for the graph and backend tests."""
     from transformers import AutoModelForQuestionAnswering
 
-    return qa_model_dir, AutoModelForQuestionAnswering.from_pretrained(qa_model_dir, local_files_only=True).eval()
+    return qa_model_dir, AutoModelForQuestionAnswering.from_pretrained(
+        qa_model_dir, local_files_only=True
+    ).eval()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,10 @@ import torch
 from qa_model import ModelLoadError
 from safetensors.torch import load_file
 
-ITEM = {"question": "Who designed the lighthouse?",
-        "context": "The first stone lighthouse, designed by the engineer Matthias Oort, was completed in 1711."}
+ITEM = {
+    "question": "Who designed the lighthouse?",
+    "context": "The first stone lighthouse, designed by the engineer Matthias Oort, was completed in 1711.",
+}
 
 
 def answer(model, context=None):
@@ -57,7 +59,9 @@ def test_torch_threads_come_from_settings(qa_model_dir, make_context):
 
 
 def test_pickle_weights_are_refused_by_default(model_copy):
-    message = refused(pickle_only(model_copy), "pytorch_model.bin", "QA_ALLOW_PICKLE_WEIGHTS=true", "safetensors")
+    message = refused(
+        pickle_only(model_copy), "pytorch_model.bin", "QA_ALLOW_PICKLE_WEIGHTS=true", "safetensors"
+    )
     assert "arbitrary code" in message
 
 
@@ -111,7 +115,9 @@ def test_missing_tokenizer(model_copy):
 
 
 def test_weights_without_a_question_answering_head_are_refused(model_copy):
-    state = {k: v for k, v in load_file(model_copy / "model.safetensors").items() if not k.startswith("qa_outputs")}
+    state = {
+        k: v for k, v in load_file(model_copy / "model.safetensors").items() if not k.startswith("qa_outputs")
+    }
     from safetensors.torch import save_file
 
     save_file(state, model_copy / "model.safetensors", metadata={"format": "pt"})
@@ -123,14 +129,18 @@ def test_the_exporter_refuses_weights_without_a_question_answering_head(model_co
     import qa_graphs
     from safetensors.torch import save_file
 
-    state = {k: v for k, v in load_file(model_copy / "model.safetensors").items() if not k.startswith("qa_outputs")}
+    state = {
+        k: v for k, v in load_file(model_copy / "model.safetensors").items() if not k.startswith("qa_outputs")
+    }
     save_file(state, model_copy / "model.safetensors", metadata={"format": "pt"})
     assert qa_graphs.main(["export", str(model_copy), "--precision", "fp32"]) == 2
     assert "not a trained question-answering model" in capsys.readouterr().err
     assert not list(model_copy.glob("graphs/qa-*"))
 
 
-def test_with_its_onnx_graph_found_the_pytorch_weights_are_not_loaded(model_copy, make_context, tmp_path, monkeypatch):
+def test_with_its_onnx_graph_found_the_pytorch_weights_are_not_loaded(
+    model_copy, make_context, tmp_path, monkeypatch
+):
     from transformers import AutoModelForQuestionAnswering
 
     context = make_context(backend="onnx", run_dir=tmp_path / "run")
@@ -146,7 +156,9 @@ def test_with_its_onnx_graph_found_the_pytorch_weights_are_not_loaded(model_copy
     # The torch backend, or a graph for other weights, still loads them.
     with pytest.raises(ModelLoadError, match="weights were loaded"):
         inference.model_fn(model_copy, make_context(backend="torch", run_dir=tmp_path / "run"))
-    (model_copy / "config.json").write_text((model_copy / "config.json").read_text().replace("}", ', "extra": 1}', 1))
+    (model_copy / "config.json").write_text(
+        (model_copy / "config.json").read_text().replace("}", ', "extra": 1}', 1)
+    )
     with pytest.raises(ModelLoadError, match="weights were loaded"):
         inference.model_fn(model_copy, context)
 

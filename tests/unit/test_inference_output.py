@@ -22,9 +22,18 @@ def encode(prediction, accept):
 
 @pytest.mark.parametrize(
     "accept",
-    [None, "", "*/*", "application/*", "application/json", "application/json; charset=utf-8",
-     "text/html, application/json;q=0.5", "application/jsonlines;q=0.4, application/json;q=0.9",
-     "text/html;q=1, */*;q=0.1", "APPLICATION/JSON"],
+    [
+        None,
+        "",
+        "*/*",
+        "application/*",
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/html, application/json;q=0.5",
+        "application/jsonlines;q=0.4, application/json;q=0.9",
+        "text/html;q=1, */*;q=0.1",
+        "APPLICATION/JSON",
+    ],
 )
 def test_json_responses(accept):
     body, content_type = encode(ANSWER, accept)
@@ -35,8 +44,13 @@ def test_json_responses(accept):
 
 @pytest.mark.parametrize(
     "accept",
-    ["application/jsonlines", "application/x-jsonlines", "application/json;q=0, */*",
-     "application/json;q=0.2, application/jsonlines", "application/json;q=0.5, application/*"],
+    [
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "application/json;q=0, */*",
+        "application/json;q=0.2, application/jsonlines",
+        "application/json;q=0.5, application/*",
+    ],
 )
 def test_jsonlines_responses(accept):
     body, content_type = encode(BatchResults([ANSWER, [ANSWER, ANSWER]]), accept)
@@ -60,8 +74,17 @@ def test_line_results_default_to_jsonlines_but_honour_accept():
     assert content_type == "application/json" and json.loads(body) == [ANSWER, [ANSWER]]
 
 
-@pytest.mark.parametrize("accept", ["text/html", "text/csv", "application/xml", "image/*", "application/json;q=0",
-                                    "application/json;q=0, application/jsonlines;q=0"])
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/html",
+        "text/csv",
+        "application/xml",
+        "image/*",
+        "application/json;q=0",
+        "application/json;q=0, application/jsonlines;q=0",
+    ],
+)
 def test_unsupported_accept_is_406_naming_the_supported_types(accept):
     with pytest.raises(NotAcceptable) as caught:
         inference.output_fn(ANSWER, accept)
@@ -77,8 +100,10 @@ def test_custom_predictions_with_numpy_values_are_encoded():
 
 # ---- the whole chain, per request content type ----------------------------------------------------
 
-ITEM = {"question": "Who designed the lighthouse?",
-        "context": "The first stone lighthouse, designed by the engineer Matthias Oort, was completed in 1711."}
+ITEM = {
+    "question": "Who designed the lighthouse?",
+    "context": "The first stone lighthouse, designed by the engineer Matthias Oort, was completed in 1711.",
+}
 
 
 def chain(model, body: bytes, content_type, accept=None):

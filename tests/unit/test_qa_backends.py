@@ -108,7 +108,9 @@ def test_batching_and_cache_settings_parse():
     "backend,cpus,threads", [("torch", 2.0, 1), ("onnx", 2.0, 1), ("torch", 8.0, 4), ("openvino", 8.0, 4)]
 )
 def test_default_threads_split_the_cpus_between_workers(backend, cpus, threads):
-    settings = Settings.from_env({"QA_BACKEND": backend, "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cpu_limit=cpus)
+    settings = Settings.from_env(
+        {"QA_BACKEND": backend, "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cpu_limit=cpus
+    )
     assert settings.torch_threads == threads
     explicit = Settings.from_env({"QA_BACKEND": backend, "QA_TORCH_THREADS": "3"}, cpu_limit=cpus)
     assert explicit.torch_threads == 3
@@ -155,7 +157,9 @@ def test_openvino_fp32_runs_f32_kernels_and_reduced_precision_fixed_scales(tiny,
     import openvino as ov
 
     # Where the CPU has no bf16 (AVX2 only) OpenVINO keeps f32 whatever it is asked.
-    bf16 = ov.Type.bf16 if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else ov.Type.f32
+    bf16 = (
+        ov.Type.bf16 if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else ov.Type.f32
+    )
     for precision, hint in (("fp32", ov.Type.f32), ("int8", ov.Type.f32), ("bf16", bf16)):
         b = backend_for(tiny, cache_dir, "openvino", precision)
         assert b._compiled.get_property("INFERENCE_PRECISION_HINT") == hint
@@ -205,6 +209,9 @@ def test_graph_backends_survive_a_fork_as_with_qa_preload(tiny, cache_dir, backe
     root = Path(__file__).resolve().parents[2]
     paths = [str(root), str(root / "code")]
     done = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT, backend, str(graph), *paths], timeout=120, capture_output=True, check=False
+        [sys.executable, "-c", FORK_SCRIPT, backend, str(graph), *paths],
+        timeout=120,
+        capture_output=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -50,7 +50,14 @@ class FakeModel:
 
 
 def make(model, **overrides) -> Batcher:
-    options = {"max_windows": 8, "max_tokens": 400, "max_wait_s": 0.005, "max_padding": 1.0, "queue_windows": 64, "timeout_s": 10}
+    options = {
+        "max_windows": 8,
+        "max_tokens": 400,
+        "max_wait_s": 0.005,
+        "max_padding": 1.0,
+        "queue_windows": 64,
+        "timeout_s": 10,
+    }
     options.update(overrides)
     return Batcher(model, **options)
 

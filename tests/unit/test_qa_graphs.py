@@ -132,7 +132,10 @@ def test_cli_calibrates_on_the_users_samples(tiny, tmp_path, monkeypatch):
     baked = tmp_path / "model"
     shutil.copytree(path, baked)
     samples = tmp_path / "samples.jsonl"
-    lines = [{"inputs": {"question": "Who?", "context": "Ada wrote it."}}, {"question": "When?", "context": "In 1843."}]
+    lines = [
+        {"inputs": {"question": "Who?", "context": "Ada wrote it."}},
+        {"question": "When?", "context": "In 1843."},
+    ]
     samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
     seen = []
     quantize = qa_graphs.quantize_static_int8

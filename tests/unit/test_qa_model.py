@@ -81,7 +81,9 @@ def test_batch_answers_in_order_equal_single_answers(qa_model):
 
 
 def test_no_answer_shape(qa_model):
-    answers = predict(qa_model, {"inputs": ITEM, "parameters": {"handle_impossible_answer": True, "top_k": 30}})
+    answers = predict(
+        qa_model, {"inputs": ITEM, "parameters": {"handle_impossible_answer": True, "top_k": 30}}
+    )
     empty = [a for a in answers if a["answer"] == ""]
     assert len(empty) == 1 and empty[0]["start"] == 0 and empty[0]["end"] == 0 and 0 <= empty[0]["score"] <= 1
 
@@ -101,30 +103,50 @@ def test_max_seq_len_cannot_exceed_the_model_positions(qa_model):
 
 
 def test_max_seq_len_too_small_for_any_window(qa_model):
-    rejected(qa_model, {"inputs": ITEM, "parameters": {"max_seq_len": 4}}, names=("max_seq_len=4", "between 5"))
+    rejected(
+        qa_model, {"inputs": ITEM, "parameters": {"max_seq_len": 4}}, names=("max_seq_len=4", "between 5")
+    )
 
 
 def test_doc_stride_needs_room_for_special_tokens(qa_model):
-    rejected(qa_model, {"inputs": ITEM, "parameters": {"max_seq_len": 64, "doc_stride": 62}},
-             names=("doc_stride=62", "below 62"))
+    rejected(
+        qa_model,
+        {"inputs": ITEM, "parameters": {"max_seq_len": 64, "doc_stride": 62}},
+        names=("doc_stride=62", "below 62"),
+    )
     # only doc_stride given: checked against the default max_seq_len (384)
     rejected(qa_model, {"inputs": ITEM, "parameters": {"doc_stride": 400}}, names=("doc_stride=400", "384"))
 
 
 def test_doc_stride_larger_than_a_windows_context_room_names_the_item(qa_model):
     items = [ITEM, {"question": "Who designed the lighthouse?", "context": LONG_CONTEXT}]
-    rejected(qa_model, {"inputs": items, "parameters": {"max_seq_len": 64, "doc_stride": 60}},
-             names=("inputs[1]", "doc_stride=60", "56"))
+    rejected(
+        qa_model,
+        {"inputs": items, "parameters": {"max_seq_len": 64, "doc_stride": 60}},
+        names=("inputs[1]", "doc_stride=60", "56"),
+    )
     # the same parameters are fine when the context fits in one window (as in the pipeline)
-    assert is_answer(predict(qa_model, {"inputs": {"question": "Who?", "context": "Ada did."},
-                                        "parameters": {"max_seq_len": 64, "doc_stride": 60}}))
+    assert is_answer(
+        predict(
+            qa_model,
+            {
+                "inputs": {"question": "Who?", "context": "Ada did."},
+                "parameters": {"max_seq_len": 64, "doc_stride": 60},
+            },
+        )
+    )
 
 
 def test_question_too_long_for_max_seq_len(qa_model):
     question = "what " * 40 + "?"
-    rejected(qa_model, {"inputs": [ITEM, {"question": question, "context": CONTEXT}],
-                        "parameters": {"max_seq_len": 32, "doc_stride": 8}},
-             names=("inputs[1].question", "too long", "max_seq_len"))
+    rejected(
+        qa_model,
+        {
+            "inputs": [ITEM, {"question": question, "context": CONTEXT}],
+            "parameters": {"max_seq_len": 32, "doc_stride": 8},
+        },
+        names=("inputs[1].question", "too long", "max_seq_len"),
+    )
 
 
 @pytest.mark.parametrize("key", ["question", "context"])
@@ -151,7 +173,8 @@ def test_inputs_the_reference_pipeline_failed_or_answered_emptily_are_400(probe,
     """Each probe crashed the 4.57.6 pipeline or gave a meaningless empty answer: here a clear 400."""
     request = probe["request"]
     named = {k for k in request.get("parameters", {}) if k in probe["id"]} or {
-        k for k in ("question", "context") if k in probe["id"]}
+        k for k in ("question", "context") if k in probe["id"]
+    }
     message = rejected(qa_model, request)
     assert any(name in message for name in named), message
 
@@ -159,7 +182,9 @@ def test_inputs_the_reference_pipeline_failed_or_answered_emptily_are_400(probe,
 # ---- batching: padded to the longest window of each batch, never to max_seq_len --------------------
 
 
-def test_forward_batches_are_bounded_and_padded_to_their_longest_window(qa_model_dir, make_context, monkeypatch):
+def test_forward_batches_are_bounded_and_padded_to_their_longest_window(
+    qa_model_dir, make_context, monkeypatch
+):
     # Token and padding budgets that never bind here, one lane (passes in order): this checks
     # forward_batch_size and the padding.
     settings = dict(backend="torch", batch_max_tokens=4096, batch_max_padding_percent=100, parallel_batches=1)
@@ -205,7 +230,9 @@ def test_onnx_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
-def test_reduced_precision_answers_do_not_depend_on_the_batch(qa_model_dir, make_context, tmp_path, precision):
+def test_reduced_precision_answers_do_not_depend_on_the_batch(
+    qa_model_dir, make_context, tmp_path, precision
+):
     """OpenVINO int8 and bf16 round: a window's logits change with the width it is padded to, so
     windows are padded to fixed widths and batched only at one width. The same request alone and
     inside a mixed batch gets the same answer; and mixed batches did form."""
@@ -224,13 +251,17 @@ def test_reduced_precision_answers_do_not_depend_on_the_batch(qa_model_dir, make
     assert passes == [(1, passes[0][1])] and passes[0][1] % 16 == 0
     # Neighbours of other lengths, some padded to the target's width and some not.
     words = CONTEXT.split()
-    neighbours = [{"question": "Who?", "context": " ".join(words[: len(words) - cut])} for cut in (1, 3, 9, 20)]
+    neighbours = [
+        {"question": "Who?", "context": " ".join(words[: len(words) - cut])} for cut in (1, 3, 9, 20)
+    ]
     neighbours.append({"question": "When was the port founded?", "context": LONG_CONTEXT})
     passes.clear()
     mixed = predict(qa_model, {"inputs": [*neighbours, target], "parameters": {"top_k": 3}}, context)[-1]
     assert max(rows for rows, _ in passes) > 1, passes
     assert all(width % 16 == 0 for _, width in passes), passes
-    assert [(a["answer"], a["start"], a["end"]) for a in mixed] == [(a["answer"], a["start"], a["end"]) for a in alone]
+    assert [(a["answer"], a["start"], a["end"]) for a in mixed] == [
+        (a["answer"], a["start"], a["end"]) for a in alone
+    ]
     for got, want in zip(mixed, alone):
         assert got["score"] == pytest.approx(want["score"], abs=1e-3)
 
@@ -249,9 +280,9 @@ def test_inference_runs_without_autograd(qa_model, monkeypatch):
 
 
 def test_concurrent_requests_get_the_answers_they_would_get_alone(qa_model):
-    bodies = [
-        {"inputs": ITEM, "parameters": {"top_k": k}} for k in (1, 2, 3)
-    ] + [{"inputs": {"question": "Who?", "context": LONG_CONTEXT}, "parameters": {"max_seq_len": 96}}]
+    bodies = [{"inputs": ITEM, "parameters": {"top_k": k}} for k in (1, 2, 3)] + [
+        {"inputs": {"question": "Who?", "context": LONG_CONTEXT}, "parameters": {"max_seq_len": 96}}
+    ]
     expected = [predict(qa_model, body) for body in bodies]
     results: dict[tuple[int, int], object] = {}
     errors = []
@@ -280,22 +311,44 @@ def test_a_bad_request_does_not_change_later_answers(qa_model):
     with pytest.raises(BadRequest):
         predict(qa_model, {"inputs": ITEM, "parameters": {"max_seq_len": 64, "doc_stride": 62}})
     with pytest.raises(BadRequest):
-        predict(qa_model, {"inputs": {"question": "Who?", "context": LONG_CONTEXT},
-                           "parameters": {"max_seq_len": 64, "doc_stride": 60}})
+        predict(
+            qa_model,
+            {
+                "inputs": {"question": "Who?", "context": LONG_CONTEXT},
+                "parameters": {"max_seq_len": 64, "doc_stride": 60},
+            },
+        )
     assert predict(qa_model, {"inputs": ITEM}) == before
 
 
-@pytest.mark.parametrize("params", [{}, {"max_seq_len": 64}, {"max_seq_len": 64, "doc_stride": 0},
-                                    {"max_seq_len": 100, "doc_stride": 60}, {"max_seq_len": 512, "doc_stride": 256}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"max_seq_len": 64},
+        {"max_seq_len": 64, "doc_stride": 0},
+        {"max_seq_len": 100, "doc_stride": 60},
+        {"max_seq_len": 512, "doc_stride": 256},
+    ],
+)
 def test_the_window_bound_counts_exactly_the_windows_the_tokenizer_makes(qa_model, make_context, params):
-    items = [{"question": "Who?", "context": LONG_CONTEXT}, ITEM, {"question": "Who?", "context": LONG_CONTEXT[:900]}]
+    items = [
+        {"question": "Who?", "context": LONG_CONTEXT},
+        ITEM,
+        {"question": "Who?", "context": LONG_CONTEXT[:900]},
+    ]
     body = {"inputs": items, "parameters": params}
     windows = qa_model.windows_for(inference.input_fn(json.dumps(body).encode(), None), 10**6)
     count = sum(len(w) for w in windows)
     assert count > len(items)
     assert len(predict(qa_model, body, make_context(max_windows_per_request=count))) == 3
-    rejected(qa_model, body, status=413, names=("QA_MAX_WINDOWS_PER_REQUEST",),
-             context=make_context(max_windows_per_request=count - 1))
+    rejected(
+        qa_model,
+        body,
+        status=413,
+        names=("QA_MAX_WINDOWS_PER_REQUEST",),
+        context=make_context(max_windows_per_request=count - 1),
+    )
 
 
 def test_a_context_first_tokenizer_is_served(qa_model_dir, tmp_path):
@@ -308,9 +361,14 @@ def test_a_context_first_tokenizer_is_served(qa_model_dir, tmp_path):
     (target / "tokenizer_config.json").write_text(json.dumps(config))
     model = inference.model_fn(target)
     assert not model.question_first
-    answers = predict(model, {"inputs": {"question": "Who?", "context": LONG_CONTEXT},
-                              "parameters": {"top_k": 3, "max_seq_len": 96}})
-    assert len(answers) == 3 and all(a["answer"] == LONG_CONTEXT[a["start"]:a["end"]] for a in answers)
+    answers = predict(
+        model,
+        {
+            "inputs": {"question": "Who?", "context": LONG_CONTEXT},
+            "parameters": {"top_k": 3, "max_seq_len": 96},
+        },
+    )
+    assert len(answers) == 3 and all(a["answer"] == LONG_CONTEXT[a["start"] : a["end"]] for a in answers)
 
 
 def test_long_texts_are_counted_in_pieces_up_to_the_cap(qa_model):
@@ -328,5 +386,9 @@ def test_long_texts_are_counted_in_pieces_up_to_the_cap(qa_model):
 
 def test_a_huge_context_is_rejected_by_the_window_bound(qa_model):
     huge = LONG_CONTEXT * 300  # about 2.7 MB
-    rejected(qa_model, {"inputs": {"question": "Who?", "context": huge}}, status=413,
-             names=("QA_MAX_WINDOWS_PER_REQUEST",))
+    rejected(
+        qa_model,
+        {"inputs": {"question": "Who?", "context": huge}},
+        status=413,
+        names=("QA_MAX_WINDOWS_PER_REQUEST",),
+    )

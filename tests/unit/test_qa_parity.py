@@ -125,7 +125,9 @@ def test_every_case_in_one_request_per_model(models):
         body = "".join(json.dumps(c["request"]) + "\n" for c in cases).encode("utf-8")
         context = types.SimpleNamespace(settings=Settings(forward_batch_size=5))
         model = models(name)
-        prediction = inference.predict_fn(inference.input_fn(body, "application/jsonlines", context), model, context)
+        prediction = inference.predict_fn(
+            inference.input_fn(body, "application/jsonlines", context), model, context
+        )
         out, content_type = inference.output_fn(prediction, None, context)
         assert content_type == "application/jsonlines"
         lines = out.decode("utf-8").splitlines()

@@ -50,12 +50,18 @@ def test_a_combination_no_backend_runs_is_refused_naming_both_variables():
 
 @pytest.mark.parametrize(
     "batching,says",
-    [(ANY_WIDTH, "at most 10% padding"), (SAME_WIDTH, "multiple of 16 tokens"), (ALONE, "one window per pass")],
+    [
+        (ANY_WIDTH, "at most 10% padding"),
+        (SAME_WIDTH, "multiple of 16 tokens"),
+        (ALONE, "one window per pass"),
+    ],
 )
 def test_the_plan_is_described_in_one_line(batching, says):
     plan = qa_plan.resolve_plan(Settings(precision="int8", torch_threads=2), ZEN4)
     line = plan.describe(batching, Settings())
-    assert line.startswith("execution plan: openvino int8 (chosen by the avx512 CPU class), 2 stream(s) of 1 thread(s)")
+    assert line.startswith(
+        "execution plan: openvino int8 (chosen by the avx512 CPU class), 2 stream(s) of 1 thread(s)"
+    )
     assert says in line and "\n" not in line
 
 

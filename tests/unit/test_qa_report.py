@@ -29,8 +29,14 @@ def test_token_f1_is_squads(prediction, reference, f1):
 
 
 def test_compare_counts_answers_text_and_offsets():
-    ref = [{"answer": "Ada", "start": 0, "end": 3, "score": 0.5}, {"answer": "in 1843", "start": 9, "end": 16, "score": 0.2}]
-    got = [{"answer": "Ada", "start": 0, "end": 3, "score": 0.45}, {"answer": "1843", "start": 12, "end": 16, "score": 0.3}]
+    ref = [
+        {"answer": "Ada", "start": 0, "end": 3, "score": 0.5},
+        {"answer": "in 1843", "start": 9, "end": 16, "score": 0.2},
+    ]
+    got = [
+        {"answer": "Ada", "start": 0, "end": 3, "score": 0.45},
+        {"answer": "1843", "start": 12, "end": 16, "score": 0.3},
+    ]
     figures = qa_report.compare(got, ref)
     assert figures["top_answers_equal"] == 0.5
     assert figures["mean_token_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
@@ -50,15 +56,24 @@ def test_the_report_gives_the_answers_serving_gives_and_figures_from_them(qa_mod
     direct = {}
     for precision in ("fp32", "bf16", "int8"):
         model = load_model(qa_model_dir, dataclasses.replace(settings, precision=precision))
-        direct[precision] = [model.predict(request_from_object({"question": q, "context": c}, max_items=1)) for q, c in pairs]
+        direct[precision] = [
+            model.predict(request_from_object({"question": q, "context": c}, max_items=1)) for q, c in pairs
+        ]
         assert made["answers"][precision] == direct[precision]
     for row in made["rows"][1:]:
         answers, reference = direct[row["precision"]], direct["fp32"]
-        equal = sum((a["answer"], a["start"], a["end"]) == (r["answer"], r["start"], r["end"]) for a, r in zip(answers, reference))
+        equal = sum(
+            (a["answer"], a["start"], a["end"]) == (r["answer"], r["start"], r["end"])
+            for a, r in zip(answers, reference)
+        )
         assert row["top_answers_equal"] == pytest.approx(equal / len(pairs))
-        assert row["max_score_difference"] == pytest.approx(max(abs(a["score"] - r["score"]) for a, r in zip(answers, reference)))
+        assert row["max_score_difference"] == pytest.approx(
+            max(abs(a["score"] - r["score"]) for a, r in zip(answers, reference))
+        )
         assert 0 <= row["mean_token_f1"] <= 1
-        assert row["ms_per_window"] > 0 and row["speed_vs_fp32"] == pytest.approx(made["rows"][0]["ms_per_window"] / row["ms_per_window"])
+        assert row["ms_per_window"] > 0 and row["speed_vs_fp32"] == pytest.approx(
+            made["rows"][0]["ms_per_window"] / row["ms_per_window"]
+        )
 
 
 def test_the_report_renders_and_logs_one_line_per_precision(report):

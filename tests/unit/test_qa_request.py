@@ -66,8 +66,14 @@ def test_plain_object_may_carry_parameters():
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "", "application/json", "application/json; charset=utf-8", "Application/JSON;Charset=UTF-8",
-     'application/json; charset="utf-8"'],
+    [
+        None,
+        "",
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;Charset=UTF-8",
+        'application/json; charset="utf-8"',
+    ],
 )
 def test_json_content_type_spellings(content_type):
     assert parse({"inputs": ITEM}, content_type).media_type == JSON
@@ -75,7 +81,9 @@ def test_json_content_type_spellings(content_type):
 
 def test_byte_order_mark_and_declared_charset():
     assert parse("\ufeff" + json.dumps({"inputs": ITEM})).queries[0].items[0].question == Q
-    latin = json.dumps({"inputs": {"question": "Qui?", "context": "Café"}}, ensure_ascii=False).encode("latin-1")
+    latin = json.dumps({"inputs": {"question": "Qui?", "context": "Café"}}, ensure_ascii=False).encode(
+        "latin-1"
+    )
     assert parse(latin, "application/json; charset=ISO-8859-1").queries[0].items[0].context == "Café"
 
 
@@ -87,8 +95,15 @@ def test_null_parameters_mean_defaults():
 
 
 def test_all_parameters_accepted():
-    params = {"top_k": 3, "max_answer_len": 5, "max_seq_len": 128, "doc_stride": 32, "max_question_len": 16,
-              "handle_impossible_answer": True, "align_to_words": False}
+    params = {
+        "top_k": 3,
+        "max_answer_len": 5,
+        "max_seq_len": 128,
+        "doc_stride": 32,
+        "max_question_len": 16,
+        "handle_impossible_answer": True,
+        "align_to_words": False,
+    }
     (query,) = parse({"inputs": ITEM, "parameters": params}).queries
     assert query.params == QAParams(**params)
 
@@ -109,7 +124,9 @@ def test_csv_with_header():
     (query,) = request.queries
     assert query.batched
     assert [(i.question, i.context) for i in query.items] == [
-        ("Who?", "Ada built it, in 1901."), ("When?", "multi\nline")]
+        ("Who?", "Ada built it, in 1901."),
+        ("When?", "multi\nline"),
+    ]
     reordered = parse("Context , QUESTION\nctx,q\n", "text/csv").queries[0].items[0]
     assert (reordered.question, reordered.context) == ("q", "ctx")
 
@@ -207,7 +224,9 @@ def test_unknown_item_key_names_index():
 
 
 def test_unknown_parameter():
-    rejected({"inputs": ITEM, "parameters": {"top_k": 1, "temperature": 0.5}}, names=("'temperature'", "top_k"))
+    rejected(
+        {"inputs": ITEM, "parameters": {"top_k": 1, "temperature": 0.5}}, names=("'temperature'", "top_k")
+    )
 
 
 def test_deprecated_topk_gets_a_hint():
@@ -232,13 +251,21 @@ def test_integer_parameters_reject_other_types(key, value):
 
 @pytest.mark.parametrize(
     "key,value,allowed",
-    [("top_k", 0, "between 1 and 100"), ("top_k", 101, "between 1 and 100"), ("top_k", -1, "1"),
-     ("max_answer_len", 0, "between 1 and"), ("max_seq_len", 0, "between 1 and"),
-     ("doc_stride", -1, "between 0 and"), ("max_question_len", 0, "between 1 and"),
-     ("max_answer_len", 10**30, "between 1 and")],
+    [
+        ("top_k", 0, "between 1 and 100"),
+        ("top_k", 101, "between 1 and 100"),
+        ("top_k", -1, "1"),
+        ("max_answer_len", 0, "between 1 and"),
+        ("max_seq_len", 0, "between 1 and"),
+        ("doc_stride", -1, "between 0 and"),
+        ("max_question_len", 0, "between 1 and"),
+        ("max_answer_len", 10**30, "between 1 and"),
+    ],
 )
 def test_integer_parameters_out_of_range(key, value, allowed):
-    rejected({"inputs": ITEM, "parameters": {key: value}}, names=(f"parameters.{key}", "out of range", allowed))
+    rejected(
+        {"inputs": ITEM, "parameters": {key: value}}, names=(f"parameters.{key}", "out of range", allowed)
+    )
 
 
 @pytest.mark.parametrize("key", ["handle_impossible_answer", "align_to_words"])
@@ -249,15 +276,19 @@ def test_boolean_parameters_reject_other_types(key, value):
 
 @pytest.mark.parametrize("stride", [64, 65, 1000])
 def test_doc_stride_must_be_below_max_seq_len(stride):
-    rejected({"inputs": ITEM, "parameters": {"max_seq_len": 64, "doc_stride": stride}},
-             names=("doc_stride", "max_seq_len=64", "below"))
+    rejected(
+        {"inputs": ITEM, "parameters": {"max_seq_len": 64, "doc_stride": stride}},
+        names=("doc_stride", "max_seq_len=64", "below"),
+    )
 
 
 # ---- content types, charsets, limits ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
 def test_unsupported_content_type_is_415_naming_the_supported_ones(content_type):
     message = rejected({"inputs": ITEM}, content_type, status=415, names=("application/json",))
     assert "application/jsonlines" in message and "text/csv" in message

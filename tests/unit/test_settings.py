@@ -22,7 +22,9 @@ def test_defaults_from_an_empty_environment():
     assert s.max_payload_bytes == 6 * 1024 * 1024
 
 
-@pytest.mark.parametrize("cpus, workers, torch_threads", [(1.0, 1, 1), (1.5, 1, 1), (2.0, 1, 2), (8.0, 2, 4), (16.0, 4, 4)])
+@pytest.mark.parametrize(
+    "cpus, workers, torch_threads", [(1.0, 1, 1), (1.5, 1, 1), (2.0, 1, 2), (8.0, 2, 4), (16.0, 4, 4)]
+)
 def test_default_workers_never_oversubscribe_the_cpu_limit(cpus, workers, torch_threads):
     s = Settings.from_env({}, cpu_limit=cpus)
     assert (s.workers, s.torch_threads) == (workers, torch_threads)
