@@ -71,6 +71,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /opt/program
 COPY entrypoint.py /opt/program/
 COPY docker/ /opt/program/docker/
+COPY qa/ /opt/program/qa/
 COPY serving/ /opt/program/serving/
 COPY code/ /opt/program/code/
 # Bytecode compiled at build time: the root filesystem may be read-only at run time. OpenVINO's

@@ -110,7 +110,7 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
     revision=$(git rev-parse HEAD)
     version=$(git rev-parse --short=12 HEAD)
     # What goes into the image differs from the commit: say so in the tag, never reuse a clean one.
-    if [[ -n $(git status --porcelain -- Dockerfile requirements.txt entrypoint.py serving code docker) ]]; then
+    if [[ -n $(git status --porcelain -- Dockerfile requirements.txt entrypoint.py qa serving code docker) ]]; then
         version="$version-dirty"
     fi
 fi
@@ -252,7 +252,7 @@ else
 FROM $code_image
 COPY . /opt/program/model/
 # Every precision's graphs, made now so start-up does not (their names hash the weights).
-RUN ["/opt/venv/bin/python", "/opt/program/code/qa_graphs.py", "export", "/opt/program/model"]
+RUN ["/opt/venv/bin/python", "-m", "qa.graphs", "export", "/opt/program/model"]
 LABEL org.opencontainers.image.description="Extractive question answering (DistilBERT) for SageMaker: nginx + gunicorn; model ${model_id:-$(basename "$model_dir")}"
 EOF
 fi

@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "ceiling":
         print(json.dumps(fp32_ceiling(args.seconds, args.n)))
     else:
-        from bench import corpus
+        from qa.corpus import make_requests
 
-        info = request_flops(args.model_dir, corpus.make_requests(args.requests))
+        info = request_flops(args.model_dir, make_requests(args.requests))
         print(json.dumps({k: v for k, v in info.items() if k not in ("gflop", "tokens_by_index")}))
     return 0
 

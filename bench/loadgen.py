@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.corpus import QARequest
+from qa.corpus import QARequest
 
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 REQUEST_TIMEOUT_S = 60.0

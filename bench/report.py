@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from bench import flops
+from qa.cpu import cpu_flags, cpu_name
 
 MIB = 2**20
 SCHEMA = 2
@@ -58,16 +59,7 @@ def cpu_class(flags, arch: str = "x86_64") -> str:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith(("flags", "Features")) and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu, flags = cpu_name(), cpu_flags()
     mem = 0
     try:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024

@@ -18,10 +18,8 @@ next starts, also on failure or Ctrl-C. Load goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import random
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,27 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import corpus, flops, loadgen, report, servers
+from bench import flops, loadgen, report, servers
+from bench.loopback import NotReady, ServerDied, free_port, wait_until_ready
 from bench.make_standin_model import DEFAULT_OUT as DEFAULT_MODEL
 from bench.make_standin_model import build as build_model
 from bench.make_standin_model import find_vocab
+from qa import corpus
 
 REPO = servers.REPO
 POLL_S = 0.25
-
-
-def free_port() -> int:
-    """A free loopback port below 32767: MMS rejects higher ones ("Invalid port number")."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
+PORTS = (20000, 32000)  # below 32767 for every server: MMS rejects higher ones ("Invalid port number")
 
 
 def parse_config(text: str) -> tuple[str, dict[str, str]]:
@@ -68,14 +55,14 @@ def parse_config(text: str) -> tuple[str, dict[str, str]]:
 
 def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: float) -> float:
     """Seconds from launch to the first correct answer; raises if the server dies or times out."""
-    deadline = server.t_launch + timeout
-    while time.perf_counter() < deadline:
-        if loadgen.first_answer(server.port, probe):
-            return time.perf_counter() - server.t_launch
-        if not server.alive():
-            raise RuntimeError(f"{server.name} exited before answering")
-        time.sleep(POLL_S)
-    raise RuntimeError(f"{server.name} gave no answer within {timeout:.0f} s")
+    left = timeout - (time.perf_counter() - server.t_launch)
+    try:
+        wait_until_ready(lambda: loadgen.first_answer(server.port, probe), left, server.alive, POLL_S)
+    except ServerDied:
+        raise RuntimeError(f"{server.name} exited before answering") from None
+    except NotReady:
+        raise RuntimeError(f"{server.name} gave no answer within {timeout:.0f} s") from None
+    return time.perf_counter() - server.t_launch
 
 
 def measure(
@@ -85,7 +72,7 @@ def measure(
     result = {"name": server.name, "kind": server.kind, "env": server.extra_env, "levels": [], "error": None}
     try:
         result["describe"] = server.describe()
-        server.start(free_port())
+        server.start(free_port(between=PORTS))
         with servers.Meter(server) as meter:
             result["startup_s"] = round(wait_first_answer(server, requests[0], args.startup_timeout), 2)
             print(f"  {server.name}: first answer after {result['startup_s']} s", flush=True)

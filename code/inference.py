@@ -1,18 +1,19 @@
-"""SageMaker handler hooks for extractive question answering (CONTRACT §2).
+"""SageMaker handler hooks for extractive question answering: the file a user copies and edits.
 
-    model_fn(model_dir, context=None)                -> QAModel
+    model_fn(model_dir, context=None)                  -> QAModel
     input_fn(request_body, content_type, context=None) -> QARequest
-    predict_fn(data, model, context=None)           -> the pipeline's answer shapes
-    output_fn(prediction, accept, context=None)     -> (body bytes, content type)
+    predict_fn(data, model, context=None)              -> the pipeline's answer shapes
+    output_fn(prediction, accept, context=None)        -> (body bytes, content type)
 
-No web framework here: the serving runtime, the tests and users call these directly. Errors are
-`serving.errors` types carrying their HTTP status. `context.settings` (a `Settings`) supplies
-the limits; without a context the `Settings()` defaults apply. A user's own
-`<model_dir>/code/inference.py` may replace any hook; predict_fn also accepts an already decoded
-JSON document, and output_fn any JSON-serialisable prediction, so hooks mix and match.
+The work is done by the `qa` package (no web framework there); these hooks only wire it up. The
+serving runtime, the tests and users call them directly. `context.settings` (the serving layer's
+`Settings`) supplies the options, as `settings.qa`; without a context the defaults apply. A
+user's own `<model_dir>/code/inference.py` may replace any hook; predict_fn also accepts an
+already decoded JSON document, and output_fn any JSON-serialisable prediction, so hooks mix and
+match. Errors are `qa.errors` types; the serving layer gives each its HTTP status (docs/contract.md).
 
 Behaviour worth knowing (README material):
-- Answers are those of transformers 4.57.6's QuestionAnsweringPipeline (qa_spans.py), including
+- Answers are those of transformers 4.57.6's QuestionAnsweringPipeline (qa/spans.py), including
   its defaults: max_seq_len = min(tokenizer max length, 384), doc_stride = min(max_seq_len // 2,
   128), and `max_question_len`, which is validated but has no effect with a fast tokenizer.
   One difference: a list in always gives a list out, even of one item.
@@ -26,39 +27,34 @@ Behaviour worth knowing (README material):
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # the sibling qa_* modules, when loaded by file path
-    sys.path.insert(0, _HERE)
+from qa.loading import load_model
+from qa.model import QAModel
+from qa.options import QAOptions
+from qa.request import parse_request, request_from_object
+from qa.response import encode_response
 
-from qa_model import QAModel, load_model  # noqa: E402
-from qa_request import parse_request, request_from_object  # noqa: E402
-from qa_response import encode_response  # noqa: E402
-
-from serving.settings import Settings  # noqa: E402
-
-_DEFAULT_SETTINGS = Settings()
+_DEFAULT_OPTIONS = QAOptions()
 
 
-def _settings(context) -> Settings:
-    settings = getattr(context, "settings", None)
-    return settings if isinstance(settings, Settings) else _DEFAULT_SETTINGS
+def _options(context) -> QAOptions:
+    options = getattr(getattr(context, "settings", None), "qa", None)
+    return options if isinstance(options, QAOptions) else _DEFAULT_OPTIONS
 
 
 def model_fn(model_dir, context=None) -> QAModel:
-    return load_model(Path(model_dir), _settings(context))
+    return load_model(Path(model_dir), _options(context))
 
 
 def input_fn(request_body, content_type, context=None):
-    return parse_request(request_body, content_type, max_items=_settings(context).max_items_per_request)
+    return parse_request(request_body, content_type, max_items=_options(context).max_items_per_request)
 
 
 def predict_fn(data, model: QAModel, context=None):
-    settings = _settings(context) if context is not None else model.settings
-    request = request_from_object(data, max_items=settings.max_items_per_request)
-    return model.predict(request, settings, deadline=getattr(context, "deadline", None))
+    options = _options(context) if context is not None else model.options
+    request = request_from_object(data, max_items=options.max_items_per_request)
+    return model.predict(request, options, deadline=getattr(context, "deadline", None))
 
 
 def output_fn(prediction, accept, context=None) -> tuple[bytes, str]:

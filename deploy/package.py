@@ -121,15 +121,7 @@ def export_graphs(
         "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp", "-e", "QA_GRAPH_CACHE_DIR=/out",
         *mounts, image,
     ]  # fmt: skip
-    export = [
-        "python",
-        "/opt/program/code/qa_graphs.py",
-        "export",
-        "/opt/ml/model",
-        "/out",
-        "--precision",
-        *precisions,
-    ]
+    export = ["python", "-m", "qa.graphs", "export", "/opt/ml/model", "/out", "--precision", *precisions]
     if sample_args:
         export += ["--samples", *sample_args]
     _run_in_image([*docker, *export], "making the graphs", image)
@@ -176,11 +168,3 @@ def upload(s3_client, archive: Path, uri: str) -> str:
     bucket, key = parse_s3_uri(uri)
     s3_client.upload_file(str(archive), bucket, key)
     return f"s3://{bucket}/{key}"
-
-
-def read_member(archive: Path, name: str) -> bytes:
-    with tarfile.open(archive, "r:gz") as tar:
-        member = tar.extractfile(name)
-        if member is None:
-            raise KeyError(name)
-        return member.read()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README): a Python 3.11 venv (.venv) with requirements-dev.txt, the image
-# built by build.sh with no model baked in (the tests mount their own tiny models), then the lint
-# gate (ruff) and the whole pytest suite against the host stack and the image, container tests required.
+# built by build.sh with no model baked in (the tests mount their own tiny models), then the lint,
+# format and type checks (scripts/check) and the whole pytest suite against the host stack and the
+# image, container tests required.
 #
 #   scripts/test.sh [pytest arguments...]      e.g. scripts/test.sh -x tests/container
 set -euo pipefail
@@ -29,7 +30,7 @@ if [[ ! -x .venv/bin/python || $(cat .venv/.stamp 2>/dev/null) != "$stamp" ]]; t
     echo "$stamp" >.venv/.stamp
 fi
 
-.venv/bin/ruff check . || { echo "test.sh: lint failed (ruff check --fix fixes the marked ones)" >&2; exit 1; }
+scripts/check --no-tests  # lint, format and the type check of qa/
 
 PYTHON="$root/.venv/bin/python" ./build.sh --no-model --tag "$image"
 

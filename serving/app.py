@@ -1,190 +1,41 @@
-"""The web app (Falcon, WSGI): routes, readiness, content negotiation, and THE error map.
+"""The web app (Falcon, WSGI): the routes (docs/contract.md#routes) and their error handling.
 
 Routes: GET /ping, POST /invocations, GET /execution-parameters. The app knows nothing of the
-model: it passes the raw body, Content-Type and Accept to the handler and sends back what the
-handler returns. Every error leaves through `_error_response`: a ServingError becomes its status
-and `{"code", "type", "message"}`; anything else is a 500 whose traceback goes to the log only.
-
-Per worker: the model loads in a background thread so /ping answers 503 at once while loading;
-/ping is 200 only after the model loaded and a warm-up request passed in this worker (and, at
-start-up, in every worker). Requests run on a small executor so a request over its time budget
-gets a 504 while its work finishes in the background, still counted against the bounded in-flight
-limit: overload is a fast 503 with Retry-After, never a queue that starves /ping.
+model: it passes the raw body, Content-Type and Accept to the worker's runtime (runtime.py:
+loading, readiness, the in-flight bound, time budgets) and sends back what the handler returns.
+Every error leaves through the error table (`serving.errors.error_response`); an unexpected one is
+a 500 whose traceback goes to the log only.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextvars
 import json
 import logging
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import falcon
 
+from qa.errors import QAError
 from serving import logs
 from serving.errors import (
-    InternalError,
+    ROUTES,
     MethodNotAllowed,
     NotFound,
-    RequestTimeout,
     ServiceUnavailable,
     ServingError,
+    error_response,
 )
 from serving.handler import CUSTOM_ATTRIBUTES, Context
+from serving.runtime import LOADING_RETRY_AFTER_S, HandlerLike, Runtime, fatal_exit
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID = "X-Request-Id"
-LOADING_RETRY_AFTER_S = 5
-OVERLOAD_RETRY_AFTER_S = 1
-# gunicorn's WORKER_BOOT_ERROR: the arbiter halts instead of respawning a worker that cannot boot.
-WORKER_BOOT_ERROR = 3
-
-
-class HandlerLike(Protocol):
-    model_dir: Path
-
-    def load_model(self) -> None: ...
-
-    def warm_up(self) -> None: ...
-
-    def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None, context: Context
-    ) -> tuple[bytes, str]: ...
-
-
-def _fatal_exit() -> None:
-    logging.shutdown()
-    os._exit(WORKER_BOOT_ERROR)
-
-
-class Readiness:
-    """This worker's readiness, plus the start-up barrier across workers (marker files in run_dir)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.markers = settings.run_dir / "ready"
-        self.ready = threading.Event()
-        self._stack_up = False
-
-    def mark_ready(self) -> None:
-        self.markers.mkdir(parents=True, exist_ok=True)
-        (self.markers / str(os.getpid())).touch()
-        self.ready.set()
-
-    def _live_ready_workers(self) -> int:
-        count = 0
-        for marker in self.markers.glob("[0-9]*"):
-            try:
-                os.kill(int(marker.name), 0)
-            except (ProcessLookupError, ValueError):
-                continue
-            except PermissionError:
-                pass
-            count += 1
-        return count
-
-    def is_ready(self) -> bool:
-        if not self.ready.is_set():
-            return False
-        # Before every worker is up, a ready worker still says 503 so no request lands on a loading
-        # one; once the stack has been up, a respawned worker does not take the others down with it.
-        if not self._stack_up:
-            if (
-                self._live_ready_workers() < self.settings.workers
-                and not (self.markers / "stack-up").exists()
-            ):
-                return False
-            (self.markers / "stack-up").touch()
-            self._stack_up = True
-        return True
-
-
-class Runtime:
-    """Per-worker state: the handler once loaded, readiness, the executor and the in-flight bound."""
-
-    def __init__(
-        self, settings: Settings, handler_factory: Callable[[], HandlerLike], on_fatal: Callable[[], None]
-    ):
-        self.settings = settings
-        self.handler_factory = handler_factory
-        self.on_fatal = on_fatal
-        self.handler: HandlerLike | None = None
-        self.readiness = Readiness(settings)
-        self.max_in_flight = settings.threads_per_worker
-        self._slots = threading.BoundedSemaphore(self.max_in_flight)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._started_in: int | None = None
-        self._start_lock = threading.Lock()
-
-    def start(self) -> None:
-        """Start loading in this process (idempotent; a fork needs its own thread and executor)."""
-        with self._start_lock:
-            if self._started_in == os.getpid():
-                return
-            self._started_in = os.getpid()
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.max_in_flight, thread_name_prefix="invoke"
-            )
-            threading.Thread(target=self._load, name="model-loader", daemon=True).start()
-
-    def _load(self) -> None:
-        started = time.monotonic()
-        try:
-            handler = self.handler_factory()
-            handler.load_model()
-            loaded = time.monotonic()
-            log.info("model loaded from %s in %.2f s", handler.model_dir, loaded - started)
-            handler.warm_up()
-            log.info("warm-up request passed in %.2f s; worker ready", time.monotonic() - loaded)
-        except BaseException:  # noqa: BLE001 - anything, even SystemExit from user code, means no model
-            log.critical("model failed to load; this worker cannot serve:\n%s", traceback.format_exc())
-            self.on_fatal()
-            return
-        self.handler = handler
-        self.readiness.mark_ready()
-
-    def is_ready(self) -> bool:
-        return self.handler is not None and self.readiness.is_ready()
-
-    def invoke(
-        self, body: bytes, content_type: str, accept: str | None, context: Context
-    ) -> tuple[bytes, str]:
-        handler = self.handler
-        if handler is None or not self.readiness.ready.is_set() or self._executor is None:
-            raise ServiceUnavailable(
-                "the model is still loading: retry shortly", retry_after_s=LOADING_RETRY_AFTER_S
-            )
-        if not self._slots.acquire(blocking=False):
-            raise ServiceUnavailable(
-                f"this worker is at its limit of {self.max_in_flight} requests in flight: retry shortly",
-                retry_after_s=OVERLOAD_RETRY_AFTER_S,
-            )
-        try:
-            run = contextvars.copy_context().run
-            future = self._executor.submit(run, handler.invoke, body, content_type, accept, context)
-        except BaseException:
-            self._slots.release()
-            raise
-        # The slot is freed when the work ends, not when the client is answered: timed-out work
-        # still occupies the CPU, so it still counts against the bound.
-        future.add_done_callback(lambda _: self._slots.release())
-        remaining = (context.deadline or time.monotonic()) - time.monotonic()
-        try:
-            return future.result(timeout=max(remaining, 0.0))
-        except concurrent.futures.TimeoutError:
-            raise RequestTimeout(
-                f"the request did not finish within its time budget of {self.settings.request_timeout_s} s "
-                f"(SAGEMAKER_MODEL_SERVER_TIMEOUT): send less work per request or raise the budget"
-            ) from None
 
 
 class _Ping:
@@ -261,18 +112,29 @@ class _RequestScope:
             logs.request_id_var.reset(token)
 
 
-def _error_response(resp: falcon.Response, error: ServingError) -> None:
-    resp.status = error.status
+def _send_error(req: falcon.Request, resp: falcon.Response, error: BaseException) -> None:
+    status, headers, body = error_response(error, logs.request_id_var.get())
+    if not isinstance(error, (ServingError, QAError)):
+        log.error(
+            "%s %s -> 500: unexpected error\n%s",
+            req.method,
+            req.path,
+            "".join(traceback.format_exception(error)),
+        )
+    elif req.path != "/ping":  # polled every few seconds while loading: not worth a line each
+        message = getattr(error, "message", "")
+        (log.warning if status >= 500 else log.info)("%s %s -> %d: %s", req.method, req.path, status, message)
+    resp.status = status
     resp.content_type = "application/json"
-    resp.data = json.dumps(error.to_body()).encode()
-    for name, value in error.headers.items():
+    resp.data = body
+    for name, value in headers.items():
         resp.set_header(name, value)
 
 
 def _from_falcon(ex: falcon.HTTPError) -> ServingError:
-    """Falcon's own errors (unknown route, wrong method, bad headers) in the one error shape."""
+    """Falcon's own errors (unknown route, wrong method, bad headers) in the table's terms."""
     if isinstance(ex, falcon.HTTPNotFound):
-        return NotFound("no such route: use GET /ping, POST /invocations or GET /execution-parameters")
+        return NotFound(f"no such route: {ROUTES}")
     if isinstance(ex, falcon.HTTPMethodNotAllowed):
         allowed = ex.headers.get("Allow", "") if ex.headers else ""
         return MethodNotAllowed(
@@ -280,32 +142,11 @@ def _from_falcon(ex: falcon.HTTPError) -> ServingError:
         )
     error = ServingError(ex.description or ex.title)
     error.status = ex.status_code
-    error.type = (ex.title or "Error").replace(" ", "")
     return error
 
 
-def _handle_serving_error(req: falcon.Request, resp: falcon.Response, ex: ServingError, params: dict) -> None:
-    log_fn = log.warning if ex.status >= 500 else log.info
-    if req.path != "/ping":  # polled every few seconds while loading: not worth a line each
-        log_fn("%s %s -> %d %s: %s", req.method, req.path, ex.status, ex.type, ex.message)
-    _error_response(resp, ex)
-
-
-def _handle_falcon_error(
-    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict
-) -> None:
-    _handle_serving_error(req, resp, _from_falcon(ex), params)
-
-
-def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
-    log.error(
-        "%s %s -> 500: unexpected error\n%s", req.method, req.path, "".join(traceback.format_exception(ex))
-    )
-    request_id = logs.request_id_var.get()
-    where = f" (request id {request_id})" if request_id else ""
-    _error_response(
-        resp, InternalError(f"internal error while serving the request{where}; details are in the server log")
-    )
+def _handle_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    _send_error(req, resp, _from_falcon(ex) if isinstance(ex, falcon.HTTPError) else ex)
 
 
 class ServingApp:
@@ -319,9 +160,8 @@ class ServingApp:
         app.add_route("/ping", _Ping(runtime))
         app.add_route("/invocations", _Invocations(runtime))
         app.add_route("/execution-parameters", _ExecutionParameters(settings))
-        app.add_error_handler(Exception, _handle_unexpected)
-        app.add_error_handler(falcon.HTTPError, _handle_falcon_error)
-        app.add_error_handler(ServingError, _handle_serving_error)
+        app.add_error_handler(Exception, _handle_error)
+        app.add_error_handler(falcon.HTTPError, _handle_error)  # else Falcon's own, more specific, wins
         self.falcon_app = app
 
     def start(self) -> None:
@@ -335,7 +175,7 @@ def create_app(
     settings: Settings,
     handler_factory: Callable[[], HandlerLike],
     *,
-    on_fatal: Callable[[], None] = _fatal_exit,
+    on_fatal: Callable[[], None] = fatal_exit,
 ) -> ServingApp:
     return ServingApp(settings, Runtime(settings, handler_factory, on_fatal))
 

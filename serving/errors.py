@@ -1,75 +1,169 @@
-"""The closed list of errors a request can end in, each with its HTTP status.
+"""THE error table: every error a request can end in, its HTTP status and its JSON body.
 
-Every layer raises these; the web app turns them into the one JSON error shape
-`{"code": int, "type": str, "message": str}`. Anything else is a 500 whose traceback goes to
-the log, never to the client.
+    {"code": <status>, "type": <the status's name below>, "message": <what to change>}
+
+The QA library raises `qa.errors` types (no HTTP there); the web layer and users' hooks raise
+the `ServingError` types here. `error_response` turns any of them, or anything else (a 500 whose
+details stay in the log), into (status, headers, body): the web app and the MMS service both
+answer through it, and nginx's own error pages are rendered from the same table at start-up
+(`nginx_error_pages`). The statuses and when each happens: docs/contract.md#errors.
 """
 
 from __future__ import annotations
 
+import json
+
+from qa import errors as qa_errors
+
+# status -> the body's "type"
+TYPES = {
+    400: "BadRequest",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    408: "RequestTimeout",
+    413: "PayloadTooLarge",
+    414: "URITooLong",
+    415: "UnsupportedMediaType",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+# The QA library's errors -> status.
+QA_STATUS: dict[type[qa_errors.QAError], int] = {
+    qa_errors.InvalidRequest: 400,
+    qa_errors.UnsupportedAccept: 406,
+    qa_errors.RequestTooLarge: 413,
+    qa_errors.UnsupportedContentType: 415,
+    qa_errors.ModelLoadError: 500,
+    qa_errors.PredictionError: 500,
+    qa_errors.Overloaded: 503,
+    qa_errors.DeadlineExceeded: 504,
+}
+ROUTES = "use GET /ping, POST /invocations or GET /execution-parameters"
+# What nginx says when it answers by itself (the app never saw the request): nginx's status ->
+# (the status sent, the message). {max_body_mb} and {proxy_timeout_s} come from the settings.
+NGINX_PAGES = {
+    400: (400, "malformed HTTP request"),
+    404: (404, f"no such route: {ROUTES}"),
+    405: (405, "method not allowed on this route"),
+    408: (408, "the client did not send the request in time"),
+    413: (
+        413,
+        "request body larger than {max_body_mb} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB): split the request into smaller ones",
+    ),
+    414: (414, "request URI too long"),
+    # nginx's own code for oversized headers; it always sends it as a 400, so the body says 400 too.
+    494: (400, "request headers too large"),
+    500: (500, "internal error in the proxy; details are in the server log"),
+    502: (502, "the model server is not answering; retry shortly"),
+    503: (503, "the model server is not ready; retry shortly"),
+    504: (504, "the model server did not answer within {proxy_timeout_s} s"),
+}
+NGINX_RETRY_AFTER_S = 5  # on nginx's 503: the app behind is starting or restarting a worker
+INTERNAL_MESSAGE = "internal error while serving the request{where}; details are in the server log"
+
 
 class ServingError(Exception):
-    """An error with a status code and a message meant for the client."""
+    """An error with a status and a message meant for the client (web layer, users' hooks)."""
 
     status: int = 500
-    type: str = "InternalServerError"
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.headers = dict(headers or {})
 
-    def to_body(self) -> dict:
-        return error_body(self.status, self.type, self.message)
+    @property
+    def type(self) -> str:
+        return TYPES[self.status]
 
 
 class BadRequest(ServingError):
     status = 400
-    type = "BadRequest"
 
 
 class NotFound(ServingError):
     status = 404
-    type = "NotFound"
 
 
 class MethodNotAllowed(ServingError):
     status = 405
-    type = "MethodNotAllowed"
 
 
 class NotAcceptable(ServingError):
     status = 406
-    type = "NotAcceptable"
 
 
 class PayloadTooLarge(ServingError):
     status = 413
-    type = "PayloadTooLarge"
 
 
 class UnsupportedMediaType(ServingError):
     status = 415
-    type = "UnsupportedMediaType"
 
 
 class InternalError(ServingError):
     status = 500
-    type = "InternalServerError"
 
 
 class ServiceUnavailable(ServingError):
     status = 503
-    type = "ServiceUnavailable"
 
     def __init__(self, message: str, *, retry_after_s: int = 1):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
-class RequestTimeout(ServingError):
+class GatewayTimeout(ServingError):
     status = 504
-    type = "GatewayTimeout"
 
 
-def error_body(status: int, type_: str, message: str) -> dict:
-    return {"code": status, "type": type_, "message": message}
+def as_serving_error(error: BaseException, request_id: str | None = None) -> tuple[ServingError, bool]:
+    """(the error in the table's terms, whether it was expected). Unexpected errors become a
+    500 that names the request id, never their own text (no paths or tracebacks to clients)."""
+    if isinstance(error, ServingError):
+        return error, True
+    if isinstance(error, qa_errors.QAError):
+        status = next(status for kind, status in QA_STATUS.items() if isinstance(error, kind))
+        served = ServingError(error.message)
+        served.status = status
+        if isinstance(error, qa_errors.Overloaded):
+            served.headers["Retry-After"] = str(error.retry_after_s)
+        return served, True
+    where = f" (request id {request_id})" if request_id else ""
+    return InternalError(INTERNAL_MESSAGE.format(where=where)), False
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The one JSON error body."""
+    return json.dumps({"code": status, "type": TYPES[status], "message": message}).encode()
+
+
+def error_response(error: BaseException, request_id: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) for any error; both web layers answer errors through this."""
+    served, _ = as_serving_error(error, request_id)
+    return served.status, served.headers, error_body(served.status, served.message)
+
+
+def nginx_error_pages(max_body_mb: int, proxy_timeout_s: int) -> str:
+    """nginx's `error_page` lines and the internal locations that answer them, in the table's
+    JSON shape (nginx's HTML pages never reach a client)."""
+    lines = [f"error_page {code} /__error/{code};" for code in NGINX_PAGES]
+    lines.append("location /__error/ {")
+    lines.append("    internal;")
+    lines.append("    default_type application/json;")
+    for code, (status, message) in NGINX_PAGES.items():
+        body = error_body(
+            status, message.format(max_body_mb=max_body_mb, proxy_timeout_s=proxy_timeout_s)
+        ).decode()
+        # nginx's add_header in a location replaces the outer ones: each location sets all its own.
+        headers = ["add_header X-Request-Id $qa_request_id always;"]
+        if status == 503:
+            headers.append(f"add_header Retry-After {NGINX_RETRY_AFTER_S} always;")
+        quoted = body.replace("\\", "\\\\").replace("'", "\\'")
+        lines.append(
+            f"    location = /__error/{code} {{ {' '.join(headers)} return {status} '{quoted}\\n'; }}"
+        )
+    lines.append("}")
+    return "\n".join(lines)

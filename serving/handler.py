@@ -30,7 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from serving.errors import ServingError
+from qa.errors import QAError
+from serving.errors import ServingError, as_serving_error
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ PIPELINE_HOOKS = ("input_fn", "predict_fn", "output_fn")
 # Number of arguments each hook takes before the optional trailing `context`.
 HOOK_ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
 
-# The warm-up request sent through the hooks before a worker reports ready (CONTRACT §3 shape).
+# The warm-up request sent through the hooks before a worker reports ready (docs/contract.md#requests).
 WARMUP_BODY = json.dumps(
     {
         "inputs": {
@@ -117,7 +118,8 @@ def load_module(path: Path) -> ModuleType:
     name = f"qa_inference_{digest}"
     if name in sys.modules:
         return sys.modules[name]
-    # Sibling modules of inference.py (e.g. code/qa_spans.py) import by plain name, as in the toolkits.
+    # The one sys.path change outside tests: a user's inference.py may import the modules beside it
+    # by plain name, as the AWS toolkits allow.
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
@@ -255,9 +257,9 @@ class Handler:
         self.settings = settings
         self.model_dir = model_dir
         self.model: Any = None
-        # The built-in hooks are thread-safe (they serialise the forward themselves, and a later
-        # batcher goes behind predict_fn). A user's predict/transform_fn gets the toolkits'
-        # one-request-at-a-time guarantee per worker.
+        # The built-in hooks are thread-safe (the batcher behind predict_fn takes requests from
+        # many threads). A user's predict/transform_fn gets the toolkits' one-request-at-a-time
+        # guarantee per worker.
         self._user_lock = threading.Lock()
 
     @classmethod
@@ -286,7 +288,8 @@ class Handler:
     def invoke(
         self, body: bytes, content_type: str | None, accept: str | None, context: Context
     ) -> tuple[bytes, str]:
-        """Run one request through the hooks; returns (body, content_type); raises ServingError."""
+        """Run one request through the hooks; returns (body, content_type); raises what they raise
+        (QAError or ServingError for the client, anything else is a 500)."""
         if "transform_fn" in self.hooks:
             result = self._predict(
                 self.hooks["transform_fn"], self.model, body, content_type, accept, context=context
@@ -303,15 +306,17 @@ class Handler:
             self.invoke(
                 WARMUP_BODY, "application/json", "application/json", self.context(request_id="warm-up")
             )
-        except ServingError as exc:
+        except (ServingError, QAError) as exc:
             # A user's input_fn may expect another request schema: a clean 4xx still proves the
             # hooks and the model respond. The built-in handler must answer the sample.
-            if exc.status >= 500 or not self.overrides_input:
+            served, _ = as_serving_error(exc)
+            if served.status >= 500 or not self.overrides_input:
                 raise
             log.info(
-                "warm-up request rejected by the user's input code (%s: %s); counted as passed",
-                exc.type,
-                exc.message,
+                "warm-up request rejected by the user's input code (%d %s: %s); counted as passed",
+                served.status,
+                served.type,
+                served.message,
             )
 
 

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qa.errors import QAError
 from serving import logs
-from serving.errors import InternalError, ServingError
+from serving.errors import TYPES, ServingError, error_response
 from serving.handler import CUSTOM_ATTRIBUTES, Handler, install_user_requirements
 from serving.settings import Settings
 
@@ -89,23 +90,21 @@ class QAService:
                 headers.get("accept"),
                 request_context,
             )
-        except ServingError as error:
-            return _error(context, index, error)
-        except Exception:  # the traceback goes to the log, never to the client
-            log.exception("request failed")
-            return _error(
-                context, index, InternalError("the model failed on this request; see the endpoint's log")
-            )
+        except Exception as error:  # the error table's answer; a traceback goes to the log only
+            return _error(context, index, error, request_context.request_id)
         context.set_response_content_type(index, content_type)
         return data
 
 
-def _error(context: Any, index: int, error: ServingError) -> bytes:
-    context.set_response_status(error.status, error.type, index)
+def _error(context: Any, index: int, error: Exception, request_id: str | None) -> bytes:
+    status, headers, body = error_response(error, request_id)
+    if status >= 500 and not isinstance(error, (ServingError, QAError)):
+        log.error("request failed", exc_info=error)
+    context.set_response_status(status, TYPES[status], index)
     context.set_response_content_type(index, "application/json")
-    for key, value in error.headers.items():
+    for key, value in headers.items():
         context.set_response_header(index, key, value)
-    return json.dumps(error.to_body()).encode()
+    return body
 
 
 _service = QAService()

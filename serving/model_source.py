@@ -1,6 +1,6 @@
 """Finds the model to serve: the mounted model dir, else a Hub download, else the baked-in model.
 
-Order (CONTRACT §1, §5): `settings.model_dir` (SageMaker's /opt/ml/model) when it holds model
+Order (docs/contract.md#lifecycle): `settings.model_dir` (SageMaker's /opt/ml/model) when it holds model
 files; else `HF_MODEL_ID` at `HF_MODEL_REVISION`, downloaded once at start-up into the run dir;
 else `settings.baked_model_dir`; else a start-up error that says how to provide a model.
 The entrypoint resolves with `download=True`; workers resolve again with `download=False` and

@@ -1,4 +1,5 @@
-"""Renders docker/nginx.conf.template into the run dir from the Settings object."""
+"""Renders docker/nginx.conf.template into the run dir from the Settings object (and the error
+table, serving/errors.py, for the errors nginx answers itself)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+from serving.errors import nginx_error_pages
 from serving.settings import Settings
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf.template"
@@ -48,6 +50,9 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         "port": str(settings.port),
         "max_body_mb": str(settings.max_payload_mb),
         "proxy_timeout_s": str(settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S),
+        "error_pages": nginx_error_pages(
+            settings.max_payload_mb, settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S
+        ).replace("\n", "\n        "),
     }
 
     def substitute(match: re.Match) -> str:

@@ -1,8 +1,10 @@
-"""The one settings object, built from the environment once at start-up.
+"""The one settings object: every variable the container reads (docs/contract.md#configuration).
 
-Nothing else in the project reads `os.environ` for configuration: the entrypoint builds a
-`Settings` with `Settings.from_env(os.environ)` and hands it down (tests pass a plain dict).
-A malformed value raises `SettingsError` naming the variable and what it accepts.
+Each process of the stack builds its own with `Settings.from_env(os.environ)` (the entrypoint,
+gunicorn's config and workers, MMS's workers: they share the environment, not objects); tests
+pass a plain dict or build `Settings(...)` directly. Either way a `Settings` checks itself when
+built: a malformed or out-of-range value raises `SettingsError` naming the variable and what it
+accepts. The QA library's part is `settings.qa` (qa/options.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
+
+from qa.options import BACKENDS, PRECISIONS, OptionsError, QAOptions
 
 
 class SettingsError(ValueError):
@@ -26,38 +31,41 @@ SUPPORTED_TASK = "question-answering"
 # Heap from the container's memory limit, a tenth of it (MMS's front end only routes requests),
 # and exit on running out of it: the container then exits non-zero and SageMaker replaces it.
 MMS_JVM_OPTIONS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10 -XX:+ExitOnOutOfMemoryError"
-# Inference backends and the precisions each supports (code/qa_backends.py implements them);
-# QA_BACKEND=auto picks one per precision from the CPU (code/qa_plan.py).
-BACKEND_PRECISIONS = {
-    "torch": ("fp32", "bf16"),
-    "onnx": ("fp32", "int8"),
-    "openvino": ("fp32", "bf16", "int8"),
+BATCH_STRATEGIES = ("MULTI_RECORD", "SINGLE_RECORD")
+# On SIGTERM nginx drains first; gunicorn then gets this long to stop its (idle) workers.
+GUNICORN_STOP_S = 5
+# Integer settings: field -> (variable, lowest, highest). Checked however Settings is built.
+INT_BOUNDS = {
+    "port": ("SAGEMAKER_BIND_TO_PORT", 1, 65535),
+    "workers": ("SAGEMAKER_MODEL_SERVER_WORKERS", 1, 64),
+    "request_timeout_s": ("SAGEMAKER_MODEL_SERVER_TIMEOUT", 1, 3600),
+    "max_payload_mb": ("SAGEMAKER_MAX_PAYLOAD_IN_MB", 1, 100),
+    "max_concurrent_transforms": ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 1, 1024),
+    "threads_per_worker": ("QA_THREADS_PER_WORKER", 1, 256),
+    "torch_threads": ("QA_TORCH_THREADS", 1, 256),
+    "max_items_per_request": ("QA_MAX_ITEMS_PER_REQUEST", 1, 100000),
+    "max_windows_per_request": ("QA_MAX_WINDOWS_PER_REQUEST", 1, 1000000),
+    "forward_batch_size": ("QA_FORWARD_BATCH_SIZE", 1, 1024),
+    "shutdown_timeout_s": ("QA_SHUTDOWN_TIMEOUT_S", 1, 3600),
+    "batch_wait_ms": ("QA_BATCH_WAIT_MS", 0, 1000),
+    "batch_max_tokens": ("QA_BATCH_MAX_TOKENS", 1, 10_000_000),
+    "batch_max_padding_percent": ("QA_BATCH_MAX_PADDING_PERCENT", 0, 100),
+    "parallel_batches": ("QA_PARALLEL_BATCHES", 1, 64),
+    "batch_queue_windows": ("QA_BATCH_QUEUE_WINDOWS", 1, 10_000_000),
 }
-PRECISIONS = ("fp32", "bf16", "int8")
+# The QA library's options (qa/options.py), taken as they are from the fields of the same name.
+QA_FIELDS = tuple(f.name for f in dataclasses.fields(QAOptions) if f.name != "graph_cache")
 
 
-def unsupported_combination(backend: str, precision: str) -> str | None:
-    """What is wrong with running this precision on this backend, or None when it runs."""
-    if precision in BACKEND_PRECISIONS[backend]:
-        return None
-    return (
-        f"QA_PRECISION={precision} is not supported with QA_BACKEND={backend}: combinations are "
-        + ", ".join(f"{b} with {'/'.join(p)}" for b, p in BACKEND_PRECISIONS.items())
-    )
-
-
-def _int(env: Mapping[str, str], key: str, default: int | None, lo: int, hi: int | None = None) -> int | None:
+def _int(env: Mapping[str, str], field: str, default: int | None) -> int | None:
+    key = INT_BOUNDS[field][0]
     raw = env.get(key, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise SettingsError(f"{key}={raw!r} is not an integer") from None
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise SettingsError(f"{key}={value} is out of range: it must be {bound}")
-    return value
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
@@ -124,7 +132,6 @@ class Settings:
     workers: int = 1
     request_timeout_s: int = 60
     max_payload_mb: int = 6
-    batch_transform: bool = False
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
     multi_model: bool = False  # served by Multi Model Server (serving/mms_service.py)
@@ -155,25 +162,50 @@ class Settings:
     precision: str = "fp32"
     graph_cache_dir: Path | None = None  # None: <run_dir>/graphs
     batch_wait_ms: int = 2
-    # Padded tokens per forward pass: ONNX Runtime gains nothing per window from bigger batches on
-    # CPU, and at 4096 throughput at concurrency 16 halved (BENCHMARKS.md).
-    batch_max_tokens: int = 1024
-    # Padding as a share of a batch's tokens: on an AVX2 CPU, a batch of 4 mixed-length windows
-    # (25% padding) cost 1.3x their time one by one (BENCHMARKS.md).
+    batch_max_tokens: int = 1024  # why these batch bounds: qa/options.py
     batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
     # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads;
-    # None: the execution plan's number for the backend (code/qa_plan.py).
+    # None: the execution plan's number for the backend (qa/plan.py).
     parallel_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        for field, (key, lo, hi) in INT_BOUNDS.items():
+            value = getattr(self, field)
+            if value is not None and not lo <= value <= hi:
+                raise SettingsError(f"{key}={value} is out of range: it must be between {lo} and {hi}")
+        if self.batch_strategy not in BATCH_STRATEGIES:
+            raise SettingsError(
+                f"SAGEMAKER_BATCH_STRATEGY={self.batch_strategy!r} is not supported: allowed values are "
+                + ", ".join(BATCH_STRATEGIES)
+            )
+        try:
+            self.qa  # noqa: B018 - built now, so that a bad combination fails here and not at model load
+        except OptionsError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @cached_property
+    def qa(self) -> QAOptions:
+        """The QA library's options (qa/options.py)."""
+        return QAOptions(graph_cache=self.graph_cache, **{name: getattr(self, name) for name in QA_FIELDS})
 
     @property
     def graph_cache(self) -> Path:
-        """Where graphs made at start-up are kept (code/qa_graphs.py)."""
+        """Where graphs made at start-up are kept (qa/graphs.py)."""
         return self.graph_cache_dir or self.run_dir / "graphs"
 
     @property
-    def max_payload_bytes(self) -> int:
-        return self.max_payload_mb * 1024 * 1024
+    def log_level_name(self) -> str:
+        """The level as gunicorn and Python name it: debug, info, warning, error or critical."""
+        for name in ("debug", "info", "warning", "error"):
+            if self.log_level <= logging.getLevelName(name.upper()):
+                return name
+        return "critical"
+
+    @property
+    def gunicorn_stop_s(self) -> int:
+        """gunicorn's graceful timeout: what the shutdown budget keeps for it after nginx drained."""
+        return min(GUNICORN_STOP_S, self.shutdown_timeout_s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> Settings:
@@ -188,23 +220,20 @@ class Settings:
         # worker with 2 threads beat two workers (p99 at concurrency 4: 283 vs 460 ms, half the
         # memory; BENCHMARKS.md). Never more threads in all than the CPUs the container may use.
         default_workers = max(1, math.floor(cpus / 4))
-        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
-        backend = _choice(env, "QA_BACKEND", "auto", ("auto", *BACKEND_PRECISIONS))
-        precision = _choice(env, "QA_PRECISION", "fp32", PRECISIONS)
-        if backend != "auto" and (problem := unsupported_combination(backend, precision)):
-            raise SettingsError(problem)
+        workers = _int(env, "workers", default_workers)
+        if workers < 1:  # the default threads divide by it
+            raise SettingsError(
+                f"SAGEMAKER_MODEL_SERVER_WORKERS={workers} is out of range: it must be between 1 and 64"
+            )
         default_torch_threads = max(1, math.floor(cpus / workers))
 
         return cls(
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            port=_int(env, "port", 8080),
             workers=workers,
-            request_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1, 3600),
-            max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 100),
-            batch_transform=_bool(env, "SAGEMAKER_BATCH", False),
-            batch_strategy=_choice(
-                env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")
-            ),
-            max_concurrent_transforms=_int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", workers, 1, 1024),
+            request_timeout_s=_int(env, "request_timeout_s", 60),
+            max_payload_mb=_int(env, "max_payload_mb", 6),
+            batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", BATCH_STRATEGIES),
+            max_concurrent_transforms=_int(env, "max_concurrent_transforms", workers),
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             mms_jvm_options=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", "").strip() or MMS_JVM_OPTIONS,
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
@@ -215,26 +244,26 @@ class Settings:
             model_dir=Path(env.get("QA_MODEL_DIR", "").strip() or "/opt/ml/model"),
             baked_model_dir=Path(env.get("QA_BAKED_MODEL_DIR", "").strip() or "/opt/program/model"),
             run_dir=Path(env.get("QA_RUN_DIR", "").strip() or "/tmp/qa-serving"),
-            threads_per_worker=_int(env, "QA_THREADS_PER_WORKER", 16, 1, 256),
-            torch_threads=_int(env, "QA_TORCH_THREADS", default_torch_threads, 1, 256),
+            threads_per_worker=_int(env, "threads_per_worker", 16),
+            torch_threads=_int(env, "torch_threads", default_torch_threads),
             preload=_bool(env, "QA_PRELOAD", False),
-            max_items_per_request=_int(env, "QA_MAX_ITEMS_PER_REQUEST", 64, 1, 100000),
-            max_windows_per_request=_int(env, "QA_MAX_WINDOWS_PER_REQUEST", 256, 1, 1000000),
-            forward_batch_size=_int(env, "QA_FORWARD_BATCH_SIZE", 16, 1, 1024),
+            max_items_per_request=_int(env, "max_items_per_request", 64),
+            max_windows_per_request=_int(env, "max_windows_per_request", 256),
+            forward_batch_size=_int(env, "forward_batch_size", 16),
             allow_pickle_weights=_bool(env, "QA_ALLOW_PICKLE_WEIGHTS", False),
             install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
-            shutdown_timeout_s=_int(env, "QA_SHUTDOWN_TIMEOUT_S", 25, 1, 3600),
+            shutdown_timeout_s=_int(env, "shutdown_timeout_s", 25),
             cpu_limit=cpus,
-            backend=backend,
-            precision=precision,
+            backend=_choice(env, "QA_BACKEND", "auto", BACKENDS),
+            precision=_choice(env, "QA_PRECISION", "fp32", PRECISIONS),
             graph_cache_dir=Path(env["QA_GRAPH_CACHE_DIR"].strip())
             if env.get("QA_GRAPH_CACHE_DIR", "").strip()
             else None,
-            batch_wait_ms=_int(env, "QA_BATCH_WAIT_MS", 2, 0, 1000),
-            batch_max_tokens=_int(env, "QA_BATCH_MAX_TOKENS", 1024, 1, 10_000_000),
-            batch_max_padding_percent=_int(env, "QA_BATCH_MAX_PADDING_PERCENT", 10, 0, 100),
-            parallel_batches=_int(env, "QA_PARALLEL_BATCHES", None, 1, 64),
-            batch_queue_windows=_int(env, "QA_BATCH_QUEUE_WINDOWS", 512, 1, 10_000_000),
+            batch_wait_ms=_int(env, "batch_wait_ms", 2),
+            batch_max_tokens=_int(env, "batch_max_tokens", 1024),
+            batch_max_padding_percent=_int(env, "batch_max_padding_percent", 10),
+            parallel_batches=_int(env, "parallel_batches", None),
+            batch_queue_windows=_int(env, "batch_queue_windows", 512),
         )
 
     def to_log_dict(self) -> dict:

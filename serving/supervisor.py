@@ -21,12 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from serving import exit_codes
+
 log = logging.getLogger(__name__)
 
-EXIT_UNCLEAN_STOP = 1
 POLL_INTERVAL_S = 0.1
-# Time kept for each child still to stop after the current one.
-RESERVE_PER_CHILD_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -57,9 +56,11 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, specs: list[ChildSpec], shutdown_timeout_s: float):
+    def __init__(self, specs: list[ChildSpec], shutdown_timeout_s: float, reserve_per_child_s: float = 5.0):
         self.specs = specs
         self.shutdown_timeout_s = shutdown_timeout_s
+        # Time kept for each child still to stop after the current one.
+        self.reserve_per_child_s = reserve_per_child_s
         self.children: dict[str, subprocess.Popen] = {}
         self._stop_signal: int | None = None
 
@@ -104,7 +105,7 @@ class Supervisor:
         for index, spec in enumerate(running):
             proc = self.children[spec.name]
             later = len(running) - index - 1
-            child_deadline = max(deadline - later * RESERVE_PER_CHILD_S, time.monotonic() + 1.0)
+            child_deadline = max(deadline - later * self.reserve_per_child_s, time.monotonic() + 1.0)
             log.info("stopping %s (pid %d) with %s", spec.name, proc.pid, spec.stop_signal.name)
             try:
                 proc.send_signal(spec.stop_signal)
@@ -151,9 +152,9 @@ class Supervisor:
                 took = time.monotonic() - started
                 if clean:
                     log.info("stopped cleanly in %.1f s", took)
-                    return 0
+                    return exit_codes.OK
                 log.error("stopped in %.1f s, but a child had to be killed", took)
-                return EXIT_UNCLEAN_STOP
+                return exit_codes.UNCLEAN_STOP
             dead = self._dead_child()
             if dead is not None:
                 spec, returncode = dead

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,10 @@ from pathlib import Path
 from typing import Protocol
 
 import requests
+
+# One free-port and readiness-poll implementation for the tests and the benchmark (the repository
+# root is on sys.path: tests/conftest.py). free_port and ServerDied are imported from here too.
+from bench.loopback import NotReady, ServerDied, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_MODELS = ROOT / "tests" / "fixtures" / "models"
@@ -34,32 +37,23 @@ class Target(Protocol):
     def stop(self) -> None: ...
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerDied(RuntimeError):
-    pass
+def _ping_ok(base_url: str) -> bool:
+    try:
+        return requests.get(f"{base_url}/ping", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def wait_ready(target: Target, deadline_s: float, is_alive=lambda: True) -> float:
     """Poll /ping until 200; returns seconds waited. Fails at once if the server died."""
-    started = time.monotonic()
-    while True:
-        if not is_alive():
-            raise ServerDied(f"the server exited before it was ready; its logs:\n{target.logs()}")
-        try:
-            if requests.get(f"{target.base_url}/ping", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except requests.RequestException:
-            pass
-        if time.monotonic() - started > deadline_s:
-            raise TimeoutError(
-                f"/ping not 200 within {deadline_s:.0f} s; the server's logs:\n{target.logs()}"
-            )
-        time.sleep(0.2)
+    try:
+        return wait_until_ready(lambda: _ping_ok(target.base_url), deadline_s, is_alive)
+    except ServerDied:
+        raise ServerDied(f"the server exited before it was ready; its logs:\n{target.logs()}") from None
+    except NotReady:
+        raise TimeoutError(
+            f"/ping not 200 within {deadline_s:.0f} s; the server's logs:\n{target.logs()}"
+        ) from None
 
 
 class HostTarget:

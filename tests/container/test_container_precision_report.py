@@ -20,10 +20,9 @@ pytestmark = pytest.mark.container
 
 
 def test_the_report_runs_in_the_image_and_its_figures_check_out(image: str, tmp_path) -> None:
-    import qa_report
-    from qa_model import load_model
-    from qa_request import request_from_object
-
+    from qa import report as qa_report
+    from qa.loading import load_model
+    from qa.request import request_from_object
     from serving.settings import Settings
 
     samples = tmp_path / "samples.jsonl"

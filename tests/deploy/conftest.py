@@ -4,10 +4,8 @@ never the real AWS."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -15,38 +13,40 @@ import pytest
 import requests
 from deploy_testkit import REGION, offline_env
 
+from bench.loopback import NotReady, ServerDied, free_port, wait_until_ready
+
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _answers(url: str) -> bool:
+    try:
+        requests.get(f"{url}/moto-api/", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory):
     if not MOTO_SERVER.exists():
         pytest.skip(f"{MOTO_SERVER} missing: pip install 'moto[server]'")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                requests.get(f"{url}/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server not answering after 30 s:\n{log_path.read_text()}")
-                time.sleep(0.2)
+        failure = None
+        try:
+            wait_until_ready(lambda: _answers(url), 30, alive=lambda: proc.poll() is None)
+        except ServerDied:
+            failure = f"moto_server exited {proc.returncode}"
+        except NotReady:
+            failure = "moto_server not answering after 30 s"
+        if failure:
+            pytest.fail(f"{failure}:\n{log_path.read_text()}")
         yield url
     finally:
         proc.terminate()

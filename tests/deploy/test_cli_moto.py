@@ -130,8 +130,7 @@ def test_package_with_graphs_made_by_the_image(aws, tmp_path):
         made = tar.extractfile("graphs/qa-int8-static-feed.xml").read().decode()
         reported = tar.extractfile("graphs/precision-report.json").read().decode()
     assert (
-        "qa:7 python /opt/program/code/qa_graphs.py export /opt/ml/model /out --precision int8 --samples /samples.jsonl"
-        in made
+        "qa:7 python -m qa.graphs export /opt/ml/model /out --precision int8 --samples /samples.jsonl" in made
     )
     assert f"{samples}:/samples.jsonl:ro" in made and "QA_GRAPH_CACHE_DIR=/out" in made
     assert "qa:7 precision-report /samples.jsonl --json /out/precision-report.json" in reported

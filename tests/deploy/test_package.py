@@ -11,6 +11,14 @@ import pytest
 from deploy import package
 
 
+def read_member(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive, "r:gz") as tar:
+        member = tar.extractfile(name)
+        if member is None:
+            raise KeyError(name)
+        return member.read()
+
+
 @pytest.fixture
 def model_dir(tmp_path):
     model = tmp_path / "model"
@@ -31,7 +39,7 @@ def test_files_at_the_archive_root(model_dir, tmp_path):
         members = tar.getmembers()
     assert [m.name for m in members] == names
     assert all(m.isfile() and m.mode == 0o644 and m.uid == 0 and m.mtime == 0 for m in members)
-    assert package.read_member(out, "model.safetensors") == b"\0" * 64
+    assert read_member(out, "model.safetensors") == b"\0" * 64
 
 
 def test_code_dir_replaces_model_code(model_dir, tmp_path):
@@ -49,7 +57,7 @@ def test_code_dir_replaces_model_code(model_dir, tmp_path):
         "model.safetensors",
         "tokenizer.json",
     ]
-    assert package.read_member(out, "code/inference.py") == b"# custom handler\n"
+    assert read_member(out, "code/inference.py") == b"# custom handler\n"
 
 
 def test_same_inputs_same_bytes(model_dir, tmp_path):
@@ -122,7 +130,7 @@ def test_made_graphs_go_to_graphs_and_replace_the_model_dirs_own(model_dir, tmp_
     out = tmp_path / "model.tar.gz"
     names = package.build_archive(model_dir, out, extra={"graphs/qa-fp32-0123.onnx": graph})
     assert "graphs/qa-fp32-0123.onnx" in names and names == sorted(names)
-    assert package.read_member(out, "graphs/qa-fp32-0123.onnx") == b"new"
+    assert read_member(out, "graphs/qa-fp32-0123.onnx") == b"new"
 
 
 def test_export_runs_the_images_own_exporter_and_reports_its_failure(model_dir, tmp_path, monkeypatch):
@@ -140,7 +148,7 @@ def test_export_runs_the_images_own_exporter_and_reports_its_failure(model_dir, 
     (command,) = calls  # fp32 alone: no precision report
     assert command[:2] == ["docker", "run"] and "qa:1" in command
     assert command[command.index("qa:1") + 1 :] == [
-        "python", "/opt/program/code/qa_graphs.py", "export", "/opt/ml/model", "/out", "--precision", "fp32"
+        "python", "-m", "qa.graphs", "export", "/opt/ml/model", "/out", "--precision", "fp32"
     ]  # fmt: skip
     assert f"{model_dir.resolve()}:/opt/ml/model:ro" in command
 

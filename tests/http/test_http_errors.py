@@ -1,4 +1,4 @@
-"""CONTRACT §4 over HTTP: every error status with the one JSON error shape."""
+"""docs/contract.md#errors over HTTP: every error status with the one JSON error shape."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CONTRACT §3 over HTTP: body shapes, content types, charset parameters, Accept, golden answers."""
+"""docs/contract.md#requests over HTTP: body shapes, content types, charset parameters, Accept, golden answers."""
 
 from __future__ import annotations
 

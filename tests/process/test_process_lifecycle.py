@@ -110,7 +110,7 @@ def test_conflicting_user_hooks_fail_at_start_up(tmp_path):
     )
     started = time.monotonic()
     result = run_entrypoint(["serve"], {"QA_MODEL_DIR": str(model_dir), "QA_RUN_DIR": str(tmp_path / "run")})
-    assert result.returncode == 1
+    assert result.returncode == 6  # serving/exit_codes.py: STARTUP_ERROR
     assert "transform_fn" in result.stderr and "predict_fn" in result.stderr
     assert time.monotonic() - started < 60
 
@@ -124,7 +124,7 @@ def test_no_model_anywhere_fails_with_a_clear_message(tmp_path):
             "QA_RUN_DIR": str(tmp_path / "run"),
         },
     )
-    assert result.returncode == 1
+    assert result.returncode == 6
     assert "no model to serve" in result.stderr and "HF_MODEL_ID" in result.stderr
 
 

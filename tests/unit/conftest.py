@@ -1,5 +1,6 @@
-"""Put the repository root (for `serving`), code/ (the handler's flat modules) and tests/fixtures
-(golden_cases.py) on sys.path, and share the tiny fixture model between the handler's tests."""
+"""Put the repository root (for `qa` and `serving`), code/ (`import inference`, the hooks as the
+runtime loads them) and tests/fixtures (golden_cases.py) on sys.path, and share the tiny fixture
+model between the tests of qa/, serving/ and code/ (the folders here mirror the tree)."""
 
 import sys
 import types

@@ -1,0 +1,218 @@
+"""Inference backends: the model's forward pass on padded int64 arrays.
+
+    torch    + fp32       the transformers model as loaded (the reference)
+    torch    + bf16       the same under torch.autocast("cpu", bfloat16); logits upcast to float32
+    onnx     + fp32       ONNX Runtime on the fp32 graph (qa/graphs.py)
+    onnx     + int8       ONNX Runtime on the dynamically quantized graph
+    openvino + fp32       OpenVINO on the fp32 graph, f32 kernels
+    openvino + bf16       OpenVINO on the fp32 graph, bf16 kernels (native on avx512_bf16 / AMX)
+    openvino + int8       OpenVINO on the statically quantized graph (NNCF)
+
+`backend.forward({"input_ids": ..., "attention_mask": ...})` returns float32 (start, end) logits of
+shape (batch, width). `backend.batching` says which windows may share a pass without changing a
+window's logits (beyond float rounding): any (ANY_WIDTH), only windows padded to the same width
+(SAME_WIDTH), or none (ALONE). Which backend serves which precision on which CPU: qa/plan.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+OUTPUT_NAMES = ("start_logits", "end_logits")
+WARMUP_WIDTH = 16
+
+ANY_WIDTH = "any width"  # padding a window changes its logits by float rounding only (< 1e-5)
+# Reduced precision rounds: a window padded to another width gets other logits (measured: up to
+# 3e-2 for OpenVINO int8, 1e-2 for bf16), but at one width it gets the same, bit for bit, alone or
+# beside any other windows. Such windows are padded to a multiple of WIDTH_STEP, whatever the batch.
+SAME_WIDTH = "same width"
+ALONE = "alone"  # one window per pass
+WIDTH_STEP = 16
+
+
+class BackendError(RuntimeError):
+    """The backend cannot be built (bad combination, failed export); the message says why."""
+
+
+# ---- PyTorch --------------------------------------------------------------------------------
+
+
+class TorchBackend:
+    batching = ANY_WIDTH
+
+    def __init__(self, model, precision: str):
+        self.model = model
+        self.name = f"torch-{precision}"
+        self.autocast = precision == "bf16"
+        self._use_cache_arg = "use_cache" in inspect.signature(model.forward).parameters
+
+    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
+        if self._use_cache_arg:
+            tensors["use_cache"] = False
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            output = self.model(**tensors)
+        # The pipeline upcast bfloat16 logits; float32 is what decoding works in.
+        return output[0].float().numpy().copy(), output[1].float().numpy().copy()
+
+
+# ---- ONNX Runtime ---------------------------------------------------------------------------
+
+
+class OnnxBackend:
+    """An ONNX Runtime session; re-created in a forked child (ORT sessions do not survive fork)."""
+
+    def __init__(self, path: Path, precision: str, threads: int):
+        self.path = Path(path)
+        # Dynamic int8 quantizes activations with one scale per tensor, so a window's logits
+        # would shift with the windows (and padding) it shares a pass with: under load, the same
+        # request could get another answer. int8 therefore runs one window per pass.
+        self.batching = ALONE if precision == "int8" else ANY_WIDTH
+        self.name = f"onnx-{precision}"
+        self.threads = threads
+        self._pid: int | None = None
+        self._session: Any = None
+        self._session_for_this_process()
+
+    def _session_for_this_process(self):
+        if self._pid != os.getpid():
+            import onnxruntime as ort
+
+            if self._session is not None:
+                # Made before a fork (QA_PRELOAD): destroying it here would join intra-op
+                # threads that only exist in the parent, which hangs. Keep it, unused, for good.
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._session))
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Workers share few CPUs: idle pool threads must sleep, not spin.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # The arena reuses activation buffers within a run (without it, int8 at one window ran
+            # 10-20% slower on an AVX2 CPU); shrinking it after each run gives the memory back, which
+            # it would otherwise keep at the largest batch's size (+670 MB after 16 x 384 tokens).
+            options.enable_cpu_mem_arena = True
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.input_names = [i.name for i in self._session.get_inputs()]
+            self._pid = os.getpid()
+        return self._session
+
+    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        session = self._session_for_this_process()
+        feed = {name: inputs[name] for name in self.input_names}
+        start, end = session.run(list(OUTPUT_NAMES), feed, self._run_options)
+        return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
+
+
+# ---- OpenVINO -------------------------------------------------------------------------------
+
+
+class OpenVinoBackend:
+    """An OpenVINO CPU model, compiled again in a forked child (its thread pool does not survive
+    fork). One stream per lane, the worker's threads shared out between them (`threads` each):
+    with one stream a second pass at once only waits for the first."""
+
+    def __init__(self, path: Path, precision: str, threads: int, streams: int = 1):
+        self.path = Path(path)
+        self.name = f"openvino-{precision}"
+        self.precision = precision
+        self.threads, self.streams = threads, streams
+        self.batching = ANY_WIDTH if precision == "fp32" else SAME_WIDTH
+        self._pid: int | None = None
+        self._compiled: Any = None
+        self._local = threading.local()
+        self._compiled_for_this_process()
+
+    def config(self) -> dict[str, object]:
+        return {
+            # OpenVINO's own default is bf16 on CPUs that have it: fp32 and int8 ask for f32.
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            # The CPU plugin quantizes activations per pass by default, which makes a window's
+            # logits depend on its batch (1.6e-2 alone vs batched); static int8 has fixed scales.
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+            "INFERENCE_NUM_THREADS": self.threads * self.streams,
+            "NUM_STREAMS": self.streams,
+            # Workers share the CPUs: no worker may pin its threads to cores the others use.
+            "ENABLE_CPU_PINNING": False,
+        }
+
+    def _compiled_for_this_process(self):
+        if self._pid != os.getpid():
+            import openvino as ov
+
+            if self._compiled is not None:
+                # Made before a fork (QA_PRELOAD): its threads exist only in the parent; keep it,
+                # unused, rather than let its destructor wait for them.
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._compiled))
+            self._compiled = ov.Core().compile_model(str(self.path), "CPU", self.config())
+            self.input_names = [port.get_any_name() for port in self._compiled.inputs]
+            self._outputs = [self._compiled.output(name) for name in OUTPUT_NAMES]
+            self._local = threading.local()
+            self._pid = os.getpid()
+        return self._compiled
+
+    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        compiled = self._compiled_for_this_process()
+        request = getattr(self._local, "request", None)
+        if request is None:  # one infer request per lane thread: they are not thread-safe
+            request = self._local.request = compiled.create_infer_request()
+        results = request.infer({name: inputs[name] for name in self.input_names})
+        # Copies: the request reuses its output buffers on the next pass.
+        start, end = (np.array(results[port], dtype=np.float32) for port in self._outputs)
+        return start, end
+
+
+def example_inputs(
+    input_names: Sequence[str], batch: int, width: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Padded inputs of this shape: the last row is shorter, so the masking path is traced."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "input_ids": rng.integers(1000, 2000, (batch, width), dtype=np.int64),
+        "attention_mask": np.ones((batch, width), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, width), dtype=np.int64),
+    }
+    arrays["attention_mask"][-1, width // 2 :] = 0
+    arrays["input_ids"][-1, width // 2 :] = 0
+    arrays["token_type_ids"][:, width // 3 :] = 1
+    return {name: arrays[name] for name in input_names}
+
+
+def create_backend(
+    backend: str,
+    precision: str,
+    threads: int,
+    *,
+    input_names: Sequence[str],
+    model=None,
+    graph: Path | None = None,
+    lanes: int = 1,
+):
+    """The backend, warmed up with one small forward pass (the runtimes allocate and plan on the
+    first run). torch needs `model`; the others their `graph` (qa/graphs.py)."""
+    made: TorchBackend | OnnxBackend | OpenVinoBackend
+    if backend == "torch":
+        made = TorchBackend(model, precision)
+    elif graph is None:
+        raise BackendError(f"the {backend} backend needs a graph (qa/graphs.py)")
+    elif backend == "onnx":
+        made = OnnxBackend(graph, precision, threads)
+    elif backend == "openvino":
+        made = OpenVinoBackend(graph, precision, max(1, threads // lanes), streams=lanes)
+    else:
+        raise BackendError(f"unknown backend {backend!r}")
+    made.forward(example_inputs(input_names, 1, WARMUP_WIDTH))
+    return made

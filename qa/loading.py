@@ -1,0 +1,226 @@
+"""Loading an extractive QA model for serving: check the directory, load the tokenizer, resolve
+the execution plan for this CPU (plan.py), find or make the plan's graph (graphs.py), and start
+its backend (backends.py). `load_model` reads as those steps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from qa.backends import BackendError, create_backend
+from qa.cpu import cpu_flags
+from qa.errors import ModelLoadError
+from qa.graphs import (
+    GRAPH_DIR,
+    REPORT_FILE,
+    builtin_calibration_pairs,
+    calibration_inputs,
+    find_graph,
+    find_or_build_graph,
+    graph_kind,
+    input_name_choices,
+    model_input_names,
+    untrained_weights,
+)
+from qa.model import QAModel
+from qa.options import QAOptions
+from qa.plan import check_cpu, resolve_plan
+from qa.report import summary_line
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def load_model(model_dir: Path, options: QAOptions) -> QAModel:
+    """An extractive QA model and its fast tokenizer from a save_pretrained directory, run by the
+    execution plan for this CPU (qa/plan.py)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
+    model_dir = Path(model_dir)
+    use_safetensors = _check_model_files(model_dir, options)
+    torch.set_num_threads(options.torch_threads)
+    tokenizer = _load_tokenizer(model_dir)
+    flags = cpu_flags()
+    try:
+        plan = resolve_plan(options, flags)
+    except BackendError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from exc
+    check_cpu(plan.precision, flags)
+    _log_precision_report(model_dir, plan.precision)
+    kind = graph_kind(plan.backend, plan.precision)
+
+    found = None
+    if kind is not None:
+        found = find_graph(
+            model_dir, input_name_choices(tokenizer.model_input_names), kind, options.graph_cache
+        )
+    if found is not None:
+        # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
+        # container). Every graph was made from trained weights (the exporter refuses others)
+        # and its name hashes them.
+        log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, found[0])
+        model, (graph, input_names) = None, found
+        config = _load_config(model_dir)
+    else:
+        model = _load_torch_model(model_dir, use_safetensors)
+        config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
+        graph = None
+        if kind is not None:
+            graph = _make_graph(model, model_dir, tokenizer, input_names, kind, options)
+    try:
+        backend = create_backend(
+            plan.backend,
+            plan.precision,
+            plan.threads,
+            model=model,
+            graph=graph,
+            input_names=input_names,
+            lanes=plan.lanes,
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{model_dir}: the {plan.backend} backend cannot run {graph or 'the model'}: {exc}"
+        ) from exc
+    qa_model = QAModel(tokenizer, options, backend, config=config, input_names=input_names, lanes=plan.lanes)
+    log.info("%s", plan.describe(backend.batching, options))
+    if qa_model.model is None:
+        # A graph backend has its own copy of the weights: the PyTorch module (and an export's
+        # leftovers) can go, back to the OS, not only to malloc's free lists.
+        del model
+        gc.collect()
+        _return_free_heap_to_os()
+    return qa_model
+
+
+def _check_model_files(model_dir: Path, options: QAOptions) -> bool:
+    """Refuses a directory that cannot be served, naming the file and the fix; True when the
+    weights are safetensors, False for pickles (allowed by QA_ALLOW_PICKLE_WEIGHTS)."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} does not exist")
+    present = {p.name for p in model_dir.iterdir()}
+    if "config.json" not in present:
+        raise ModelLoadError(
+            f"{model_dir}/config.json is missing: the model directory must hold the files written by "
+            f"save_pretrained (config.json, model.safetensors, tokenizer.json)"
+        )
+    if not any(name in present for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{model_dir}/tokenizer.json is missing: save the tokenizer next to the model "
+            f"(tokenizer.save_pretrained(dir))"
+        )
+    if any(name in present for name in SAFETENSORS_FILES):
+        return True
+    if any(name in present for name in PICKLE_FILES):
+        if not options.allow_pickle_weights:
+            raise ModelLoadError(
+                f"{model_dir} holds only pickle weights (pytorch_model.bin), which can run arbitrary code "
+                f"when loaded, so they are refused. Convert them to model.safetensors "
+                f"(model.save_pretrained(dir)), or set QA_ALLOW_PICKLE_WEIGHTS=true to load them with "
+                f"torch.load(weights_only=True)."
+            )
+        log.warning(
+            "loading pickle weights from %s with weights_only=True (QA_ALLOW_PICKLE_WEIGHTS)", model_dir
+        )
+        return False
+    raise ModelLoadError(
+        f"{model_dir}/model.safetensors is missing: no model weights found "
+        f"(expected model.safetensors or a sharded model.safetensors.index.json)"
+    )
+
+
+def _load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer from {model_dir} (tokenizer.json): {exc}") from exc
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ModelLoadError(
+            f"{model_dir}: the tokenizer is not a fast tokenizer; character offsets need tokenizer.json"
+        )
+    return tokenizer
+
+
+def _load_config(model_dir: Path):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read {model_dir}/config.json: {exc}") from exc
+
+
+def _load_torch_model(model_dir: Path, use_safetensors: bool):
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            model_dir,
+            trust_remote_code=False,
+            local_files_only=True,
+            use_safetensors=use_safetensors,
+            weights_only=True,
+            output_loading_info=True,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load a question-answering model from {model_dir}: {exc}") from exc
+    untrained = untrained_weights(model_dir, info)
+    if untrained:
+        raise ModelLoadError(untrained)
+    return model.eval()
+
+
+def _make_graph(model, model_dir: Path, tokenizer, input_names, kind: str, options: QAOptions) -> Path:
+    """The graph of this kind in the cache, made now if no worker made it before. Static int8
+    calibrates on the built-in corpus (`python -m qa.graphs export --samples` takes the user's own)."""
+    try:
+        return find_or_build_graph(
+            model,
+            model_dir,
+            input_names,
+            kind,
+            options.graph_cache,
+            calibration=lambda: calibration_inputs(tokenizer, input_names, builtin_calibration_pairs()),
+        )
+    except BackendError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot make the {kind} graph of {model_dir} in {options.graph_cache}: {exc}"
+        ) from exc
+
+
+def _log_precision_report(model_dir: Path, precision: str) -> None:
+    """The stored report's figures for a reduced precision (`deploy package` writes it), so the
+    log says what this precision costs on this model."""
+    path = model_dir / GRAPH_DIR / REPORT_FILE
+    if precision == "fp32" or not path.is_file():
+        return
+    try:
+        line = summary_line(json.loads(path.read_text()), precision)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot read the precision report %s: %s", path, exc)
+        return
+    if line:
+        log.info("%s", line)
+
+
+def _return_free_heap_to_os() -> None:
+    """glibc keeps freed heap pages for reuse; malloc_trim gives them back. Measured with the
+    full-size stand-in, resident after loading: int8 that quantized at start-up 1310 -> 616 MB,
+    fp32 ~800 -> ~700 MB."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        pass

@@ -1,0 +1,110 @@
+"""A loaded QA model: a request's windows (windows.py) go to the worker's batcher (batcher.py),
+which runs them, together with other requests' windows, through the backend the execution plan
+chose (plan.py), in batches of at most `forward_batch_size` padded to the longest window of each
+batch (never to `max_seq_len`), or for reduced precisions to the next multiple of WIDTH_STEP
+tokens; each item's unpadded window logits then go to spans.py. Loading is in loading.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from qa.backends import ALONE, SAME_WIDTH, WIDTH_STEP
+from qa.batcher import Batcher, padded_width
+from qa.options import QAOptions
+from qa.request import BatchResults, LineResults, QAParams, QARequest
+from qa.spans import WindowLogits, answer_from_windows
+from qa.windows import Window, Windower
+
+
+class QAModel:
+    """A model's tokenizer and backend; `predict` is safe to call from several threads at once."""
+
+    def __init__(
+        self, tokenizer, options: QAOptions, backend, *, config, input_names: Sequence[str], lanes: int
+    ):
+        # The PyTorch module only when it computes; a graph backend does not need its weights.
+        self.model = getattr(backend, "model", None)
+        self.backend = backend
+        self.options = options
+        self.windows = Windower(tokenizer, config)
+        self.max_positions = self.windows.max_positions
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.input_names = list(input_names)
+        # Windows padded to fixed widths when padding would change a window's logits (backends.py).
+        self.width_step = WIDTH_STEP if backend.batching == SAME_WIDTH else 1
+        self.batcher = Batcher(
+            self.forward_batch,
+            max_windows=1 if backend.batching == ALONE else options.forward_batch_size,
+            max_tokens=options.batch_max_tokens,
+            max_wait_s=options.batch_wait_ms / 1000,
+            max_padding=options.batch_max_padding_percent / 100,
+            queue_windows=options.batch_queue_windows,
+            timeout_s=options.request_timeout_s,
+            parallel=lanes,
+            width_step=self.width_step,
+            max_width=self.max_positions,
+        )
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass, padded to the longest window (or its fixed width): the batcher's lanes call this."""
+        width = padded_width(max(len(w.input_ids) for w in chunk), self.width_step, self.max_positions)
+        input_ids = np.full((len(chunk), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
+        type_ids = np.zeros((len(chunk), width), dtype=np.int64)
+        for row, window in enumerate(chunk):
+            n = len(window.input_ids)
+            input_ids[row, :n] = window.input_ids
+            attention_mask[row, :n] = window.attention_mask
+            type_ids[row, :n] = window.type_ids
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": type_ids}
+        return self.backend.forward({name: arrays[name] for name in self.input_names})
+
+    # ---- the whole request ------------------------------------------------------------------
+
+    def predict(self, request: QARequest, options: QAOptions | None = None, deadline: float | None = None):
+        """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched.
+        `deadline` (time.monotonic()) bounds the wait for the model: past it, a 504."""
+        options = options or self.options
+        windows = self.windows.windows_for(request, options.max_windows_per_request)
+        flat = [w for item_windows in windows for w in item_windows]
+        logits = self.batcher.submit(flat, deadline, max_windows=options.forward_batch_size)
+
+        per_item: list[list[WindowLogits]] = [[] for _ in windows]
+        for window, (start, end) in zip(flat, logits):
+            per_item[window.item_index].append(
+                WindowLogits(
+                    start_logits=start,
+                    end_logits=end,
+                    p_mask=window.p_mask,
+                    attention_mask=np.array(window.attention_mask),
+                    encoding=window.encoding,
+                )
+            )
+
+        results = []
+        flat_index = 0
+        for query in request.queries:
+            answers = []
+            for item in query.items:
+                answers.append(self._answer(item.context, per_item[flat_index], query.params))
+                flat_index += 1
+            results.append(BatchResults(answers) if query.batched else answers[0])
+        if request.line_oriented:
+            return LineResults(results)
+        return results[0] if len(results) == 1 else results
+
+    def _answer(self, context: str, windows: list[WindowLogits], params: QAParams):
+        return answer_from_windows(
+            windows,
+            context,
+            top_k=params.top_k,
+            handle_impossible_answer=params.handle_impossible_answer,
+            max_answer_len=params.max_answer_len,
+            align_to_words=params.align_to_words,
+            question_first=self.windows.question_first,
+        )

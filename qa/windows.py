@@ -1,0 +1,243 @@
+"""Cutting a request's items into model windows, as transformers' QA pipeline cuts them.
+
+Each item (question, context) becomes one or more windows of at most `max_seq_len` tokens: the
+context is cut with `doc_stride` tokens of overlap, the question repeated in each. Tokens are
+counted first, cheaply and capped, so a request that would need more windows than allowed is
+refused before it is tokenized whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from qa.errors import InvalidRequest, RequestTooLarge
+from qa.request import QAParams, QARequest
+
+log = logging.getLogger(__name__)
+
+PIPELINE_MAX_SEQ_LEN = 384  # the pipeline's default window length
+PIPELINE_MAX_DOC_STRIDE = 128  # the pipeline's default overlap cap
+UNSET_MODEL_MAX_LENGTH = 1_000_000  # tokenizers without a limit report ~1e30
+LONG_TEXT_CHARS = 20_000  # texts longer than this are counted piece by piece, up to the window budget
+PIECES_PER_CALL = 8
+_WHITESPACE = re.compile(r"\s")
+
+
+@dataclasses.dataclass
+class Window:
+    """One tokenized window of one item, unpadded."""
+
+    item_index: int
+    input_ids: list[int]
+    type_ids: list[int]
+    attention_mask: list[int]
+    p_mask: np.ndarray
+    encoding: object  # tokenizers.Encoding
+
+
+class Windower:
+    """Windows for a model's tokenizer; safe to call from several threads at once."""
+
+    def __init__(self, tokenizer, config):
+        import tokenizers
+
+        self.max_positions = max_positions(config, tokenizer)
+        # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
+        # any thread; the windowing one gets per-call truncation settings under a lock.
+        backend = tokenizer.backend_tokenizer.to_str()
+        self._counter = tokenizers.Tokenizer.from_str(backend)
+        self._tokenizer = tokenizers.Tokenizer.from_str(backend)
+        for copy in (self._counter, self._tokenizer):
+            copy.no_truncation()
+            copy.no_padding()
+            copy.encode_special_tokens = False
+        self._tokenizer_lock = threading.Lock()
+
+        self.question_first = tokenizer.padding_side == "right"
+        self.truncation_side = tokenizer.truncation_side
+        self.cls_token_id = tokenizer.cls_token_id
+        self.pair_special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
+        self.single_special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
+
+        tokenizer_max = tokenizer.model_max_length
+        pipeline_default = min(tokenizer_max, PIPELINE_MAX_SEQ_LEN) if tokenizer_max else PIPELINE_MAX_SEQ_LEN
+        self.default_max_seq_len = min(pipeline_default, self.max_positions)
+
+    # ---- parameters -------------------------------------------------------------------------
+
+    def window_lengths(self, params: QAParams, where: str) -> tuple[int, int]:
+        """(max_seq_len, doc_stride) for these parameters, as the pipeline resolved them."""
+        max_seq_len = self.default_max_seq_len if params.max_seq_len is None else params.max_seq_len
+        shortest = self.pair_special_tokens + 2  # one question token and one context token
+        if not shortest <= max_seq_len <= self.max_positions:
+            raise InvalidRequest(
+                f"{where}parameters.max_seq_len={max_seq_len} is out of range: this model takes between "
+                f"{shortest} and {self.max_positions} tokens per window"
+            )
+        doc_stride = (
+            min(max_seq_len // 2, PIPELINE_MAX_DOC_STRIDE) if params.doc_stride is None else params.doc_stride
+        )
+        # The tokenizer needs room for the special tokens beside the overlap.
+        stride_limit = max_seq_len - self.single_special_tokens
+        if doc_stride >= stride_limit:
+            raise InvalidRequest(
+                f"{where}parameters.doc_stride={doc_stride} is too large: with max_seq_len={max_seq_len} it "
+                f"must be below {stride_limit} (max_seq_len minus {self.single_special_tokens} special tokens)"
+            )
+        return max_seq_len, doc_stride
+
+    # ---- tokenization -----------------------------------------------------------------------
+
+    def count_tokens(self, text: str, cap: int) -> int:
+        """Tokens in `text`, exactly; or any number above `cap` once it is known to exceed it.
+
+        A long text is first counted in pieces, so a huge context is rejected after tokenizing
+        about `cap` tokens rather than all of it (a 6 MB context takes seconds to tokenize).
+        """
+        if len(text) > LONG_TEXT_CHARS:
+            seen = 0
+            pieces = split_at_whitespace(text, LONG_TEXT_CHARS)
+            for begin in range(0, len(pieces), PIECES_PER_CALL):
+                encodings = self._counter.encode_batch(
+                    pieces[begin : begin + PIECES_PER_CALL], add_special_tokens=False
+                )
+                seen += sum(len(e.ids) for e in encodings)
+                if seen > cap:
+                    return seen
+        # encode_batch, unlike encode, lets other threads run while it works.
+        return len(self._counter.encode_batch([text], add_special_tokens=False)[0].ids)
+
+    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], max_seq_len: int, doc_stride: int) -> list:
+        with self._tokenizer_lock:
+            self._tokenizer.enable_truncation(
+                max_seq_len,
+                stride=doc_stride,
+                strategy="only_second" if self.question_first else "only_first",
+                direction=self.truncation_side,
+            )
+            try:
+                return self._tokenizer.encode_batch(list(pairs), add_special_tokens=True)
+            finally:
+                self._tokenizer.no_truncation()
+
+    def windows_for(self, request: QARequest, max_windows: int) -> list[list[Window]]:
+        """The windows of each item (items flattened over queries), within `max_windows` in all."""
+        lengths = []
+        planned = 0
+        for query in request.queries:
+            max_seq_len, doc_stride = self.window_lengths(query.params, query.where)
+            lengths.append((max_seq_len, doc_stride))
+            for item in query.items:
+                q_tokens = self.count_tokens(item.question, max_seq_len)
+                room = max_seq_len - q_tokens - self.pair_special_tokens
+                if room > doc_stride:
+                    # The longest context that still fits in the windows left.
+                    cap = room + (max_windows - planned - 1) * (room - doc_stride)
+                else:
+                    cap = max_seq_len  # enough to tell whether it must be cut (then it is an error)
+                c_tokens = self.count_tokens(item.context, max(cap, 0))
+                planned += self._plan_windows(item, q_tokens, c_tokens, max_seq_len, doc_stride)
+                if planned > max_windows:
+                    raise RequestTooLarge(
+                        f"the request needs more than {max_windows} model windows of {max_seq_len} tokens "
+                        f"(limit QA_MAX_WINDOWS_PER_REQUEST={max_windows}); send shorter contexts or fewer "
+                        f"items per request"
+                    )
+
+        windows: list[list[Window]] = []
+        flat_index = 0
+        for query, (max_seq_len, doc_stride) in zip(request.queries, lengths):
+            pairs = [
+                (item.question, item.context) if self.question_first else (item.context, item.question)
+                for item in query.items
+            ]
+            for encoding in self._encode_pairs(pairs, max_seq_len, doc_stride):
+                windows.append(self._item_windows(flat_index, encoding))
+                flat_index += 1
+        made = sum(map(len, windows))
+        if made != planned:  # _plan_windows no longer mirrors the tokenizer's overflow rule
+            log.warning("planned %d windows, the tokenizer made %d", planned, made)
+        return windows
+
+    def _plan_windows(self, item, q_tokens: int, c_tokens: int, max_seq_len: int, doc_stride: int) -> int:
+        """Windows this item will need; rejects what the tokenizer cannot cut (it would panic)."""
+        for key, count in (("question", q_tokens), ("context", c_tokens)):
+            if count == 0:
+                raise InvalidRequest(
+                    f"{item.where}.{key} has no tokens left after the tokenizer's normalisation "
+                    f"(only control, zero-width or whitespace characters?): send some text"
+                )
+        # Only the context is ever cut (it is the second sequence when the question comes first).
+        if q_tokens + c_tokens + self.pair_special_tokens <= max_seq_len:
+            return 1
+        budget = max_seq_len - q_tokens - self.pair_special_tokens
+        if budget < 1:
+            raise InvalidRequest(
+                f"{item.where}.question is too long: its {q_tokens} tokens plus {self.pair_special_tokens} special "
+                f"tokens leave no room for the context in max_seq_len={max_seq_len}; shorten the question "
+                f"or raise parameters.max_seq_len"
+            )
+        if doc_stride >= budget:
+            raise InvalidRequest(
+                f"{item.where}: parameters.doc_stride={doc_stride} is too large for this question: with "
+                f"max_seq_len={max_seq_len} each window holds {budget} context tokens, and doc_stride must "
+                f"be below that; lower doc_stride or raise max_seq_len"
+            )
+        return 1 + -(-(c_tokens - budget) // (budget - doc_stride))
+
+    def _item_windows(self, item_index: int, encoding) -> list[Window]:
+        windows = []
+        for enc in [encoding] + list(encoding.overflowing):
+            # 1 for tokens that cannot be in the answer: everything but the context...
+            if self.question_first:
+                p_mask = [int(seq != 1) for seq in enc.sequence_ids]
+            else:
+                p_mask = [0] * len(enc.ids)
+            # ...except CLS, which some models use to say "no answer".
+            if self.cls_token_id is not None:
+                for index, token_id in enumerate(enc.ids):
+                    if token_id == self.cls_token_id:
+                        p_mask[index] = 0
+            windows.append(
+                Window(
+                    item_index=item_index,
+                    input_ids=enc.ids,
+                    type_ids=enc.type_ids,
+                    attention_mask=enc.attention_mask,
+                    p_mask=np.array(p_mask),
+                    encoding=enc,
+                )
+            )
+        return windows
+
+
+def max_positions(config, tokenizer) -> int:
+    """Tokens a window may hold: the model's positions, or the tokenizer's limit if lower."""
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    tokenizer_max = tokenizer.model_max_length
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < UNSET_MODEL_MAX_LENGTH:
+        limits.append(tokenizer_max)
+    return min(limits) if limits else 512
+
+
+def split_at_whitespace(text: str, size: int) -> list[str]:
+    """Pieces of about `size` characters, each cut just before a whitespace character."""
+    pieces = []
+    begin = 0
+    while len(text) - begin > size:
+        match = _WHITESPACE.search(text, begin + size)
+        if match is None:
+            break
+        pieces.append(text[begin : match.start()])
+        begin = match.start()
+    pieces.append(text[begin:])
+    return pieces

@@ -1,0 +1,88 @@
+"""gunicorn's configuration: plain Python assigning only gunicorn's own names, from the Settings.
+
+Loaded by `python -m gunicorn -c serving/gunicorn_conf.py` (started by serving/supervisor.py with
+the app root as working directory). Raw reads, then derived values, then assignments.
+"""
+
+import json
+import logging
+import os
+import sys
+
+from serving.logs import LOG_FORMAT
+from serving.nginx import socket_path
+from serving.settings import Settings
+
+_settings = Settings.from_env(os.environ)
+
+wsgi_app = "serving.app:create_app_from_env()"
+bind = [f"unix:{socket_path(_settings)}"]
+umask = 0o077
+worker_class = "gthread"
+workers = _settings.workers
+# One thread per request the handler may run at once, plus two so /ping and fast 503s always
+# find a free thread (the app bounds in-flight requests to threads_per_worker).
+threads = _settings.threads_per_worker + 2
+# gthread workers heartbeat from their main loop, so this only catches a hung worker process.
+timeout = 30
+# The supervisor drains nginx first (up to shutdown_timeout_s - gunicorn_stop_s); gunicorn then only has idle
+# workers or abandoned timed-out work left, and the whole stop fits SageMaker's 30 s SIGKILL window.
+graceful_timeout = _settings.gunicorn_stop_s
+keepalive = 2
+preload_app = _settings.preload
+# nginx writes the access log; gunicorn logs errors to stderr.
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level_name
+proc_name = "qa-serving"
+# gunicorn's own lines in the stack's one log format (they carry no request id).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"qa": {"format": LOG_FORMAT.replace("%(request_id)s", "-")}},
+    "handlers": {
+        "error_console": {"class": "logging.StreamHandler", "formatter": "qa", "stream": "ext://sys.stderr"}
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False}
+    },
+    "root": {"level": loglevel.upper(), "handlers": []},
+}
+# gunicorn's runtime control socket lives in $HOME by default (read-only in the image); not needed.
+control_socket_disable = True
+
+
+def when_ready(server):
+    server.log.info(
+        "resolved settings: %s",
+        json.dumps(
+            {
+                "settings": _settings.to_log_dict(),
+                "gunicorn": {
+                    "workers": workers,
+                    "threads": threads,
+                    "timeout": timeout,
+                    "graceful_timeout": graceful_timeout,
+                    "preload_app": preload_app,
+                    "bind": bind,
+                },
+            },
+            sort_keys=True,
+        ),
+    )
+
+
+def post_worker_init(worker):
+    # Start loading the model in a background thread of this worker: /ping answers 503 meanwhile.
+    worker.wsgi.start()
+
+
+def worker_exit(server, worker):
+    # Tearing down an interpreter with torch loaded costs seconds of CPU during a stop and there is
+    # nothing left to flush: leave at once, with the exit status gunicorn was about to use.
+    exiting = sys.exc_info()[1]
+    code = exiting.code if isinstance(exiting, SystemExit) and isinstance(exiting.code, int) else 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

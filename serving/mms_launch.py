@@ -1,0 +1,82 @@
+"""Multi-model endpoints, the launching side: start Multi Model Server the SageMaker Inference
+Toolkit's way and turn how it ended into the container's exit code. The service MMS runs for
+each model is mms_service.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import warnings
+from pathlib import Path
+
+from serving import exit_codes
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_multi_model(settings: Settings) -> int:
+    """Multi-model endpoint: Multi Model Server, started the SageMaker Inference Toolkit's way.
+
+    SageMaker loads and unloads models at run time (`POST /models` with a directory under
+    /opt/ml/models); MMS starts a worker per model running serving/mms_service.py. MMS reads the
+    port, the timeout, the workers per model and the JVM's options from the environment, so ours
+    are written there. Exits 0 after SIGTERM, else non-zero: an MMS that dies on its own (its JVM
+    out of memory, say) must take the container down with it, so that SageMaker replaces it.
+    """
+    if shutil.which("java") is None:
+        log.error("start-up failed: Multi Model Server needs a Java runtime (java not on PATH)")
+        return exit_codes.STARTUP_ERROR
+    os.environ.update(
+        SAGEMAKER_MULTI_MODEL="true",
+        SAGEMAKER_BIND_TO_PORT=str(settings.port),
+        SAGEMAKER_MODEL_SERVER_WORKERS=str(settings.workers),
+        SAGEMAKER_MODEL_SERVER_TIMEOUT=str(settings.request_timeout_s),
+        SAGEMAKER_MODEL_SERVER_VMARGS=settings.mms_jvm_options,
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(APP_ROOT), os.environ.get("PYTHONPATH")])
+        ),  # for its workers
+    )
+    with warnings.catch_warnings():  # "pkg_resources is deprecated": why setuptools is pinned
+        warnings.simplefilter("ignore", UserWarning)
+        from sagemaker_inference import model_server  # reads SAGEMAKER_MULTI_MODEL when imported
+
+    # The toolkit replaces our SIGTERM handler with its own (which forwards the signal to MMS) and
+    # returns nothing when MMS ends. A wakeup fd records every signal that arrives whoever handles
+    # it: that tells a requested stop from a crash.
+    signals_read, signals_write = os.pipe()
+    os.set_blocking(signals_read, False)
+    os.set_blocking(signals_write, False)
+    signal.set_wakeup_fd(signals_write, warn_on_full_buffer=False)
+    try:
+        model_server.start_model_server(handler_service="serving.mms_service:handle")
+    except Exception as exc:  # the toolkit raises a bare Exception when MMS never came up
+        log.error("start-up failed: Multi Model Server did not start: %s", exc)
+        return exit_codes.STARTUP_ERROR
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(signals_write)
+    if signal.SIGTERM in _signals_received(signals_read):
+        log.info("Multi Model Server stopped after SIGTERM")
+        return exit_codes.OK
+    log.error("Multi Model Server exited without being asked to stop (its log is above)")
+    return exit_codes.MODEL_SERVER_DIED
+
+
+def _signals_received(fd: int) -> set[int]:
+    received = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(fd)
+    return set(received)

@@ -1,0 +1,171 @@
+"""Per-worker runtime state: the handler once loaded, readiness, the executor and the in-flight
+bound. The routes (app.py) ask it; it knows nothing of HTTP beyond the errors it raises.
+
+The model loads in a background thread so /ping answers 503 at once while loading; /ping is 200
+only after the model loaded and a warm-up request passed in this worker (and, at start-up, in
+every worker). Requests run on a small executor so a request over its time budget gets a 504
+while its work finishes in the background, still counted against the bounded in-flight limit:
+overload is a fast 503 with Retry-After, never a queue that starves /ping.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from serving.errors import GatewayTimeout, ServiceUnavailable
+from serving.handler import Context
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOADING_RETRY_AFTER_S = 5
+OVERLOAD_RETRY_AFTER_S = 1
+# gunicorn's WORKER_BOOT_ERROR: the arbiter halts instead of respawning a worker that cannot boot.
+WORKER_BOOT_ERROR = 3
+
+
+class HandlerLike(Protocol):
+    model_dir: Path
+
+    def load_model(self) -> None: ...
+
+    def warm_up(self) -> None: ...
+
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, context: Context
+    ) -> tuple[bytes, str]: ...
+
+
+def fatal_exit() -> None:
+    logging.shutdown()
+    os._exit(WORKER_BOOT_ERROR)
+
+
+class Readiness:
+    """This worker's readiness, plus the start-up barrier across workers (marker files in run_dir)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.markers = settings.run_dir / "ready"
+        self.ready = threading.Event()
+        self._stack_up = False
+
+    def mark_ready(self) -> None:
+        self.markers.mkdir(parents=True, exist_ok=True)
+        (self.markers / str(os.getpid())).touch()
+        self.ready.set()
+
+    def _live_ready_workers(self) -> int:
+        count = 0
+        for marker in self.markers.glob("[0-9]*"):
+            try:
+                os.kill(int(marker.name), 0)
+            except (ProcessLookupError, ValueError):
+                continue
+            except PermissionError:
+                pass
+            count += 1
+        return count
+
+    def is_ready(self) -> bool:
+        if not self.ready.is_set():
+            return False
+        # Before every worker is up, a ready worker still says 503 so no request lands on a loading
+        # one; once the stack has been up, a respawned worker does not take the others down with it.
+        if not self._stack_up:
+            if (
+                self._live_ready_workers() < self.settings.workers
+                and not (self.markers / "stack-up").exists()
+            ):
+                return False
+            (self.markers / "stack-up").touch()
+            self._stack_up = True
+        return True
+
+
+class Runtime:
+    """Per-worker state: the handler once loaded, readiness, the executor and the in-flight bound."""
+
+    def __init__(
+        self, settings: Settings, handler_factory: Callable[[], HandlerLike], on_fatal: Callable[[], None]
+    ):
+        self.settings = settings
+        self.handler_factory = handler_factory
+        self.on_fatal = on_fatal
+        self.handler: HandlerLike | None = None
+        self.readiness = Readiness(settings)
+        self.max_in_flight = settings.threads_per_worker
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._started_in: int | None = None
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start loading in this process (idempotent; a fork needs its own thread and executor)."""
+        with self._start_lock:
+            if self._started_in == os.getpid():
+                return
+            self._started_in = os.getpid()
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self.max_in_flight, thread_name_prefix="invoke"
+            )
+            threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            handler = self.handler_factory()
+            handler.load_model()
+            loaded = time.monotonic()
+            log.info("model loaded from %s in %.2f s", handler.model_dir, loaded - started)
+            handler.warm_up()
+            log.info("warm-up request passed in %.2f s; worker ready", time.monotonic() - loaded)
+        except BaseException:  # noqa: BLE001 - anything, even SystemExit from user code, means no model
+            log.critical("model failed to load; this worker cannot serve:\n%s", traceback.format_exc())
+            self.on_fatal()
+            return
+        self.handler = handler
+        self.readiness.mark_ready()
+
+    def is_ready(self) -> bool:
+        return self.handler is not None and self.readiness.is_ready()
+
+    def invoke(
+        self, body: bytes, content_type: str, accept: str | None, context: Context
+    ) -> tuple[bytes, str]:
+        handler = self.handler
+        if handler is None or not self.readiness.ready.is_set() or self._executor is None:
+            raise ServiceUnavailable(
+                "the model is still loading: retry shortly", retry_after_s=LOADING_RETRY_AFTER_S
+            )
+        if not self._slots.acquire(blocking=False):
+            raise ServiceUnavailable(
+                f"this worker is at its limit of {self.max_in_flight} requests in flight: retry shortly",
+                retry_after_s=OVERLOAD_RETRY_AFTER_S,
+            )
+        try:
+            run = contextvars.copy_context().run
+            future = self._executor.submit(run, handler.invoke, body, content_type, accept, context)
+        except BaseException:
+            self._slots.release()
+            raise
+        # The slot is freed when the work ends, not when the client is answered: timed-out work
+        # still occupies the CPU, so it still counts against the bound.
+        future.add_done_callback(lambda _: self._slots.release())
+        remaining = (context.deadline or time.monotonic()) - time.monotonic()
+        try:
+            return future.result(timeout=max(remaining, 0.0))
+        except concurrent.futures.TimeoutError:
+            raise GatewayTimeout(
+                f"the request did not finish within its time budget of {self.settings.request_timeout_s} s "
+                f"(SAGEMAKER_MODEL_SERVER_TIMEOUT): send less work per request or raise the budget"
+            ) from None

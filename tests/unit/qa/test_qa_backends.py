@@ -1,0 +1,217 @@
+"""Inference backends (qa/backends.py) on the tiny fixture model: settings, logits, forks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa import backends as qa_backends
+from qa import graphs as qa_graphs
+from serving.settings import Settings, SettingsError
+
+COMBOS = [
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+]
+NAMES = ["input_ids", "attention_mask"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("graph-cache")
+
+
+def backend_for(tiny, cache_dir, backend, precision):
+    path, model = tiny
+    graph = None
+    kind = qa_graphs.graph_kind(backend, precision)
+    if kind is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        pairs = qa_graphs.builtin_calibration_pairs()[:8]
+        graph = qa_graphs.find_or_build_graph(
+            model, path, NAMES, kind, cache_dir, lambda: qa_graphs.calibration_inputs(tokenizer, NAMES, pairs)
+        )
+    return qa_backends.create_backend(backend, precision, 1, input_names=NAMES, model=model, graph=graph)
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend,precision", COMBOS)
+def test_supported_combinations_parse(backend, precision):
+    settings = Settings.from_env({"QA_BACKEND": backend, "QA_PRECISION": precision}, cpu_limit=2)
+    assert (settings.backend, settings.precision) == (backend, precision)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_auto_takes_every_precision(precision):
+    settings = Settings.from_env({"QA_PRECISION": precision}, cpu_limit=2)
+    assert (settings.backend, settings.precision) == ("auto", precision)
+
+
+def test_defaults_are_auto_fp32():
+    settings = Settings.from_env({}, cpu_limit=2)
+    assert (settings.backend, settings.precision, settings.graph_cache_dir) == ("auto", "fp32", None)
+    assert settings.graph_cache == settings.run_dir / "graphs"
+    assert settings.parallel_batches is None  # the plan's number for the backend
+
+
+@pytest.mark.parametrize("backend,precision", [("torch", "int8"), ("onnx", "bf16")])
+def test_nonsense_combinations_name_both_variables(backend, precision):
+    with pytest.raises(SettingsError, match=f"QA_PRECISION={precision}.*QA_BACKEND={backend}"):
+        Settings.from_env({"QA_BACKEND": backend, "QA_PRECISION": precision}, cpu_limit=2)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"QA_BACKEND": "tensorrt"},
+        {"QA_PRECISION": "fp16"},
+        {"QA_BATCH_WAIT_MS": "-1"},
+        {"QA_BATCH_MAX_TOKENS": "0"},
+        {"QA_PARALLEL_BATCHES": "0"},
+    ],
+)
+def test_malformed_values_are_refused(env):
+    with pytest.raises(SettingsError, match=next(iter(env))):
+        Settings.from_env(env, cpu_limit=2)
+
+
+def test_batching_and_cache_settings_parse():
+    settings = Settings.from_env(
+        {
+            "QA_GRAPH_CACHE_DIR": "/var/cache/qa",
+            "QA_BATCH_WAIT_MS": "0",
+            "QA_BATCH_MAX_TOKENS": "2048",
+            "QA_BATCH_QUEUE_WINDOWS": "64",
+            "QA_PARALLEL_BATCHES": "3",
+        },
+        cpu_limit=2,
+    )
+    assert settings.graph_cache == Path("/var/cache/qa")
+    assert (settings.batch_wait_ms, settings.batch_max_tokens, settings.batch_queue_windows) == (0, 2048, 64)
+    assert settings.parallel_batches == 3
+
+
+@pytest.mark.parametrize(
+    "backend,cpus,threads", [("torch", 2.0, 1), ("onnx", 2.0, 1), ("torch", 8.0, 4), ("openvino", 8.0, 4)]
+)
+def test_default_threads_split_the_cpus_between_workers(backend, cpus, threads):
+    settings = Settings.from_env(
+        {"QA_BACKEND": backend, "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cpu_limit=cpus
+    )
+    assert settings.torch_threads == threads
+    explicit = Settings.from_env({"QA_BACKEND": backend, "QA_TORCH_THREADS": "3"}, cpu_limit=cpus)
+    assert explicit.torch_threads == 3
+
+
+# ---- logits -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend,precision", COMBOS)
+def test_every_backend_gives_float32_logits_per_token(tiny, cache_dir, backend, precision):
+    b = backend_for(tiny, cache_dir, backend, precision)
+    assert b.name == f"{backend}-{precision}"
+    start, end = b.forward(qa_backends.example_inputs(NAMES, 3, 21))
+    assert start.shape == end.shape == (3, 21)
+    assert start.dtype == end.dtype == np.float32
+    assert np.isfinite(start).all() and np.isfinite(end).all()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+@pytest.mark.parametrize("batch,width", [(1, 5), (3, 40), (8, 384)])
+def test_graph_fp32_matches_torch_fp32(tiny, cache_dir, backend, batch, width):
+    inputs = qa_backends.example_inputs(NAMES, batch, width, seed=batch)
+    want = backend_for(tiny, cache_dir, "torch", "fp32").forward(inputs)
+    got = backend_for(tiny, cache_dir, backend, "fp32").forward(inputs)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "backend,precision", [("torch", "bf16"), ("onnx", "int8"), ("openvino", "bf16"), ("openvino", "int8")]
+)
+def test_reduced_precision_stays_near_fp32(tiny, cache_dir, backend, precision):
+    inputs = qa_backends.example_inputs(NAMES, 2, 64, seed=5)
+    want = backend_for(tiny, cache_dir, "torch", "fp32").forward(inputs)
+    got = backend_for(tiny, cache_dir, backend, precision).forward(inputs)
+    for g, w in zip(got, want):
+        mask = inputs["attention_mask"] == 1
+        assert np.corrcoef(g[mask], w[mask])[0, 1] > 0.95
+
+
+def test_openvino_fp32_runs_f32_kernels_and_reduced_precision_fixed_scales(tiny, cache_dir):
+    """OpenVINO's CPU default is bf16 where the CPU has it, and per-pass activation quantization:
+    fp32 and int8 must ask for f32, every precision for no dynamic quantization."""
+    import openvino as ov
+
+    # Where the CPU has no bf16 (AVX2 only) OpenVINO keeps f32 whatever it is asked.
+    bf16 = (
+        ov.Type.bf16 if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else ov.Type.f32
+    )
+    for precision, hint in (("fp32", ov.Type.f32), ("int8", ov.Type.f32), ("bf16", bf16)):
+        b = backend_for(tiny, cache_dir, "openvino", precision)
+        assert b._compiled.get_property("INFERENCE_PRECISION_HINT") == hint
+        assert int(b._compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) == 0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_logits_at_one_width_do_not_depend_on_the_batch(tiny, cache_dir, precision):
+    """What SAME_WIDTH batching rests on: padded to one width, a window's logits are the same alone
+    and beside other windows."""
+    b = backend_for(tiny, cache_dir, "openvino", precision)
+    assert b.batching == qa_backends.SAME_WIDTH
+    batch = qa_backends.example_inputs(NAMES, 4, 48, seed=3)
+    batch["attention_mask"][1, 30:] = 0
+    together = b.forward(batch)
+    for row in range(4):
+        alone = b.forward({name: array[row : row + 1] for name, array in batch.items()})
+        for t, a in zip(together, alone):
+            keep = batch["attention_mask"][row] == 1
+            np.testing.assert_allclose(t[row][keep], a[0][keep], atol=1e-5, rtol=0)
+
+
+FORK_SCRIPT = """
+import gc, os, signal, sys
+sys.path[:0] = sys.argv[3:]
+from qa import backends as qa_backends
+backend = qa_backends.create_backend(sys.argv[1], "fp32", 2, input_names=["input_ids", "attention_mask"], graph=sys.argv[2])
+inputs = qa_backends.example_inputs(["input_ids", "attention_mask"], 2, 40)
+want = backend.forward(inputs)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a hang (joining the parent's threads) ends the child with SIGALRM
+    got = backend.forward(inputs)  # a new session in this process
+    same = all((g == w).all() for g, w in zip(got, want))
+    del backend
+    gc.collect()
+    os._exit(0 if same else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_graph_backends_survive_a_fork_as_with_qa_preload(tiny, cache_dir, backend):
+    path, model = tiny
+    graph = qa_graphs.find_or_build_graph(model, path, NAMES, "fp32", cache_dir)
+    root = Path(__file__).resolve().parents[3]
+    paths = [str(root), str(root / "code")]
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, backend, str(graph), *paths],
+        timeout=120,
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -1,0 +1,120 @@
+"""The process layer's configuration: nginx's rendered config and gunicorn's config module,
+both derived from the one Settings object."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from serving import nginx
+from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(
+        run_dir=tmp_path / "run", bind_host="127.0.0.1", port=18999, max_payload_mb=4, request_timeout_s=30
+    )
+
+
+def test_nginx_config_is_derived_from_the_settings(settings):
+    conf = nginx.render(settings)
+    assert "{{" not in conf
+    assert "listen 127.0.0.1:18999" in conf
+    assert "client_max_body_size 4m;" in conf
+    assert "proxy_read_timeout 35s;" in conf  # the app's 30 s budget answers first
+    assert f"server unix:{settings.run_dir}/gunicorn.sock;" in conf
+    assert "daemon off;" in conf and "error_log stderr" in conf
+    assert "access_log /dev/stdout" in conf and "/ping 0;" in conf
+    for temp in (
+        "client_body_temp_path",
+        "proxy_temp_path",
+        "fastcgi_temp_path",
+        "uwsgi_temp_path",
+        "scgi_temp_path",
+    ):
+        assert f"{temp} {settings.run_dir}/nginx/" in conf
+    assert "request body larger than 4 MB" in conf
+
+
+def test_every_nginx_error_page_is_json(settings):
+    conf = nginx.render(settings)
+    pages = [line for line in conf.splitlines() if "location = /__error/" in line and "return" in line]
+    for line in pages:
+        body = line.split("'")[1]
+        assert body.startswith('{"code": ') and '"type": ' in body and '"message": ' in body
+
+
+@pytest.mark.skipif(not Path(nginx.NGINX_BINARY).exists(), reason="nginx is not installed")
+def test_nginx_accepts_the_rendered_config(settings):
+    conf = nginx.write_config(settings)
+    result = subprocess.run(
+        [nginx.NGINX_BINARY, "-t", "-e", "stderr", "-p", str(settings.run_dir / "nginx"), "-c", str(conf)],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert nginx.command(settings)[:3] == [nginx.NGINX_BINARY, "-e", "stderr"]
+
+
+def load_gunicorn_conf(monkeypatch, env: dict[str, str]):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    spec = importlib.util.spec_from_file_location(
+        "gunicorn_conf_under_test", ROOT / "serving" / "gunicorn_conf.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gunicorn_config_is_derived_from_the_settings(monkeypatch, tmp_path):
+    conf = load_gunicorn_conf(
+        monkeypatch,
+        {
+            "QA_RUN_DIR": str(tmp_path),
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "QA_THREADS_PER_WORKER": "5",
+            "QA_PRELOAD": "true",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "WARNING",
+        },
+    )
+    assert conf.worker_class == "gthread" and conf.workers == 3 and conf.threads == 7
+    assert conf.bind == [f"unix:{tmp_path}/gunicorn.sock"]
+    assert conf.preload_app is True and conf.loglevel == "warning"
+    assert conf.wsgi_app == "serving.app:create_app_from_env()"
+    # Stops fit SageMaker's 30 s between SIGTERM and SIGKILL.
+    assert conf.graceful_timeout <= 25 and conf.control_socket_disable is True
+
+
+def test_gunicorn_config_assigns_only_gunicorn_settings(monkeypatch, tmp_path):
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    conf = load_gunicorn_conf(monkeypatch, {"QA_RUN_DIR": str(tmp_path)})
+    known = {setting.name for setting in gunicorn_config.KNOWN_SETTINGS}
+    imported = {"socket_path", "Settings", "LOG_FORMAT"}
+    assigned = {
+        name
+        for name, value in vars(conf).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name not in imported
+    }
+    assert assigned <= known, assigned - known
+
+
+def test_gunicorn_accepts_the_config(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--check-config", "-c", "serving/gunicorn_conf.py"],
+        cwd=ROOT,
+        env={"QA_RUN_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
