@@ -11,8 +11,10 @@
 #        -d '{"inputs": {"question": "Who?", "context": "Ada wrote it."}}'
 # Configuration is by environment variable only: see the table in README.md ("Configuration").
 #
-# The image runs as root, as SageMaker expects: it starts the container as root and mounts
-# /opt/ml/model for that user. Nothing here needs to write outside /tmp, so `--read-only` works.
+# The image starts as root, as SageMaker expects: it starts the container as root and mounts
+# /opt/ml/model for that user. The processes that parse request bytes (nginx's worker, gunicorn's
+# workers) then run as the unprivileged user `qa` (serving/privileges.py). Nothing here needs to
+# write outside /tmp, so `--read-only` works.
 
 # Debian 12, the release whose python3 (3.11) matches the pinned wheels. For a byte-for-byte
 # reproducible build pass a digest: --build-arg BASE_IMAGE=debian:bookworm-slim@sha256:...
@@ -78,7 +80,9 @@ COPY code/ /opt/program/code/
 # telemetry (sent by NNCF when it quantizes) is declined in its consent file, as `opt_in_out
 # --opt_out` would write it, without that command's own network call.
 RUN /opt/venv/bin/python -m compileall -q /opt/program \
- && mkdir -p /root/intel && echo 0 >/root/intel/openvino_telemetry
+ && mkdir -p /root/intel && echo 0 >/root/intel/openvino_telemetry \
+ && groupadd --system --gid 10001 qa \
+ && useradd --system --uid 10001 --gid qa --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin qa
 
 ARG GIT_REVISION=unknown
 ARG VERSION=dev

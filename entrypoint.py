@@ -31,6 +31,7 @@ from serving import exit_codes, logs, nginx
 from serving.handler import HandlerError, install_user_requirements
 from serving.mms_launch import serve_multi_model
 from serving.model_source import ModelSourceError, resolve_model
+from serving.privileges import hand_over, worker_identity
 from serving.settings import Settings, SettingsError
 from serving.supervisor import ChildSpec, Supervisor
 
@@ -46,6 +47,21 @@ def _prepare_run_dir(settings: Settings) -> None:
     # Leftovers of an earlier run in the same dir: readiness markers and the old socket.
     shutil.rmtree(settings.run_dir / "ready", ignore_errors=True)
     nginx.socket_path(settings).unlink(missing_ok=True)
+
+
+def _drop_privileges(settings: Settings, model_dir: Path) -> dict[str, str]:
+    """Decide who the request-handling processes run as (serving/privileges.py), give them the
+    directories they write, and return the environment gunicorn starts with."""
+    identity = None
+    for root in dict.fromkeys([model_dir, settings.model_dir / "code"]):
+        if root.exists():
+            identity = worker_identity(settings.worker_user, root)
+            if identity is None:
+                break
+    home = settings.run_dir / "home"  # HOME for the workers: their own, writable under --read-only
+    hand_over([settings.run_dir / "ready", settings.graph_cache, home, *nginx.temp_dirs(settings)], identity)
+    log.info("request-handling processes run as %s", identity.name if identity else "this process's user")
+    return {**os.environ, "QA_WORKER_USER": identity.name if identity else "root", "HOME": str(home)}
 
 
 def _check_handler() -> None:
@@ -84,7 +100,8 @@ def serve(env: dict[str, str]) -> int:
             raise FileNotFoundError(
                 f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)"
             )
-        conf = nginx.write_config(settings)
+        gunicorn_env = _drop_privileges(settings, model_dir)
+        conf = nginx.write_config(settings, worker_user=gunicorn_env["QA_WORKER_USER"])
     except (ModelSourceError, HandlerError, OSError) as exc:
         log.error("start-up failed: %s", exc)
         return exit_codes.STARTUP_ERROR
@@ -98,6 +115,7 @@ def serve(env: dict[str, str]) -> int:
                 signal.SIGTERM,
                 exit_codes.GUNICORN_DIED,
                 cwd=APP_ROOT,
+                env=gunicorn_env,
                 ready=socket.exists,
             ),
             ChildSpec("nginx", nginx.command(settings), signal.SIGQUIT, exit_codes.NGINX_DIED),

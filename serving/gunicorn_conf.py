@@ -11,6 +11,7 @@ import sys
 
 from serving.logs import LOG_FORMAT
 from serving.nginx import socket_path
+from serving.privileges import lookup
 from serving.settings import Settings
 
 _settings = Settings.from_env(os.environ)
@@ -35,6 +36,13 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level_name
 proc_name = "qa-serving"
+# The workers parse request bytes: they run as the user the entrypoint chose (serving/privileges.py),
+# with that user's groups only, not root's.
+_worker = lookup(_settings.worker_user)
+if _worker is not None:
+    user = _worker.uid
+    group = _worker.gid
+    initgroups = True
 # gunicorn's own lines in the stack's one log format (they carry no request id).
 logconfig_dict = {
     "version": 1,

@@ -3,12 +3,14 @@ table, serving/errors.py, for the errors nginx answers itself)."""
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import re
 from pathlib import Path
 
 from serving.errors import nginx_error_pages
+from serving.privileges import lookup
 from serving.settings import Settings
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf.template"
@@ -38,11 +40,20 @@ def _error_log_level(level: int) -> str:
     return "crit"
 
 
-def render(settings: Settings, template: Path = TEMPLATE) -> str:
+def _user_directive(worker_user: str) -> str:
+    """nginx's `user`: only a root master switches its workers' user (to `nobody` unless told)."""
+    if os.geteuid() != 0:
+        return ""
+    worker = lookup(worker_user)
+    if worker is None:
+        return "user root root;"
+    return f"user {worker.name} {grp.getgrgid(worker.gid).gr_name};"
+
+
+def render(settings: Settings, template: Path = TEMPLATE, worker_user: str = "root") -> str:
     values = {
-        # Workers of a root master would drop to `nobody`, who cannot reach the run dir or the socket;
-        # the image runs as root (SageMaker expects it) and nginx only proxies.
-        "user_directive": "user root root;" if os.geteuid() == 0 else "",
+        # The workers parse request bytes: the unprivileged user when there is one (privileges.py).
+        "user_directive": _user_directive(worker_user),
         "run_dir": str(settings.run_dir),
         "error_log_level": _error_log_level(settings.log_level),
         "socket_path": str(socket_path(settings)),
@@ -61,12 +72,17 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", substitute, template.read_text())
 
 
-def write_config(settings: Settings) -> Path:
+def temp_dirs(settings: Settings) -> list[Path]:
+    """Where nginx's workers buffer bodies: theirs to write."""
+    return [settings.run_dir / "nginx" / sub for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+
+
+def write_config(settings: Settings, worker_user: str = "root") -> Path:
     """Render the config and create nginx's temp dirs; returns the config's path."""
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (settings.run_dir / "nginx" / sub).mkdir(parents=True, exist_ok=True)
+    for path in temp_dirs(settings):
+        path.mkdir(parents=True, exist_ok=True)
     path = config_path(settings)
-    path.write_text(render(settings))
+    path.write_text(render(settings, worker_user=worker_user))
     return path
 
 

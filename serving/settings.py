@@ -156,6 +156,8 @@ class Settings:
     forward_batch_size: int = 16
     allow_pickle_weights: bool = False
     install_user_requirements: bool = True
+    # Who nginx's and gunicorn's workers run as when the container runs as root (privileges.py).
+    worker_user: str = "qa"
     shutdown_timeout_s: int = 25
     cpu_limit: float = 1.0
     backend: str = "auto"
@@ -252,6 +254,7 @@ class Settings:
             forward_batch_size=_int(env, "forward_batch_size", 16),
             allow_pickle_weights=_bool(env, "QA_ALLOW_PICKLE_WEIGHTS", False),
             install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
+            worker_user=env.get("QA_WORKER_USER", "").strip() or "qa",
             shutdown_timeout_s=_int(env, "shutdown_timeout_s", 25),
             cpu_limit=cpus,
             backend=_choice(env, "QA_BACKEND", "auto", BACKENDS),

@@ -36,6 +36,7 @@ class ChildSpec:
     stop_signal: signal.Signals
     exit_code_if_died: int
     cwd: Path | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
     # Start the next child only once this returns True (e.g. a socket exists).
     ready: Callable[[], bool] | None = None
 
@@ -92,7 +93,9 @@ class Supervisor:
 
     def _start(self, spec: ChildSpec) -> None:
         log.info("starting %s: %s", spec.name, " ".join(spec.argv))
-        self.children[spec.name] = subprocess.Popen(spec.argv, cwd=spec.cwd, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads here
+        self.children[spec.name] = subprocess.Popen(
+            spec.argv, cwd=spec.cwd, env=spec.env, preexec_fn=_die_with_parent
+        )  # noqa: PLW1509 - no threads here
 
     def _stop_all(self, deadline: float) -> bool:
         """Stop running children in reverse start order; True if all stopped by themselves."""

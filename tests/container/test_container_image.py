@@ -106,6 +106,49 @@ def test_read_only_root_with_tmpfs(image: str, containers) -> None:
     assert target.stop() == 0
 
 
+def processes(target: ContainerTarget) -> list[tuple[int, int, int, str]]:
+    """(uid, pid, ppid, command) of every process in the container, as `docker top` shows them."""
+    out = docker("top", target.name, "-eo", "uid,pid,ppid,args")
+    assert out.returncode == 0, out.stderr
+    rows = []
+    for line in out.stdout.splitlines()[1:]:
+        uid, pid, ppid, args = line.split(None, 3)
+        rows.append((int(uid), int(pid), int(ppid), args))
+    return rows
+
+
+def test_no_request_handling_process_runs_as_root(image: str, containers) -> None:
+    target = containers(image, TINY_MODEL, docker_args=("--read-only", "--tmpfs", "/tmp"))
+    assert_answers(target)
+    rows = processes(target)
+    nginx_workers = [r for r in rows if "nginx: worker process" in r[3]]
+    gunicorn = [r for r in rows if "gunicorn" in r[3]]
+    master = [r for r in gunicorn if r[2] not in {g[1] for g in gunicorn}]
+    workers = [r for r in gunicorn if r not in master]
+    assert nginx_workers and workers and len(master) == 1, rows
+    # The supervisor and the two masters keep root (SageMaker starts the container as root);
+    # everything that reads request bytes runs as the image's `qa` user (uid 10001).
+    assert {r[0] for r in nginx_workers + workers} == {10001}, rows
+    assert master[0][0] == 0, rows
+    assert target.stop() == 0
+
+
+def test_a_model_only_root_can_read_is_served_by_root_workers_with_a_warning(
+    image: str, containers, tmp_path
+) -> None:
+    model = tmp_path / "owner-only"
+    model.mkdir(mode=0o755)
+    for path in TINY_MODEL.iterdir():
+        if path.is_file():
+            (model / path.name).write_bytes(path.read_bytes())
+            (model / path.name).chmod(0o600)
+    target = containers(image, model)
+    assert_answers(target)
+    assert "not readable by qa" in target.logs() and "chmod -R a+rX" in target.logs()
+    workers = [r for r in processes(target) if "nginx: worker process" in r[3]]
+    assert workers and {r[0] for r in workers} == {0}
+
+
 def test_train_fails_clearly(image: str) -> None:
     out = docker("run", "--rm", "--network", "none", image, "train")
     assert out.returncode != 0

@@ -128,6 +128,22 @@ def test_no_model_anywhere_fails_with_a_clear_message(tmp_path):
     assert "no model to serve" in result.stderr and "HF_MODEL_ID" in result.stderr
 
 
+def test_the_hub_token_is_never_logged(tmp_path):
+    """HF_TOKEN reaches the start-up log line of the settings only as ***."""
+    result = run_entrypoint(
+        ["serve"],
+        {
+            "HF_TOKEN": "hf_canary_token_4242",
+            "QA_MODEL_DIR": str(tmp_path / "empty"),
+            "QA_BAKED_MODEL_DIR": str(tmp_path / "none"),
+            "QA_RUN_DIR": str(tmp_path / "run"),
+        },
+    )
+    assert result.returncode == 6
+    assert '"hf_token": "***"' in result.stderr, result.stderr
+    assert "hf_canary_token_4242" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "variable, value",
     [
