@@ -187,6 +187,14 @@ def decode_text(body, charset: str | None) -> str:
                 f"the request body is not valid {exc.encoding.upper()}: "
                 f"undecodable byte at offset {exc.start}; send text encoded as UTF-8"
             ) from None
+        except UnicodeError:  # codecs that fail without saying where (punycode, idna)
+            raise InvalidRequest(
+                f"the request body is not valid {encoding.upper()}: send text encoded as UTF-8"
+            ) from None
+        except LookupError:  # a codec, but not of text (rot13, base64, zlib, ...)
+            raise UnsupportedContentType(
+                f"charset {charset!r} is not a text encoding: send UTF-8 (charset=utf-8)"
+            ) from None
     return text.removeprefix("\ufeff")
 
 
@@ -201,10 +209,14 @@ def load_json(text: str, where: str = ""):
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
-            f"{where}malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{where}malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's own advice is not for clients
+            raise InvalidRequest(f"{where}malformed JSON: a number has more than 4300 digits") from None
         raise InvalidRequest(f"{where}malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{where}malformed JSON: nested too deeply") from None
 
 
 def queries_from_jsonlines(text: str, *, max_items: int) -> tuple[QAQuery, ...]:
@@ -328,7 +340,7 @@ def parse_parameters(raw, where: str = "") -> QAParams:
     if unknown:
         hint = " (did you mean 'top_k'?)" if "topk" in unknown else ""
         raise InvalidRequest(
-            f"{where}unknown key(s) in parameters: {', '.join(repr(k) for k in unknown)}{hint}; "
+            f"{where}unknown key(s) in parameters: {_keys_named(unknown)}{hint}; "
             f"allowed keys are {', '.join(PARAMETER_SPECS)}"
         )
     values = {}
@@ -370,8 +382,7 @@ def _reject_unknown(value: dict, allowed: tuple[str, ...], where: str, place: st
     unknown = [key for key in value if key not in allowed]
     if unknown:
         raise InvalidRequest(
-            f"{where}unknown key(s) in {place}: {', '.join(repr(k) for k in unknown)}; "
-            f"allowed keys are {', '.join(allowed)}"
+            f"{where}unknown key(s) in {place}: {_keys_named(unknown)}; allowed keys are {', '.join(allowed)}"
         )
 
 
@@ -397,6 +408,13 @@ def _json_type(value) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _keys_named(keys: list) -> str:
+    """A client's keys quoted back, at most five and each cut short: a message must not grow with
+    the input."""
+    named = [text if len(text := repr(key)) <= 40 else text[:37] + "..." for key in keys[:5]]
+    return ", ".join(named) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
 def _json_repr(value) -> str:

@@ -135,6 +135,11 @@ def _from_falcon(ex: falcon.HTTPError) -> ServingError:
     """Falcon's own errors (unknown route, wrong method, bad headers) in the table's terms."""
     if isinstance(ex, falcon.HTTPNotFound):
         return NotFound(f"no such route: {ROUTES}")
+    if isinstance(ex, falcon.HTTPBadRequest) and ex.description == "Invalid HTTP method":
+        # A method HTTP does not define (BREW): RFC 9110 says 501, as nginx does for its own.
+        error = ServingError("this server implements no such method: use GET, HEAD, POST or OPTIONS")
+        error.status = 501
+        return error
     if isinstance(ex, falcon.HTTPMethodNotAllowed):
         allowed = ex.headers.get("Allow", "") if ex.headers else ""
         return MethodNotAllowed(

@@ -26,9 +26,11 @@ TYPES = {
     414: "URITooLong",
     415: "UnsupportedMediaType",
     500: "InternalServerError",
+    501: "NotImplemented",
     502: "BadGateway",
     503: "ServiceUnavailable",
     504: "GatewayTimeout",
+    505: "HTTPVersionNotSupported",
 }
 # The QA library's errors -> status.
 QA_STATUS: dict[type[qa_errors.QAError], int] = {
@@ -60,7 +62,12 @@ NGINX_PAGES = {
     502: (502, "the model server is not answering; retry shortly"),
     503: (503, "the model server is not ready; retry shortly"),
     504: (504, "the model server did not answer within {proxy_timeout_s} s"),
+    501: (501, "not implemented: send the body as is or chunked (no other Transfer-Encoding)"),
+    505: (505, "HTTP version not supported: use HTTP/1.1"),
 }
+# gunicorn answers a request it cannot parse itself (a control character in a header, raw bytes in
+# the path), before the app: that message never echoes the request.
+GUNICORN_MESSAGE = "malformed HTTP request: a header or the request line holds characters HTTP does not allow"
 NGINX_RETRY_AFTER_S = 5  # on nginx's 503: the app behind is starting or restarting a worker
 INTERNAL_MESSAGE = "internal error while serving the request{where}; details are in the server log"
 
@@ -146,6 +153,15 @@ def error_response(error: BaseException, request_id: str | None = None) -> tuple
     return served.status, served.headers, error_body(served.status, served.message)
 
 
+def raw_error_response(status: int) -> bytes:
+    """A whole HTTP/1.1 error response in the table's shape, for gunicorn's own errors."""
+    status = status if status in TYPES and status >= 400 else 400
+    message = GUNICORN_MESSAGE if status < 500 else INTERNAL_MESSAGE.format(where="")
+    body = error_body(status, message)
+    head = f"HTTP/1.1 {status} {TYPES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
 def nginx_error_pages(max_body_mb: int, proxy_timeout_s: int) -> str:
     """nginx's `error_page` lines and the internal locations that answer them, in the table's
     JSON shape (nginx's HTML pages never reach a client)."""
@@ -161,6 +177,8 @@ def nginx_error_pages(max_body_mb: int, proxy_timeout_s: int) -> str:
         headers = ["add_header X-Request-Id $qa_request_id always;"]
         if status == 503:
             headers.append(f"add_header Retry-After {NGINX_RETRY_AFTER_S} always;")
+        if status == 405:  # what the route serves (nginx itself refuses only TRACE)
+            headers.append("add_header Allow $qa_allow always;")
         quoted = body.replace("\\", "\\\\").replace("'", "\\'")
         lines.append(
             f"    location = /__error/{code} {{ {' '.join(headers)} return {status} '{quoted}\\n'; }}"

@@ -9,6 +9,9 @@ import logging
 import os
 import sys
 
+import gunicorn.util
+
+from serving.errors import raw_error_response
 from serving.logs import LOG_FORMAT
 from serving.nginx import socket_path
 from serving.privileges import lookup
@@ -58,6 +61,17 @@ logconfig_dict = {
 }
 # gunicorn's runtime control socket lives in $HOME by default (read-only in the image); not needed.
 control_socket_disable = True
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it cannot parse, in the error table's JSON shape (its own is
+    an HTML page that quotes the request back)."""
+    gunicorn.util.write_nonblock(sock, raw_error_response(status_int))
+
+
+# No setting chooses that page: gunicorn's workers call util.write_error, replaced here in the
+# master before they fork. The HTTP abuse tests fail if a gunicorn release stops calling it.
+gunicorn.util.write_error = _write_json_error
 
 
 def when_ready(server):

@@ -99,7 +99,7 @@ def test_gunicorn_config_assigns_only_gunicorn_settings(monkeypatch, tmp_path):
     gunicorn_config = pytest.importorskip("gunicorn.config")
     conf = load_gunicorn_conf(monkeypatch, {"QA_RUN_DIR": str(tmp_path)})
     known = {setting.name for setting in gunicorn_config.KNOWN_SETTINGS}
-    imported = {"socket_path", "Settings", "LOG_FORMAT", "lookup"}
+    imported = {"socket_path", "Settings", "LOG_FORMAT", "lookup", "raw_error_response"}
     assigned = {
         name
         for name, value in vars(conf).items()
