@@ -176,7 +176,7 @@ def decode_text(body, charset: str | None) -> str:
         if charset:
             try:
                 encoding = codecs.lookup(charset).name
-            except LookupError:
+            except (LookupError, ValueError):  # ValueError: a NUL in the name
                 raise UnsupportedContentType(
                     f"charset {charset!r} is not supported: send UTF-8 (charset=utf-8)"
                 ) from None
@@ -362,7 +362,7 @@ def parse_parameters(raw, where: str = "") -> QAParams:
                 )
             if not low <= value <= high:
                 raise InvalidRequest(
-                    f"{where}parameters.{key}={value} is out of range: it must be between {low} and {high}"
+                    f"{where}parameters.{key}={_json_repr(value)} is out of range: it must be between {low} and {high}"
                 )
         values[key] = value
     params = QAParams(**values)
@@ -418,8 +418,11 @@ def _keys_named(keys: list) -> str:
 
 
 def _json_repr(value) -> str:
+    """A client's value quoted back, cut short; never fails, whatever the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return "an integer of more than 40 digits"  # str() of a huge int is slow, then refused
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = f"a {type(value).__name__}" if isinstance(value, (list, dict)) else "an unprintable value"
     return text if len(text) <= 40 else text[:37] + "..."
