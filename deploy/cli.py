@@ -1,7 +1,9 @@
 """`python -m deploy SUBCOMMAND ...`: argument parsing, dispatch, and one-line errors.
 
-Results go to stdout as JSON (scriptable); progress goes to stderr. Exit codes: 0 done,
-1 AWS or wait failure, 2 bad options or inputs.
+Results go to stdout as JSON (scriptable); progress goes to stderr. A failure ends with one
+line on stderr, `error: <what failed>: <why>; <how to fix>` (deploy.errors words it), and no
+traceback unless --debug. Exit codes: 0 done, 1 AWS or wait failure (or an unexpected error),
+2 bad options or inputs (local files included), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploy import aws, endpoint, invoke, package, resources, scaling
+from deploy import aws, endpoint, errors, invoke, package, resources, scaling
 from deploy.batch import batch
-from deploy.waiting import WaitError
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
+DEBUG_HELP = "on a failure, also show the Python traceback (after the one-line error)"
 
 
 def _common() -> argparse.ArgumentParser:
@@ -25,6 +27,9 @@ def _common() -> argparse.ArgumentParser:
     group = common.add_argument_group("AWS configuration (default: the standard chain)")
     group.add_argument("--profile", help="named profile from ~/.aws/config (default: AWS_PROFILE)")
     group.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's region)")
+    # Also accepted after the subcommand; SUPPRESS keeps the subcommand from resetting a
+    # --debug given before it.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return common
 
 
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Credentials and region come from the standard AWS chain; AWS_ENDPOINT_URL "
         "points every client at another endpoint (e.g. a local test stand-in).",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     common = _common()
 
@@ -342,6 +348,8 @@ def _log(message: str) -> None:
 def run(args, clients):
     """Dispatch one parsed command; returns what to print on stdout."""
     if args.command == "package":
+        if args.upload:
+            package.check_bucket(clients("s3"), args.upload, args.output)
         with tempfile.TemporaryDirectory(prefix="qa-graphs-") as graphs_dir:
             graphs = {}
             if args.graphs_from_image:
@@ -410,7 +418,13 @@ def run(args, clients):
             )
         raw = args.body
         if args.body_file is not None:
-            raw = sys.stdin.read() if str(args.body_file) == "-" else args.body_file.read_text("utf-8")
+            try:
+                raw = sys.stdin.read() if str(args.body_file) == "-" else args.body_file.read_text("utf-8")
+            except UnicodeDecodeError as exc:
+                raise resources.RequestError(
+                    f"--body-file {args.body_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                    "save it as UTF-8"
+                ) from exc
         body = invoke.build_body(
             question=args.question, context=args.context, body=raw, parameters=invoke.parse_params(args.param)
         )
@@ -448,30 +462,47 @@ def run(args, clients):
 
 
 def main(argv: list[str] | None = None, clients=None, environ=os.environ) -> int:
-    """Entry point. `clients` (service name -> boto3 client) is injectable for tests."""
+    """Entry point. `clients` (service name -> boto3 client) is injectable for tests.
+
+    The one place failures are caught: each becomes one `error:` line on stderr and an exit
+    code (deploy.errors); with --debug the exception is raised again after that line.
+    """
     args = build_parser().parse_args(argv)
     try:
         # AWS_REGION first, as the AWS CLI does: boto3 itself reads only AWS_DEFAULT_REGION.
         region = args.region or environ.get("AWS_REGION") or None
         clients = clients or aws.Clients(profile=args.profile, region=region)
         result = run(args, clients)
-    except (resources.RequestError, package.PackageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except WaitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        if isinstance(result, str):
+            print(result)
+        else:
+            print(json.dumps(result, indent=2, ensure_ascii=False))
+        sys.stdout.flush()
     except KeyboardInterrupt:
         print("interrupted: requests already sent go on in AWS", file=sys.stderr)
         return 130
     except Exception as exc:
-        message = aws.describe_failure(exc)
-        if message is None:
+        try:
+            code, line = errors.describe(exc, role=getattr(args, "role", None))
+        except Exception:  # the wording must never hide the failure behind its own traceback
+            message = " ".join(str(exc).split())
+            code, line = 1, f"unexpected {type(exc).__name__}: {message} (run with --debug for the traceback)"
+        detail = getattr(exc, "detail", None)
+        if detail and isinstance(detail, str):
+            print("\n".join(f"  {row}" for row in detail.splitlines()), file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        if getattr(args, "debug", False):
             raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    if isinstance(result, str):
-        print(result)
-    else:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        if isinstance(exc, BrokenPipeError):
+            _quiet_stdout()
+        return code
     return 0
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

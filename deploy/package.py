@@ -17,13 +17,31 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import ClientError
+
 ARCHIVE_NAME = "model.tar.gz"
 GRAPH_DIR = "graphs"  # <model dir>/graphs: where the container looks for graphs before making them
 REPORT_FILE = "precision-report.json"  # beside them: logged at start-up for a reduced precision
 
 
 class PackageError(ValueError):
-    """The inputs cannot make a valid model archive; the message says which and why."""
+    """The inputs cannot make a valid model archive; the message (one line) says which and why.
+    `detail`: more lines to show before it, e.g. the end of a failed command's output."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+MODEL_DIR_FIX = "pass the directory save_pretrained wrote (config.json, weights, tokenizer files)"
+
+
+def _check_dir(path: Path, what: str, fix: str) -> None:
+    if path.is_dir():
+        return
+    state = "is not a directory" if path.exists() else "does not exist"
+    raise PackageError(f"{what} {path} {state}; {fix}")
 
 
 def _files(root: Path) -> list[Path]:
@@ -42,8 +60,7 @@ def plan_archive(
     """(source file, name in archive) pairs, sorted by name. code_dir replaces model_dir/code;
     `extra` (name in archive -> file) adds or replaces entries."""
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise PackageError(f"model directory {model_dir} does not exist")
+    _check_dir(model_dir, "model directory", MODEL_DIR_FIX)
     entries: dict[str, Path] = {}
     for path in _files(model_dir):
         rel = path.relative_to(model_dir).as_posix()
@@ -52,8 +69,7 @@ def plan_archive(
         entries[rel] = path
     if code_dir is not None:
         code_dir = Path(code_dir)
-        if not code_dir.is_dir():
-            raise PackageError(f"code directory {code_dir} does not exist")
+        _check_dir(code_dir, "code directory", "pass the directory holding inference.py to --code")
         for path in _files(code_dir):
             rel = path.relative_to(code_dir).as_posix()
             if "__pycache__" in rel.split("/"):
@@ -104,11 +120,12 @@ def export_graphs(
     precision report beside them (its table goes to `log`); returns {name in archive: file}. A graph's name carries a key
     over the weights and the versions of the libraries that made it, so only the image that will
     serve the model can make graphs it will use: pass that image."""
+    _check_dir(Path(model_dir), "model directory", MODEL_DIR_FIX)
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
-    if not model_dir.is_dir():
-        raise PackageError(f"model directory {model_dir} does not exist")
     if samples is not None and not Path(samples).is_file():
-        raise PackageError(f"samples file {samples} does not exist")
+        raise PackageError(
+            f"samples file {samples} does not exist; pass a JSON Lines file of requests to --samples"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     mounts = ["-v", f"{model_dir}:/opt/ml/model:ro", "-v", f"{out_dir}:/out"]
     sample_args = []
@@ -141,14 +158,18 @@ def export_graphs(
 
 
 def _run_in_image(command: list[str], what: str, image: str) -> str:
-    """Runs a `docker run` command line; its standard output, or PackageError with its last lines."""
+    """Runs a `docker run` command line; its standard output, or PackageError naming its last
+    line (the last lines in `detail`)."""
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise PackageError(f"{what} needs Docker (docker not found on PATH)") from exc
+        raise PackageError(f"{what} needs Docker (docker not found on PATH); install Docker") from exc
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise PackageError(f"{what} with {image} failed (exit {result.returncode}):\n{tail}")
+        lines = [line for line in (result.stdout + result.stderr).strip().splitlines() if line.strip()]
+        last = f"{lines[-1].strip()} (the end of its output is above)" if lines else "no output"
+        raise PackageError(
+            f"{what} with {image} failed (exit {result.returncode}): {last}", detail="\n".join(lines[-15:])
+        )
     return result.stdout
 
 
@@ -161,6 +182,18 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not key or key.endswith("/"):
         key += ARCHIVE_NAME
     return parsed.netloc, key
+
+
+def check_bucket(s3_client, uri: str, archive: Path) -> None:
+    """Before building: fail at once when the upload's bucket does not exist, as the upload would
+    (boto3's S3UploadFailedError), not after a long build. Only a 404 counts: without
+    s3:ListBucket HeadBucket answers 403, and the upload itself may still be allowed."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        s3_client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+            raise S3UploadFailedError(f"Failed to upload {archive} to {bucket}/{key}: {exc}") from exc
 
 
 def upload(s3_client, archive: Path, uri: str) -> str:

@@ -10,6 +10,11 @@ SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _STAMP = re.compile(r"-\d{8}-\d{6}-\d{3}$")
 _ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,1023}$")
+# SageMaker's pattern for ExecutionRoleArn (CreateModel), checked here so a typo fails before any call.
+_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
+ROLE_FIX = (
+    "pass --role with the ARN of an IAM role SageMaker can assume (trust policy for sagemaker.amazonaws.com)"
+)
 
 
 class RequestError(ValueError):
@@ -37,6 +42,14 @@ def unstamped(name: str) -> str:
     return _STAMP.sub("", name)
 
 
+def check_role(role: str) -> str:
+    if not _ROLE_ARN.match(role) or len(role) > 2048:
+        raise RequestError(
+            f"--role {role!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME); {ROLE_FIX}"
+        )
+    return role
+
+
 def parse_env(pairs: list[str] | None) -> dict[str, str]:
     """KEY=VALUE strings -> dict; later pairs win."""
     env: dict[str, str] = {}
@@ -59,6 +72,7 @@ def model_request(
     model_in_image: bool = False,
     multi_model: bool = False,
 ) -> dict:
+    check_role(role)
     if multi_model:
         # SageMaker loads s3://prefix/<TargetModel> on first use; the image serves them with MMS.
         if not model_data or not model_data.startswith("s3://") or not model_data.endswith("/"):

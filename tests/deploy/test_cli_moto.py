@@ -487,6 +487,7 @@ def test_missing_credentials_is_one_line_error(offline):
     proc = run_deploy(["delete", "--name", "qa"], env, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: no usable AWS credentials")
+    assert "; configure AWS credentials: aws configure, or AWS_PROFILE / AWS_ACCESS_KEY_ID" in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 

@@ -439,7 +439,7 @@ def test_pass_role_denied_is_one_line(stubbed, capsys):
     assert code == 1
     assert err == (
         "error: permission denied for RegisterScalableTarget (AccessDeniedException): "
-        "not authorized to perform: iam:PassRole -- check the IAM policy of the "
+        "not authorized to perform: iam:PassRole; check the IAM policy of the "
         "credentials in use (and the execution role passed with --role)\n"
     )
 
