@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # Python puts this script's directory first on sys.path: `qa` and `serving` import from here.
@@ -44,8 +45,9 @@ GUNICORN_CONF = APP_ROOT / "serving" / "gunicorn_conf.py"
 
 def _prepare_run_dir(settings: Settings) -> None:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    # Leftovers of an earlier run in the same dir: readiness markers and the old socket.
+    # Leftovers of an earlier run in the same dir: readiness markers, metrics, the old socket.
     shutil.rmtree(settings.run_dir / "ready", ignore_errors=True)
+    shutil.rmtree(settings.run_dir / "metrics", ignore_errors=True)
     nginx.socket_path(settings).unlink(missing_ok=True)
 
 
@@ -59,9 +61,18 @@ def _drop_privileges(settings: Settings, model_dir: Path) -> dict[str, str]:
             if identity is None:
                 break
     home = settings.run_dir / "home"  # HOME for the workers: their own, writable under --read-only
-    hand_over([settings.run_dir / "ready", settings.graph_cache, home, *nginx.temp_dirs(settings)], identity)
+    metrics = settings.run_dir / "metrics"  # prometheus_client's multiprocess files (serving/metrics.py)
+    hand_over(
+        [settings.run_dir / "ready", settings.graph_cache, home, metrics, *nginx.temp_dirs(settings)],
+        identity,
+    )
     log.info("request-handling processes run as %s", identity.name if identity else "this process's user")
-    return {**os.environ, "QA_WORKER_USER": identity.name if identity else "root", "HOME": str(home)}
+    return {
+        **os.environ,
+        "QA_WORKER_USER": identity.name if identity else "root",
+        "HOME": str(home),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
 
 
 def _check_handler() -> None:
@@ -83,19 +94,29 @@ def serve(env: dict[str, str]) -> int:
     except SettingsError as exc:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, log_format=settings.log_format)
     # As PID 1 the kernel ignores signals without a handler: let `docker stop` end a long model
     # download or the handler check at once (the supervisor installs its draining handlers later).
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
-    log.info("starting: %s", json.dumps(settings.to_log_dict(), sort_keys=True))
+    log.info("settings: %s", json.dumps(settings.to_log_dict(), sort_keys=True))
     if settings.multi_model:
         return serve_multi_model(settings)
     try:
         _prepare_run_dir(settings)
+        phases = {}
+        began = time.monotonic()
         model_dir = resolve_model(settings, download=True)
+        phases["model_s"], began = time.monotonic() - began, time.monotonic()
         install_user_requirements(settings)
+        phases["requirements_s"], began = time.monotonic() - began, time.monotonic()
         _check_handler()
+        phases["hook_check_s"] = time.monotonic() - began
+        log.info(
+            "start-up: model found in %.2f s, its requirements in %.2f s, the hooks checked in %.2f s",
+            *phases.values(),
+            extra={"fields": {k: round(v, 3) for k, v in phases.items()}},
+        )
         if not Path(nginx.NGINX_BINARY).exists():
             raise FileNotFoundError(
                 f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)"

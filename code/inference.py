@@ -48,7 +48,13 @@ def model_fn(model_dir, context=None) -> QAModel:
 
 
 def input_fn(request_body, content_type, context=None):
-    return parse_request(request_body, content_type, max_items=_options(context).max_items_per_request)
+    options = _options(context)
+    return parse_request(
+        request_body,
+        content_type,
+        max_items=options.max_items_per_request,
+        per_record=options.jsonlines_errors == "record",
+    )
 
 
 def predict_fn(data, model: QAModel, context=None):

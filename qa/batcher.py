@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from qa import accounting
 from qa.errors import DeadlineExceeded, Overloaded
 
 Logits = tuple[np.ndarray, np.ndarray]
@@ -40,6 +41,7 @@ class _Job:
     """One request's windows and, as they come back, their logits."""
 
     def __init__(self, count: int, deadline: float):
+        self.account = accounting.current.get()  # the submitting request's, read by the lanes
         self.results: list[Logits | None] = [None] * count
         self.remaining = count
         self.deadline = deadline
@@ -115,6 +117,8 @@ class Batcher:
                     retry_after_s=1,
                 )
             self._ensure_threads()
+            if job.account is not None:
+                job.account.submitted, job.account.queued_before = now, len(self._queue)
             cap = min(self.max_windows, max_windows or self.max_windows)
             order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
             self._queue.extend(
@@ -235,12 +239,17 @@ class Batcher:
         return batch
 
     def _run_batch(self, batch: list[_Entry]) -> None:
+        began = time.monotonic()
         try:
             start, end = self.forward([e.window for e in batch])
         except BaseException as exc:  # every request in the batch sees the failure
             for entry in batch:
                 entry.job.fail(exc)
             return
+        ended = time.monotonic()
+        for job in {id(e.job): e.job for e in batch}.values():
+            if job.account is not None:
+                job.account.rode(len(batch), began, ended)
         rows = [(start[row, : e.length].copy(), end[row, : e.length].copy()) for row, e in enumerate(batch)]
         with self._cond:  # lanes may finish windows of the same request at once
             for entry, logits in zip(batch, rows):

@@ -9,6 +9,7 @@ import ctypes
 import gc
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -47,9 +48,11 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
 
     hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
     model_dir = Path(model_dir)
+    steps = _Steps()
     use_safetensors = _check_model_files(model_dir, options)
     torch.set_num_threads(options.torch_threads)
     tokenizer = _load_tokenizer(model_dir)
+    steps.done("tokenizer")
     flags = cpu_flags()
     try:
         plan = resolve_plan(options, flags)
@@ -71,12 +74,15 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, found[0])
         model, (graph, input_names) = None, found
         config = _load_config(model_dir)
+        steps.done("graph_found")
     else:
         model = _load_torch_model(model_dir, use_safetensors)
         config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
+        steps.done("weights")
         graph = None
         if kind is not None:
             graph = _make_graph(model, model_dir, tokenizer, input_names, kind, options)
+            steps.done("graph_made")
     try:
         backend = create_backend(
             plan.backend,
@@ -91,8 +97,10 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         raise ModelLoadError(
             f"{model_dir}: the {plan.backend} backend cannot run {graph or 'the model'}: {exc}"
         ) from exc
+    steps.done("backend")
     qa_model = QAModel(tokenizer, options, backend, config=config, input_names=input_names, lanes=plan.lanes)
     log.info("%s", plan.describe(backend.batching, options))
+    log.info("%s: loaded in %s", model_dir, steps.describe(), extra={"fields": steps.fields()})
     if qa_model.model is None:
         # A graph backend has its own copy of the weights: the PyTorch module (and an export's
         # leftovers) can go, back to the OS, not only to malloc's free lists.
@@ -100,6 +108,27 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         gc.collect()
         _return_free_heap_to_os()
     return qa_model
+
+
+class _Steps:
+    """How long each loading step took (graph found or made, weights, backend), for the log."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+        self.started = self.last
+        self.seconds: dict[str, float] = {}
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = now - self.last
+        self.last = now
+
+    def describe(self) -> str:
+        steps = ", ".join(f"{name.replace('_', ' ')} {s:.2f} s" for name, s in self.seconds.items())
+        return f"{self.last - self.started:.2f} s ({steps})"
+
+    def fields(self) -> dict[str, float]:
+        return {f"load_{name}_s": round(s, 3) for name, s in self.seconds.items()}
 
 
 def _check_model_files(model_dir: Path, options: QAOptions) -> bool:

@@ -7,14 +7,17 @@ tokens; each item's unpadded window logits then go to spans.py. Loading is in lo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
+from qa import accounting
 from qa.backends import ALONE, SAME_WIDTH, WIDTH_STEP
 from qa.batcher import Batcher, padded_width
+from qa.errors import QAError
 from qa.options import QAOptions
-from qa.request import BatchResults, LineResults, QAParams, QARequest
+from qa.request import BatchResults, LineResults, QAParams, QAQuery, QARequest
 from qa.spans import WindowLogits, answer_from_windows
 from qa.windows import Window, Windower
 
@@ -70,8 +73,17 @@ class QAModel:
         """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched.
         `deadline` (time.monotonic()) bounds the wait for the model: past it, a 504."""
         options = options or self.options
-        windows = self.windows.windows_for(request, options.max_windows_per_request)
+        with accounting.timed("tokenize"):
+            if request.line_oriented and options.jsonlines_errors == "record":
+                request, windows = self._windows_per_record(request, options.max_windows_per_request)
+            else:
+                windows = self.windows.windows_for(request, options.max_windows_per_request)
         flat = [w for item_windows in windows for w in item_windows]
+        account = accounting.current.get()
+        if account is not None:
+            account.items += len(windows)
+            account.windows += len(flat)
+            account.tokens += sum(sum(w.attention_mask) for w in flat)
         logits = self.batcher.submit(flat, deadline, max_windows=options.forward_batch_size)
 
         per_item: list[list[WindowLogits]] = [[] for _ in windows]
@@ -86,9 +98,40 @@ class QAModel:
                 )
             )
 
-        results = []
+        with accounting.timed("decode"):
+            return self._answers(request, per_item)
+
+    def _windows_per_record(
+        self, request: QARequest, max_windows: int
+    ) -> tuple[QARequest, list[list[Window]]]:
+        """Each jsonlines record's windows on its own: a record that cannot be served (too long,
+        over what is left of the request's window budget) is rejected alone."""
+        queries: list[QAQuery] = []
+        windows: list[list[Window]] = []
+        for query in request.queries:
+            if query.rejected is None:
+                try:
+                    mine = self.windows.windows_for(
+                        dataclasses.replace(request, queries=(query,)), max_windows
+                    )
+                except QAError as exc:
+                    query = dataclasses.replace(query, items=(), rejected=exc)
+                else:
+                    for item_windows in mine:
+                        for window in item_windows:
+                            window.item_index += len(windows)
+                    windows += mine
+                    max_windows -= sum(map(len, mine))
+            queries.append(query)
+        return dataclasses.replace(request, queries=tuple(queries)), windows
+
+    def _answers(self, request: QARequest, per_item: list[list[WindowLogits]]):
+        results: list = []
         flat_index = 0
         for query in request.queries:
+            if query.rejected is not None:
+                results.append(rejected_record(query.rejected))
+                continue
             answers = []
             for item in query.items:
                 answers.append(self._answer(item.context, per_item[flat_index], query.params))
@@ -108,3 +151,8 @@ class QAModel:
             align_to_words=params.align_to_words,
             question_first=self.windows.question_first,
         )
+
+
+def rejected_record(error: QAError) -> dict:
+    """The output line of a jsonlines record refused on its own (QA_JSONLINES_ERRORS=record)."""
+    return {"error": {"type": type(error).__name__, "message": error.message}}

@@ -19,6 +19,7 @@ BACKEND_PRECISIONS = {
 }
 BACKENDS = ("auto", *BACKEND_PRECISIONS)
 PRECISIONS = ("fp32", "bf16", "int8")
+JSONLINES_ERRORS = ("request", "record")
 
 
 class OptionsError(ValueError):
@@ -55,6 +56,9 @@ class QAOptions:
     batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
     request_timeout_s: float = 60  # a window still queued after this long is dropped
+    # A bad jsonlines record: "request" fails the whole request (400 naming the line); "record"
+    # answers it with an error object on its own output line and serves the others.
+    jsonlines_errors: str = "request"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -67,6 +71,10 @@ class QAOptions:
             )
         if self.backend != "auto" and (problem := unsupported_combination(self.backend, self.precision)):
             raise OptionsError(problem)
+        if self.jsonlines_errors not in JSONLINES_ERRORS:
+            raise OptionsError(
+                f"QA_JSONLINES_ERRORS={self.jsonlines_errors!r} is not supported: allowed values are request, record"
+            )
         positive = {
             "QA_TORCH_THREADS": self.torch_threads,
             "QA_PARALLEL_BATCHES": self.parallel_batches or 1,

@@ -16,7 +16,7 @@ import io
 import json
 from collections.abc import Mapping
 
-from qa.errors import InvalidRequest, RequestTooLarge, UnsupportedContentType
+from qa.errors import InvalidRequest, QAError, RequestTooLarge, UnsupportedContentType
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -89,6 +89,9 @@ class QAQuery:
     params: QAParams
     batched: bool  # a list in gives a list out, even of length one
     where: str = ""  # prefix naming the document in messages, e.g. "line 3: "
+    # A jsonlines record refused on its own (QA_JSONLINES_ERRORS=record): answered by this error
+    # on its output line, with no items.
+    rejected: QAError | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +130,9 @@ def split_media_type(header: str | None) -> tuple[str | None, dict[str, str]]:
     return main.strip().lower(), params
 
 
-def parse_request(body, content_type: str | None, *, max_items: int) -> QARequest:
-    """Decode and validate a request body of any supported content type."""
+def parse_request(body, content_type: str | None, *, max_items: int, per_record: bool = False) -> QARequest:
+    """Decode and validate a request body of any supported content type. `per_record`: a bad
+    jsonlines record is kept as a rejected query instead of failing the request."""
     main, params = split_media_type(content_type)
     media_type = JSON if main is None else MEDIA_TYPE_ALIASES.get(main)
     if media_type is None:
@@ -139,7 +143,7 @@ def parse_request(body, content_type: str | None, *, max_items: int) -> QAReques
     if media_type == JSON:
         queries: tuple[QAQuery, ...] = (query_from_document(load_json(text), max_items=max_items),)
     elif media_type == JSONLINES:
-        queries = queries_from_jsonlines(text, max_items=max_items)
+        queries = queries_from_jsonlines(text, max_items=max_items, per_record=per_record)
     else:
         queries = (query_from_csv(text, max_items=max_items),)
     request = QARequest(queries=queries, media_type=media_type)
@@ -219,14 +223,20 @@ def load_json(text: str, where: str = ""):
         raise InvalidRequest(f"{where}malformed JSON: nested too deeply") from None
 
 
-def queries_from_jsonlines(text: str, *, max_items: int) -> tuple[QAQuery, ...]:
-    queries = []
+def queries_from_jsonlines(text: str, *, max_items: int, per_record: bool = False) -> tuple[QAQuery, ...]:
+    queries: list[QAQuery] = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue  # blank lines (a trailing newline) carry no record
         where = f"line {number}: "
-        queries.append(query_from_document(load_json(line, where), max_items=max_items, where=where))
-        check_item_count(sum(len(q.items) for q in queries), max_items)
+        try:
+            query = query_from_document(load_json(line, where), max_items=max_items, where=where)
+            check_item_count(sum(len(q.items) for q in queries) + len(query.items), max_items)
+        except QAError as exc:
+            if not per_record:
+                raise
+            query = QAQuery(items=(), params=QAParams(), batched=False, where=where, rejected=exc)
+        queries.append(query)
     if not queries:
         raise InvalidRequest("the request has no records: send one JSON object per line")
     return tuple(queries)

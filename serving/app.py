@@ -19,8 +19,10 @@ from typing import Any
 
 import falcon
 
+from qa import accounting
+from qa.accounting import RequestAccount
 from qa.errors import QAError
-from serving import logs
+from serving import logs, metrics
 from serving.errors import (
     ROUTES,
     MethodNotAllowed,
@@ -36,6 +38,12 @@ from serving.settings import Settings
 log = logging.getLogger(__name__)
 
 REQUEST_ID = "X-Request-Id"
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"  # SageMaker's own id of an invocation, when it sends one
+
+
+class _Metrics:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data, resp.content_type = metrics.render()
 
 
 class _Ping:
@@ -71,7 +79,13 @@ class _Invocations:
         body = req.bounded_stream.read()
         content_type = req.content_type or "application/json"
         accept = req.get_header("Accept") or None
-        data, out_type = self.runtime.invoke(body, content_type, accept, context)
+        # The work runs in a copy of this context (runtime.py): the hooks fill in this account.
+        req.context.account = RequestAccount() if self.runtime.settings.request_metrics else None
+        token = accounting.current.set(req.context.account)
+        try:
+            data, out_type = self.runtime.invoke(body, content_type, accept, context)
+        finally:
+            accounting.current.reset(token)
         resp.data = data
         resp.content_type = out_type
 
@@ -92,7 +106,12 @@ class _ExecutionParameters:
 
 
 class _RequestScope:
-    """Request id into the log context; request id and custom attributes back to the client."""
+    """Request id into the log context; request id and custom attributes back to the client; each
+    invocation counted, timed and logged in one structured line (metrics.py)."""
+
+    def __init__(self, settings: Settings):
+        self.emf_namespace = settings.cloudwatch_emf_namespace
+        self.request_metrics = settings.request_metrics
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.monotonic()
@@ -104,6 +123,16 @@ class _RequestScope:
         request_id = req.get_header(REQUEST_ID)
         if request_id:
             resp.set_header(REQUEST_ID, request_id)
+        if self.request_metrics and req.path == "/invocations" and req.method == "POST":
+            metrics.request_served(
+                req.context.get("account") or RequestAccount(),
+                int(resp.status_code),
+                time.monotonic() - req.context.started,
+                request_id=request_id,
+                inference_id=req.get_header(INFERENCE_ID),
+                error=req.context.get("error"),
+                emf=self.emf_namespace,
+            )
         custom_attributes = req.get_header(CUSTOM_ATTRIBUTES)
         if custom_attributes is not None:
             resp.set_header(CUSTOM_ATTRIBUTES, custom_attributes)
@@ -121,6 +150,8 @@ def _send_error(req: falcon.Request, resp: falcon.Response, error: BaseException
             req.path,
             "".join(traceback.format_exception(error)),
         )
+    elif req.path == "/invocations":
+        req.context.error = getattr(error, "message", "")  # in the request's own line (metrics.py)
     elif req.path != "/ping":  # polled every few seconds while loading: not worth a line each
         message = getattr(error, "message", "")
         (log.warning if status >= 500 else log.info)("%s %s -> %d: %s", req.method, req.path, status, message)
@@ -160,11 +191,12 @@ class ServingApp:
     def __init__(self, settings: Settings, runtime: Runtime):
         self.settings = settings
         self.runtime = runtime
-        app = falcon.App(middleware=[_RequestScope()])
+        app = falcon.App(middleware=[_RequestScope(settings)])
         app.req_options.strip_url_path_trailing_slash = True
         app.add_route("/ping", _Ping(runtime))
         app.add_route("/invocations", _Invocations(runtime))
         app.add_route("/execution-parameters", _ExecutionParameters(settings))
+        app.add_route("/metrics", _Metrics())
         app.add_error_handler(Exception, _handle_error)
         app.add_error_handler(falcon.HTTPError, _handle_error)  # else Falcon's own, more specific, wins
         self.falcon_app = app
@@ -191,7 +223,7 @@ def create_app_from_env() -> ServingApp:
     from serving.model_source import resolve_model
 
     settings = Settings.from_env(os.environ)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, log_format=settings.log_format)
 
     def load_handler() -> Handler:
         return Handler.load(settings, resolve_model(settings, download=False))

@@ -12,7 +12,6 @@ import sys
 import gunicorn.util
 
 from serving.errors import raw_error_response
-from serving.logs import LOG_FORMAT
 from serving.nginx import socket_path
 from serving.privileges import lookup
 from serving.settings import Settings
@@ -46,11 +45,17 @@ if _worker is not None:
     user = _worker.uid
     group = _worker.gid
     initgroups = True
-# gunicorn's own lines in the stack's one log format (they carry no request id).
+# gunicorn's own lines in the stack's one log shape, text or JSON (they carry no request id).
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"qa": {"format": LOG_FORMAT.replace("%(request_id)s", "-")}},
+    "formatters": {
+        "qa": {
+            "()": "serving.logs.JsonFormatter"
+            if _settings.log_format == "json"
+            else "serving.logs.TextFormatter"
+        }
+    },
     "handlers": {
         "error_console": {"class": "logging.StreamHandler", "formatter": "qa", "stream": "ext://sys.stderr"}
     },
@@ -76,18 +81,15 @@ gunicorn.util.write_error = _write_json_error
 
 def when_ready(server):
     server.log.info(
-        "resolved settings: %s",
+        "gunicorn: %s",
         json.dumps(
             {
-                "settings": _settings.to_log_dict(),
-                "gunicorn": {
-                    "workers": workers,
-                    "threads": threads,
-                    "timeout": timeout,
-                    "graceful_timeout": graceful_timeout,
-                    "preload_app": preload_app,
-                    "bind": bind,
-                },
+                "workers": workers,
+                "threads": threads,
+                "timeout_s": timeout,
+                "graceful_timeout_s": graceful_timeout,
+                "preload_app": preload_app,
+                "bind": bind,
             },
             sort_keys=True,
         ),
@@ -97,6 +99,13 @@ def when_ready(server):
 def post_worker_init(worker):
     # Start loading the model in a background thread of this worker: /ping answers 503 meanwhile.
     worker.wsgi.start()
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges (memory, load time) leave the sums /metrics serves.
+    from serving import metrics
+
+    metrics.worker_exited(worker.pid)
 
 
 def worker_exit(server, worker):

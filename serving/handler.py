@@ -30,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from qa.accounting import timed
 from qa.errors import QAError
 from serving.errors import ServingError, as_serving_error
 from serving.settings import Settings
@@ -291,13 +292,16 @@ class Handler:
         """Run one request through the hooks; returns (body, content_type); raises what they raise
         (QAError or ServingError for the client, anything else is a 500)."""
         if "transform_fn" in self.hooks:
-            result = self._predict(
-                self.hooks["transform_fn"], self.model, body, content_type, accept, context=context
-            )
+            with timed("transform"):
+                result = self._predict(
+                    self.hooks["transform_fn"], self.model, body, content_type, accept, context=context
+                )
             return _as_response(result, accept, "transform_fn")
-        data = self.hooks["input_fn"](body, content_type, context=context)
+        with timed("parse"):
+            data = self.hooks["input_fn"](body, content_type, context=context)
         prediction = self._predict(self.hooks["predict_fn"], data, self.model, context=context)
-        result = self.hooks["output_fn"](prediction, accept, context=context)
+        with timed("encode"):
+            result = self.hooks["output_fn"](prediction, accept, context=context)
         return _as_response(result, accept, "output_fn")
 
     def warm_up(self) -> None:
@@ -335,7 +339,7 @@ def _check_main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, log_format=settings.log_format)
     try:
         load_hooks(settings)
     except HandlerError as exc:

@@ -43,7 +43,7 @@ class QAService:
         # one handler, ours, on stdout, or every line shows twice, once as a warning.
         for handler in list(logging.getLogger().handlers):
             logging.getLogger().removeHandler(handler)
-        logs.configure(settings.log_level, stream=sys.stdout)
+        logs.configure(settings.log_level, stream=sys.stdout, log_format=settings.log_format)
         model_dir = Path(context.system_properties["model_dir"])
         # The model's own code/ overrides the built-in hooks, as `/opt/ml/model/code` does for one model.
         settings = dataclasses.replace(settings, model_dir=model_dir)

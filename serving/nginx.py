@@ -56,6 +56,7 @@ def render(settings: Settings, template: Path = TEMPLATE, worker_user: str = "ro
         "user_directive": _user_directive(worker_user),
         "run_dir": str(settings.run_dir),
         "error_log_level": _error_log_level(settings.log_level),
+        "access_log_format": "qa_json" if settings.log_format == "json" else "qa",
         "socket_path": str(socket_path(settings)),
         "bind_host": settings.bind_host,
         "port": str(settings.port),

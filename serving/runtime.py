@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from serving import metrics
 from serving.errors import GatewayTimeout, ServiceUnavailable
 from serving.handler import Context
 from serving.settings import Settings
@@ -129,6 +130,7 @@ class Runtime:
             log.info("model loaded from %s in %.2f s", handler.model_dir, loaded - started)
             handler.warm_up()
             log.info("warm-up request passed in %.2f s; worker ready", time.monotonic() - loaded)
+            metrics.model_loaded(loaded - started)
         except BaseException:  # noqa: BLE001 - anything, even SystemExit from user code, means no model
             log.critical("model failed to load; this worker cannot serve:\n%s", traceback.format_exc())
             self.on_fatal()

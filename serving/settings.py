@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
-from qa.options import BACKENDS, PRECISIONS, OptionsError, QAOptions
+from qa.options import BACKENDS, JSONLINES_ERRORS, PRECISIONS, OptionsError, QAOptions
 
 
 class SettingsError(ValueError):
@@ -32,6 +32,7 @@ SUPPORTED_TASK = "question-answering"
 # and exit on running out of it: the container then exits non-zero and SageMaker replaces it.
 MMS_JVM_OPTIONS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10 -XX:+ExitOnOutOfMemoryError"
 BATCH_STRATEGIES = ("MULTI_RECORD", "SINGLE_RECORD")
+LOG_FORMATS = ("text", "json")
 # On SIGTERM nginx drains first; gunicorn then gets this long to stop its (idle) workers.
 GUNICORN_STOP_S = 5
 # Integer settings: field -> (variable, lowest, highest). Checked however Settings is built.
@@ -139,6 +140,9 @@ class Settings:
     # container support off (-XX:-UseContainerSupport), sizing the heap from the host's memory.
     mms_jvm_options: str = MMS_JVM_OPTIONS
     log_level: int = logging.INFO
+    log_format: str = "text"  # or json: one JSON object per line, for CloudWatch Logs Insights
+    # CloudWatch embedded-metric-format lines on stdout, one per request, under this namespace (None: off).
+    cloudwatch_emf_namespace: str | None = None
     hf_model_id: str | None = None
     hf_model_revision: str | None = None
     hf_token: str | None = None
@@ -167,6 +171,9 @@ class Settings:
     batch_max_tokens: int = 1024  # why these batch bounds: qa/options.py
     batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
+    jsonlines_errors: str = "request"  # or record: a bad jsonlines line answers alone (qa/options.py)
+    # Per-request accounting: the structured log line, the metrics, EMF (off only to measure its cost).
+    request_metrics: bool = True
     # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads;
     # None: the execution plan's number for the backend (qa/plan.py).
     parallel_batches: int | None = None
@@ -176,6 +183,10 @@ class Settings:
             value = getattr(self, field)
             if value is not None and not lo <= value <= hi:
                 raise SettingsError(f"{key}={value} is out of range: it must be between {lo} and {hi}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"QA_LOG_FORMAT={self.log_format!r} is not supported: allowed values are text, json"
+            )
         if self.batch_strategy not in BATCH_STRATEGIES:
             raise SettingsError(
                 f"SAGEMAKER_BATCH_STRATEGY={self.batch_strategy!r} is not supported: allowed values are "
@@ -239,6 +250,8 @@ class Settings:
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             mms_jvm_options=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", "").strip() or MMS_JVM_OPTIONS,
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
+            log_format=_choice(env, "QA_LOG_FORMAT", "text", LOG_FORMATS),
+            cloudwatch_emf_namespace=env.get("QA_CLOUDWATCH_EMF_NAMESPACE", "").strip() or None,
             hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
             hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,
             hf_token=(env.get("HF_TOKEN") or env.get("HF_API_TOKEN") or "").strip() or None,
@@ -267,6 +280,8 @@ class Settings:
             batch_max_padding_percent=_int(env, "batch_max_padding_percent", 10),
             parallel_batches=_int(env, "parallel_batches", None),
             batch_queue_windows=_int(env, "batch_queue_windows", 512),
+            jsonlines_errors=_choice(env, "QA_JSONLINES_ERRORS", "request", JSONLINES_ERRORS),
+            request_metrics=_bool(env, "QA_REQUEST_METRICS", True),
         )
 
     def to_log_dict(self) -> dict:

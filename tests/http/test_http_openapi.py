@@ -96,7 +96,7 @@ def _config() -> SchemathesisConfig:
 def test_openapi_document_is_valid():
     document, _ = read_from_filename(str(SPEC))
     validate(document)
-    assert document["paths"].keys() == {"/ping", "/invocations", "/execution-parameters"}
+    assert document["paths"].keys() == {"/ping", "/invocations", "/execution-parameters", "/metrics"}
 
 
 # Loaded at import, without a base URL: each case is sent to the `server` fixture's URL, known only
@@ -116,7 +116,7 @@ def test_stack_conforms_to_openapi(case, server):
 # ---- statuses the generated cases do not reach --------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/ping", "/invocations", "/execution-parameters"])
+@pytest.mark.parametrize("path", ["/ping", "/invocations", "/execution-parameters", "/metrics"])
 def test_trace_is_a_405_with_allow(client, path):
     """nginx refuses TRACE itself; its 405 still lists what the route serves (RFC 9110)."""
     response = client.request("TRACE", path)

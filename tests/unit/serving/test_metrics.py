@@ -1,0 +1,136 @@
+"""The per-request line, its two formats, and the CloudWatch embedded-metric-format records."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import jsonschema
+
+from qa.accounting import RequestAccount
+from serving import logs, metrics
+
+# The embedded metric format's structure (CloudWatch's specification, "Embedded metric format
+# specification": the root node, the metadata and the metric directive), as a JSON schema.
+EMF_SCHEMA = {
+    "type": "object",
+    "required": ["_aws"],
+    "properties": {
+        "_aws": {
+            "type": "object",
+            "required": ["Timestamp", "CloudWatchMetrics"],
+            "properties": {
+                "Timestamp": {"type": "integer", "minimum": 0},
+                "CloudWatchMetrics": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["Namespace", "Dimensions", "Metrics"],
+                        "properties": {
+                            "Namespace": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 255,
+                                "pattern": r"^[^:].*$",
+                            },
+                            "Dimensions": {
+                                "type": "array",
+                                "items": {
+                                    "type": "array",
+                                    "maxItems": 30,
+                                    "items": {"type": "string", "minLength": 1, "maxLength": 250},
+                                },
+                            },
+                            "Metrics": {
+                                "type": "array",
+                                "maxItems": 100,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["Name"],
+                                    "properties": {
+                                        "Name": {"type": "string", "minLength": 1, "maxLength": 1024},
+                                        "Unit": {
+                                            "enum": [
+                                                "Seconds",
+                                                "Microseconds",
+                                                "Milliseconds",
+                                                "Bytes",
+                                                "Count",
+                                                "None",
+                                            ]
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def account() -> RequestAccount:
+    a = RequestAccount(items=1, windows=2, tokens=40, submitted=10.0)
+    a.rode(2, 10.004, 10.020)
+    a.rode(1, 10.021, 10.030)
+    a.add("parse", 0.001)
+    a.add("decode", 0.002)
+    return a
+
+
+def test_phases_come_from_the_account():
+    phases = metrics.phase_seconds(account(), 0.05)
+    assert list(phases) == ["parse", "queue", "forward", "decode", "total"]
+    assert round(phases["queue"], 6) == 0.004 and round(phases["forward"], 6) == 0.026
+
+
+def test_emf_records_validate_and_name_their_values(capsys):
+    metrics.request_served(
+        account(), 200, 0.05, request_id="r1", inference_id=None, error=None, emf="QAServing"
+    )
+    record = json.loads(capsys.readouterr().out.strip())
+    jsonschema.validate(record, EMF_SCHEMA)
+    directive = record["_aws"]["CloudWatchMetrics"][0]
+    for name in [m["Name"] for m in directive["Metrics"]] + [
+        d for dims in directive["Dimensions"] for d in dims
+    ]:
+        assert name in record, f"{name} has no value in the record"
+    assert record["Latency"] == 50.0 and record["Errors"] == 0 and record["Status"] == "200"
+
+
+def test_without_a_namespace_no_emf_line(capsys):
+    metrics.request_served(account(), 200, 0.05, request_id="r1", inference_id=None, error=None, emf=None)
+    assert capsys.readouterr().out == ""
+
+
+def line(log_format: str) -> str:
+    stream = io.StringIO()
+    logs.configure(logging.INFO, stream=stream, log_format=log_format)
+    try:
+        metrics.request_served(
+            account(), 413, 0.05, request_id="r9", inference_id="sm-9", error="too big", emf=None
+        )
+    finally:
+        logs.configure(logging.WARNING)
+    return stream.getvalue().strip()
+
+
+def test_the_request_line_in_json_has_every_field_at_the_top():
+    record = json.loads(line("json"))
+    assert record["logger"] == "serving.requests" and record["level"] == "INFO"
+    assert (record["status"], record["items"], record["windows"], record["tokens"]) == (413, 1, 2, 40)
+    assert (
+        record["batch_sizes"] == [2, 1] and record["inference_id"] == "sm-9" and record["error"] == "too big"
+    )
+    assert {"parse_ms", "queue_ms", "forward_ms", "decode_ms", "total_ms"} <= set(record)
+
+
+def test_the_request_line_in_text_carries_the_fields_as_pairs():
+    text = line("text")
+    assert "serving.requests: POST /invocations 413 in 50.0 ms" in text
+    assert "batch_sizes=2,1" in text and 'error="too big"' in text and "total_ms=50.0" in text
