@@ -5,12 +5,27 @@ overrides model_fn, input_fn and predict_fn but keeps the built-in output_fn. It
 files instead of sleeping: `hold-load` makes model_fn wait for `release-load`; a request body
 {"block": true} makes predict_fn wait for `release-requests`. input_fn touches `received-<id>`
 and predict_fn `entered-<id>` so a test knows where each request is.
+
+The fault tests add a traced variant (`received-<id>` holds the worker's pid), a client that
+records outcomes instead of raising (`send`, `LoadLoop`), the JSON error-shape check and a client
+that trickles its request byte by byte (`slow_request`).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import dataclasses
+import http.client
+import itertools
+import json
+import math
 import os
+import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 SLOW_INFERENCE = """
@@ -97,3 +112,531 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- Fault tests (test_process_faults.py, tests/container/test_container_faults.py) -------------
+
+# The slow user code above, but input_fn writes its worker's pid into `received-<id>` (renamed into
+# place, so a reader never sees it empty): a test knows which worker holds which request. A body
+# {"hold": true} waits for `release-requests` in input_fn, which runs on many threads at once, so
+# unlike {"block": true} (in predict_fn, one request at a time per worker) it does not stop the
+# worker's other requests.
+TRACED_SLOW_INFERENCE = """
+import json
+import os
+import time
+from pathlib import Path
+
+GATES = Path({gates!r})
+
+
+def _wait(name, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while not (GATES / name).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {{name}} never opened")
+        time.sleep(0.02)
+
+
+def model_fn(model_dir, context):
+    if (GATES / "hold-load").exists():
+        _wait("release-load")
+    return {{"model_dir": str(model_dir)}}
+
+
+def input_fn(body, content_type, context):
+    partial = GATES / f".received-{{context.request_id}}"
+    partial.write_text(str(os.getpid()))
+    partial.rename(GATES / f"received-{{context.request_id}}")
+    data = json.loads(body)
+    if isinstance(data, dict) and data.get("hold"):
+        _wait("release-requests")
+    return data
+
+
+def predict_fn(data, model, context):
+    (GATES / f"entered-{{context.request_id}}").touch()
+    if isinstance(data, dict) and data.get("block"):
+        _wait("release-requests")
+    return {{"score": 1.0, "start": 0, "end": 4, "answer": "done"}}
+"""
+
+BLOCK = b'{"block": true}'
+HOLD = b'{"hold": true}'
+QUICK = b'{"block": false}'
+TINY_QUESTION = json.dumps(
+    {"inputs": {"question": "Where is the harbour?", "context": "The harbour lies south of the town."}}
+).encode()
+
+
+def make_traced_slow_model_dir(root: Path) -> tuple[Path, Path]:
+    """(model_dir, gates_dir) like make_slow_model_dir, with `received-<id>` holding the worker's pid.
+    The gate directory is writable by all: the workers may run as another user (the image's `qa`)."""
+    gates = root / "gates"
+    gates.mkdir(parents=True)
+    gates.chmod(0o777)
+    model_dir = root / "model"
+    (model_dir / "code").mkdir(parents=True)
+    (model_dir / "weights.txt").write_text("the user code needs no weights\n")
+    (model_dir / "code" / "inference.py").write_text(TRACED_SLOW_INFERENCE.format(gates=str(gates)))
+    return model_dir, gates
+
+
+def received_pid(gates: Path, request_id: str) -> int | None:
+    """The pid of the worker whose input_fn took `request_id` (traced slow code), or None yet."""
+    try:
+        return int((gates / f"received-{request_id}").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def received_ids(gates: Path) -> set[str]:
+    return {p.name.removeprefix("received-") for p in gates.glob("received-*")} - {"warm-up"}
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One request as the client saw it: a status (and body), or the connection error instead."""
+
+    request_id: str
+    started: float
+    ended: float = 0.0
+    status: int | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes = b""
+    error: str | None = None
+    head_status: int | None = None  # the status line, even when the body then failed to arrive
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def json(self):
+        return json.loads(self.body)
+
+    def describe(self) -> str:
+        what = self.error or f"{self.status} {self.body[:200]!r}"
+        return f"{self.request_id} after {self.seconds:.2f} s: {what}"
+
+
+def send(
+    base_url: str,
+    body: bytes,
+    request_id: str,
+    timeout_s: float = 60.0,
+    path: str = "/invocations",
+    close: bool = True,
+) -> Outcome:
+    """POST `body`, each request on a connection of its own (Connection: close unless `close` is
+    False); a connection-level failure is recorded, not raised."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    outcome = Outcome(request_id, time.monotonic())
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    try:
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+        if close:
+            headers["Connection"] = "close"
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        outcome.head_status = resp.status
+        outcome.body = resp.read()
+        outcome.status = resp.status
+        outcome.headers = {k.lower(): v for k, v in resp.getheaders()}
+    except (OSError, http.client.HTTPException) as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+        outcome.ended = time.monotonic()
+    return outcome
+
+
+def error_shape_problem(outcome: Outcome, status: int) -> str | None:
+    """None when `outcome` is `status` with the contract's JSON error body, else what is wrong."""
+    if outcome.status != status:
+        return f"expected {status}: {outcome.describe()}"
+    if not outcome.headers.get("content-type", "").startswith("application/json"):
+        return f"not JSON: {outcome.headers.get('content-type')!r}: {outcome.describe()}"
+    try:
+        body = outcome.json()
+    except ValueError:
+        return f"body is not JSON: {outcome.describe()}"
+    if not isinstance(body, dict) or set(body) != {"code", "type", "message"} or body["code"] != status:
+        return f"not the error shape: {outcome.describe()}"
+    if status == 503 and not outcome.headers.get("retry-after", "").isdigit():
+        return f"503 without a numeric Retry-After: {outcome.headers}"
+    return None
+
+
+class LoadLoop:
+    """`clients` threads POSTing `body` back to back (own connection each time) until stopped;
+    every outcome is kept. Bounded: stop() after at most `max_s` whatever the caller does."""
+
+    def __init__(self, base_url: str, body: bytes, clients: int, name: str = "load", max_s: float = 60.0):
+        self.base_url, self.body, self.name, self.max_s = base_url, body, name, max_s
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}", daemon=True)
+            for i in range(clients)
+        ]
+
+    def _run(self, index: int) -> None:
+        deadline = time.monotonic() + self.max_s
+        for n in itertools.count():
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            outcome = send(self.base_url, self.body, f"{self.name}-{index}-{n}", timeout_s=30)
+            with self._lock:
+                self.outcomes.append(outcome)
+            if outcome.status != 200:
+                time.sleep(0.05)  # a refused or failing server is not hammered in a hot loop
+
+    def __enter__(self) -> LoadLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=40)
+        assert not any(t.is_alive() for t in self._threads), "a load thread is still waiting for an answer"
+        with self._lock:
+            return sorted(self.outcomes, key=lambda o: o.started)
+
+    def snapshot(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (as bench/loadgen.py)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) / 100)))
+    return ordered[rank - 1]
+
+
+def slow_request(
+    base_url: str, body: bytes, request_id: str, trickle: str, over_s: float, timeout_s: float = 60.0
+) -> Outcome:
+    """One POST over a raw socket whose headers (`trickle="headers"`) or body (`"body"`) go out one
+    byte at a time, spread over `over_s` seconds; then the answer is read."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"X-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    slow, fast = (head, b"") if trickle == "headers" else (body, head)
+    outcome = Outcome(request_id, time.monotonic())
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if fast:
+                sock.sendall(fast)
+            pause = over_s / len(slow)
+            for i in range(len(slow)):
+                sock.sendall(slow[i : i + 1])
+                time.sleep(pause)
+            if trickle == "headers":
+                sock.sendall(body)
+            resp = http.client.HTTPResponse(sock)
+            try:
+                resp.begin()
+                outcome.body = resp.read()
+                outcome.status = resp.status
+                outcome.headers = {k.lower(): v for k, v in resp.getheaders()}
+            finally:
+                resp.close()
+    except (OSError, http.client.HTTPException) as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    outcome.ended = time.monotonic()
+    return outcome
+
+
+def ready_worker_lines(logs: str) -> int:
+    """How many workers have passed their warm-up so far (serving/runtime.py logs one line each)."""
+    return logs.count("; worker ready")
+
+
+# Fault scenarios, driven the same way on the host stack and on the image. `ctl` is the stack
+# under test: base_url, logs(), worker_cpu() -> {worker pid: CPU seconds}, kill_worker(pid),
+# sigterm(), wait_exit(timeout_s) -> exit code. The scenarios only drive and record; the test
+# files assert.
+
+
+def hold_requests(
+    base_url: str,
+    gates: Path,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    count: int,
+    per_worker: int | None = None,
+    attempts: int = 80,
+    body: bytes = BLOCK,
+) -> dict[str, tuple[int, concurrent.futures.Future]]:
+    """Blocked requests until `count` are held in input_fn/predict_fn (traced slow code): request
+    id -> (worker pid, future). With `per_worker`, until each of `count // per_worker` workers holds
+    exactly `per_worker` (gunicorn does not spread connections evenly: a full worker's fast 503 is
+    retried until another worker takes the request)."""
+    held: dict[str, tuple[int, concurrent.futures.Future]] = {}
+    for n in range(attempts):
+        if len(held) == count:
+            return held
+        rid = f"held-{n}"
+        future = pool.submit(send, base_url, body, rid)
+        wait_for(
+            lambda rid=rid, future=future: received_pid(gates, rid) is not None or future.done(),
+            30,
+            f"{rid} to be taken or refused",
+        )
+        pid = received_pid(gates, rid)
+        if pid is None:
+            problem = error_shape_problem(future.result(), 503)
+            assert problem is None, problem
+            continue
+        held[rid] = (pid, future)
+        if per_worker is not None:
+            counts = collections.Counter(p for p, _ in held.values())
+            assert counts[pid] <= per_worker, f"worker {pid} took more than {per_worker}: {counts}"
+    raise AssertionError(f"only {len(held)} of {count} requests held after {attempts} attempts")
+
+
+@dataclasses.dataclass
+class KillRun:
+    victim: int
+    killed_at: float  # when the kill had been done (for the image, `docker exec` had returned)
+    outcomes: list[Outcome]
+    respawn_ready_s: float | None  # from the kill to the replacement's "worker ready" log line
+    kill_sent_at: float = 0.0  # just before the kill was asked for
+
+    def first_200_after_kill_s(self) -> float | None:
+        done = [o.ended for o in self.outcomes if o.status == 200 and o.started >= self.killed_at]
+        return min(done) - self.killed_at if done else None
+
+
+def kill_worker_under_load(
+    ctl, body: bytes, clients: int, warm_s: float = 2.0, after_s: float = 2.0, respawn_timeout_s: float = 30.0
+) -> KillRun:
+    """Closed-loop load; SIGKILL the busiest worker; keep the load on until its replacement is
+    ready (at most `respawn_timeout_s`) and `after_s` more."""
+    cpu_before = ctl.worker_cpu()
+    ready_before = ready_worker_lines(ctl.logs())
+    with LoadLoop(
+        ctl.base_url, body, clients, name="load", max_s=warm_s + respawn_timeout_s + after_s + 10
+    ) as load:
+        time.sleep(warm_s)
+        cpu_after = ctl.worker_cpu()
+        victim = max(cpu_after, key=lambda pid: cpu_after[pid] - cpu_before.get(pid, 0.0))
+        kill_sent_at = time.monotonic()
+        ctl.kill_worker(victim)
+        killed_at = time.monotonic()
+        respawn_ready_s = None
+        while time.monotonic() - killed_at < respawn_timeout_s:
+            if ready_worker_lines(ctl.logs()) > ready_before:
+                respawn_ready_s = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        time.sleep(after_s)
+        outcomes = load.stop()
+    return KillRun(victim, killed_at, outcomes, respawn_ready_s, kill_sent_at)
+
+
+@dataclasses.dataclass
+class HeldKillRun:
+    victim: int
+    victim_outcomes: list[Outcome]  # the killed worker's held requests
+    others_pending_after_kill: int  # the other worker's held requests still unanswered then
+    other_outcomes: list[Outcome]  # the other worker's, after the gate opened
+    respawn_ready_s: float | None
+    after: list[Outcome]  # quick requests once the replacement is ready
+
+
+def kill_worker_holding_requests(
+    ctl, gates: Path, per_worker: int, respawn_timeout_s: float = 30.0
+) -> HeldKillRun:
+    """Two workers each hold `per_worker` blocked requests (their whole in-flight limit); SIGKILL
+    one; then open the gate."""
+    ready_before = ready_worker_lines(ctl.logs())
+    with concurrent.futures.ThreadPoolExecutor(4 * per_worker) as pool:
+        held = hold_requests(ctl.base_url, gates, pool, 2 * per_worker, per_worker=per_worker)
+        victim = next(iter(held.values()))[0]
+        mine = [f for pid, f in held.values() if pid == victim]
+        others = [f for pid, f in held.values() if pid != victim]
+        ctl.kill_worker(victim)
+        killed_at = time.monotonic()
+        victim_outcomes = [f.result(timeout=20) for f in mine]
+        time.sleep(0.5)
+        pending = sum(not f.done() for f in others)
+        respawn_ready_s = None
+        while time.monotonic() - killed_at < respawn_timeout_s:
+            if ready_worker_lines(ctl.logs()) > ready_before:
+                respawn_ready_s = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        (gates / "release-requests").touch()
+        other_outcomes = [f.result(timeout=30) for f in others]
+    after = [send(ctl.base_url, QUICK, f"after-{i}", timeout_s=30) for i in range(10)]
+    return HeldKillRun(victim, victim_outcomes, pending, other_outcomes, respawn_ready_s, after)
+
+
+@dataclasses.dataclass
+class SigtermRun:
+    signal_sent_at: float  # just before the signal was asked for
+    signalled_at: float  # when it had been sent (for the image, `docker kill` had returned)
+    drain_started_s: float  # from the signal to the supervisor's "stopping nginx" line
+    held: list[Outcome]  # in flight (inside the user code) when the signal came
+    load: list[Outcome]  # the quick load, before and after the signal
+    exit_code: int
+    exit_s: float  # from just before the signal to the exit
+
+
+def sigterm_under_load(
+    ctl, gates: Path, held: int = 3, clients: int = 4, after_s: float = 1.5, exit_timeout_s: float = 30.0
+) -> SigtermRun:
+    """Requests held inside the user code (in input_fn: the workers keep serving) plus a quick
+    closed-loop load; SIGTERM; the load goes on for `after_s`, then the gate opens; the stack's
+    exit is awaited."""
+    with concurrent.futures.ThreadPoolExecutor(held) as pool:
+        futures = [f for _, f in hold_requests(ctl.base_url, gates, pool, held, body=HOLD).values()]
+        with LoadLoop(ctl.base_url, QUICK, clients, name="load", max_s=30) as load:
+            time.sleep(1.0)
+            signal_sent_at = time.monotonic()
+            ctl.sigterm()
+            signalled_at = time.monotonic()
+            wait_for(lambda: "stopping nginx" in ctl.logs(), 10, "the supervisor to stop nginx")
+            drain_started_s = time.monotonic() - signalled_at
+            time.sleep(after_s)
+            (gates / "release-requests").touch()
+            held_outcomes = [f.result(timeout=30) for f in futures]
+            outcomes = load.stop()
+    left = max(1.0, signalled_at + exit_timeout_s - time.monotonic())
+    code = ctl.wait_exit(left)
+    return SigtermRun(
+        signal_sent_at,
+        signalled_at,
+        drain_started_s,
+        held_outcomes,
+        outcomes,
+        code,
+        time.monotonic() - signal_sent_at,
+    )
+
+
+@dataclasses.dataclass
+class BurstRun:
+    admitted: set[str]  # request ids that reached the user code
+    refused: list[Outcome]  # answered while the admitted ones were held
+    ping: Outcome  # /ping during the burst
+    outcomes: list[Outcome]  # all of them, once the gate opened
+    seconds: float  # from the burst to its last answer
+
+
+def burst_over_the_limit(
+    base_url: str, gates: Path, count: int, admitted: int, deadline_s: float = 30.0
+) -> BurstRun:
+    """`count` blocked requests at once against `admitted` in-flight slots; the gate opens once
+    every other request has been answered (bounded by `deadline_s`)."""
+    barrier = threading.Barrier(count)
+
+    def one(i: int) -> Outcome:
+        barrier.wait(timeout=10)
+        return send(base_url, BLOCK, f"burst-{i}", timeout_s=deadline_s)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(one, i) for i in range(count)]
+        wait_for(
+            lambda: (
+                sum(f.done() for f in futures) >= count - admitted or time.monotonic() - started > deadline_s
+            ),
+            deadline_s + 5,
+            "the refusals",
+        )
+        wait_for(lambda: len(received_ids(gates)) >= admitted, 10, "the admitted requests to arrive")
+        refused = [f.result() for f in futures if f.done()]
+        ping = Outcome("ping", time.monotonic())
+        try:
+            with urllib.request.urlopen(f"{base_url}/ping", timeout=5) as resp:
+                ping.status, ping.body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            ping.status, ping.body = exc.code, exc.read()
+        except OSError as exc:
+            ping.error = f"{type(exc).__name__}: {exc}"
+        ping.ended = time.monotonic()
+        seen = received_ids(gates)
+        (gates / "release-requests").touch()
+        done, pending = concurrent.futures.wait(
+            futures, timeout=max(1.0, started + deadline_s - time.monotonic())
+        )
+        assert not pending, f"{len(pending)} burst requests still unanswered after {deadline_s} s"
+        outcomes = [f.result() for f in futures]
+    return BurstRun(seen, refused, ping, outcomes, max(o.ended for o in outcomes) - started)
+
+
+@dataclasses.dataclass
+class SlowClientsRun:
+    baseline: list[Outcome]  # normal requests before the slow clients
+    normal: list[Outcome]  # normal requests while the slow clients trickle
+    slow: list[Outcome]
+
+
+def slow_clients_and_normal_requests(
+    base_url: str, body: bytes, slow: int = 50, over_s: float = 4.0, normal_clients: int = 2
+) -> SlowClientsRun:
+    """`slow` connections trickling their request (half the headers, half the body) over `over_s`,
+    while `normal_clients` closed-loop clients send ordinary requests."""
+    baseline = [send(base_url, body, f"baseline-{i}", timeout_s=30) for i in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(slow) as pool:
+        slow_futures = [
+            pool.submit(slow_request, base_url, body, f"slow-{i}", ("headers", "body")[i % 2], over_s)
+            for i in range(slow)
+        ]
+        time.sleep(0.5)  # every slow connection open and trickling
+        with LoadLoop(base_url, body, normal_clients, name="normal", max_s=over_s + 10) as load:
+            time.sleep(max(0.5, over_s - 1.0))
+            normal = load.stop()
+        slow_outcomes = [f.result(timeout=60) for f in slow_futures]
+    return SlowClientsRun(baseline, normal, slow_outcomes)
+
+
+def sort_kill_run(run: KillRun, canary) -> tuple[collections.Counter, list[str]]:
+    """Each outcome of kill_worker_under_load into one kind, and what no kind admits:
+
+    - "200": the canary's answer;
+    - "502": nginx's JSON 502, for a request sent before the kill (in flight on the victim);
+    - "truncated": sent before the kill, whose 200 status line arrived but not its body (the
+      victim died between gunicorn's two writes, headers then body: see
+      test_process_faults.py::test_a_worker_killed_between_headers_and_body_...);
+    - "503": the loading replacement's 503 with Retry-After, for a request answered after the kill
+      (also one sent just before it that no worker had accepted yet: it waited in gunicorn's
+      listen queue and the replacement took it).
+    """
+    kinds: collections.Counter = collections.Counter()
+    problems = []
+    for o in run.outcomes:
+        before = o.started < run.killed_at
+        if o.status == 200:
+            if o.json() == canary:
+                kinds["200"] += 1
+                continue
+            problems.append(f"a changed answer: {o.describe()}")
+        elif o.status == 502 and before and error_shape_problem(o, 502) is None:
+            kinds["502"] += 1
+        elif o.error and o.error.startswith("IncompleteRead") and o.head_status == 200 and before:
+            kinds["truncated"] += 1
+        elif o.status == 503 and o.ended > run.kill_sent_at and error_shape_problem(o, 503) is None:
+            if "still loading" in o.json()["message"]:
+                kinds["503"] += 1
+            else:
+                problems.append(f"a 503 that is not the loading one: {o.describe()}")
+        else:
+            when = "before" if before else "after"
+            problems.append(f"sent {o.started - run.killed_at:+.3f} s {when} the kill: {o.describe()}")
+    return kinds, problems
+
+
+def fmt_s(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.2f} s"

@@ -1,0 +1,373 @@
+"""Faults under load on the host stack (nginx -> gunicorn -> app): a worker SIGKILLed while requests
+run, SIGTERM under load, many slow clients, a burst over the in-flight limit.
+
+Each scenario is driven by process_helpers (the image runs the same ones:
+tests/container/test_container_faults.py); this file starts the stacks and asserts. The tiny model
+(tests/fixtures/models/distilbert-tiny-s0) gives real answers in ~20 ms; the traced slow user code
+(gate files) holds requests inside a worker for as long as a test needs. 127.0.0.1 only.
+
+What tests/process/test_process_slow_requests.py and test_process_lifecycle.py already cover is not
+repeated: one blocked request drained on SIGTERM, 2 slots + 1 refusal, a killed lone worker's ping.
+One product bug is pinned by a strict xfail: a worker killed between writing a response's headers
+and its body gives the client a truncated 200 instead of nginx's JSON 502.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from process_helpers import (
+    QUICK,
+    TINY_QUESTION,
+    LoadLoop,
+    burst_over_the_limit,
+    child_pid,
+    children_of,
+    error_shape_problem,
+    fmt_s,
+    kill_worker_holding_requests,
+    kill_worker_under_load,
+    make_traced_slow_model_dir,
+    percentile,
+    send,
+    sigterm_under_load,
+    slow_clients_and_normal_requests,
+    sort_kill_run,
+    wait_for,
+)
+from targets import TINY_MODEL, HostTarget, started_and_ready
+
+pytestmark = pytest.mark.slow
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Bounds (2 shared CPUs, other test runs may be going on):
+RESPAWN_READY_S = 30.0  # a replacement worker imports torch and loads the tiny model: ~3-8 s here
+FIRST_200_WITH_A_SURVIVOR_S = 5.0  # the other worker keeps serving: the next request is a 200
+# nginx buffers a whole request before it proxies it, so slow clients cost it a connection each and
+# the app nothing; a tiny-model request takes ~20 ms: 2 s is 100x that, for a busy shared machine.
+NORMAL_P99_S = 2.0
+CLOSED_ON_SHUTDOWN = ("ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected")
+
+
+class HostControl:
+    """process_helpers' `ctl` for a HostTarget: workers are the gunicorn master's children."""
+
+    def __init__(self, target: HostTarget):
+        self.target = target
+        self.base_url = target.base_url
+
+    def logs(self) -> str:
+        return self.target.logs()
+
+    def master(self) -> int:
+        return child_pid(self.target.proc.pid, "gunicorn")
+
+    def worker_cpu(self) -> dict[int, float]:
+        cpu = {}
+        for pid in children_of(self.master()):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return cpu
+
+    def kill_worker(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+
+    def sigterm(self) -> None:
+        self.target.signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        return self.target.wait_exit(timeout_s)
+
+
+@pytest.fixture(scope="module")
+def tiny_stack(tmp_path_factory):
+    """The tiny model, two workers, default limits (16 in flight per worker)."""
+    target = started_and_ready(
+        HostTarget(
+            TINY_MODEL, tmp_path_factory.mktemp("faults-tiny"), {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+        )
+    )
+    target.canary = send(target.base_url, TINY_QUESTION, "canary").json()
+    yield target
+    target.stop()
+
+
+@pytest.fixture
+def traced_stack(tmp_path):
+    """Traced slow user code (process_helpers): `traced_stack(env)` starts it; stopped afterwards."""
+    made: list[HostTarget] = []
+
+    def start(env: dict[str, str]) -> HostTarget:
+        model_dir, gates = make_traced_slow_model_dir(tmp_path)
+        target = HostTarget(model_dir, tmp_path, env)
+        target.gates = gates
+        made.append(target)
+        return started_and_ready(target)
+
+    yield start
+    for target in made:
+        (target.gates / "release-requests").touch()
+        target.stop()
+
+
+def test_many_slow_clients_do_not_delay_normal_requests(tiny_stack, record_property):
+    """50 connections trickle their request byte by byte over 4 s (25 the headers, 25 the body):
+    normal requests meanwhile keep their latency, and every slow client is answered in the end."""
+    run = slow_clients_and_normal_requests(tiny_stack.base_url, TINY_QUESTION, slow=50, over_s=4.0)
+    for outcome in run.baseline + run.normal + run.slow:
+        assert outcome.status == 200, outcome.describe()
+        assert outcome.json() == tiny_stack.canary, outcome.describe()
+    latencies = [o.seconds for o in run.normal]
+    p99, base_p50 = percentile(latencies, 99), percentile([o.seconds for o in run.baseline], 50)
+    record_property("normal_requests", len(latencies))
+    record_property("normal_p99_s", round(p99, 3))
+    print(
+        f"\nslow clients: {len(latencies)} normal requests, p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms (alone: p50 {base_p50 * 1000:.0f} ms); slowest slow client "
+        f"{max(o.seconds for o in run.slow):.1f} s"
+    )
+    assert len(latencies) >= 20, "too few normal requests to judge their latency"
+    assert p99 < NORMAL_P99_S, f"normal requests' p99 {p99:.2f} s with 50 slow clients"
+
+
+def test_a_burst_over_the_limit_is_200_or_503_never_a_hang(tiny_stack):
+    """48 closed-loop clients for 3 s against 2 workers x 16 slots, real inference: each answer is
+    the canary's 200 or a fast 503 with Retry-After; nothing else, no connection error, no hang."""
+    with LoadLoop(tiny_stack.base_url, TINY_QUESTION, 48, name="burst", max_s=10.0) as load:
+        time.sleep(3.0)
+    outcomes = load.stop()
+    statuses = sorted({o.status for o in outcomes}, key=str)
+    print(f"\nburst: {len(outcomes)} requests, statuses {statuses}")
+    for outcome in outcomes:
+        if outcome.status == 200:
+            assert outcome.json() == tiny_stack.canary, outcome.describe()
+        else:
+            problem = error_shape_problem(outcome, 503)
+            assert problem is None, problem
+    assert sum(o.status == 200 for o in outcomes) > len(outcomes) / 2
+    assert max(o.seconds for o in outcomes) < 20, "a request took longer than 20 s"
+
+
+def test_sigkill_of_a_busy_worker_under_load(tiny_stack, record_property):
+    """8 closed-loop clients on 2 workers; the busier worker is SIGKILLed. Only requests in flight
+    at the kill fail, with nginx's JSON 502 (or, rarely, a truncated 200: the bug of
+    test_a_worker_killed_between_headers_and_body_...). Requests sent after it are served by the
+    other worker (200, the canary's answer) or, when gunicorn hands them to the replacement while
+    it loads, get its documented loading 503 with Retry-After (docs/contract.md, Routes: a replaced
+    worker "answers 503 until it has loaded"). The replacement is ready within 30 s; at least 90%
+    of all requests are 200."""
+    ctl = HostControl(tiny_stack)
+    run = kill_worker_under_load(ctl, TINY_QUESTION, clients=8)
+    kinds, problems = sort_kill_run(run, tiny_stack.canary)
+    first_200 = run.first_200_after_kill_s()
+    for key in ("502", "truncated", "503"):
+        record_property(f"kill_{key}", kinds[key])
+    record_property("respawn_ready_s", run.respawn_ready_s)
+    print(
+        f"\nkill under load: {len(run.outcomes)} requests: {dict(kinds)}; first 200 {fmt_s(first_200)} "
+        f"after the kill, replacement ready after {fmt_s(run.respawn_ready_s)}"
+    )
+    assert not problems, "\n".join(problems[:10])
+    assert kinds["502"] + kinds["truncated"] <= 8, "more failures than requests could be in flight"
+    assert kinds["200"] >= 0.9 * len(run.outcomes)
+    assert first_200 is not None and first_200 < FIRST_200_WITH_A_SURVIVOR_S
+    assert run.respawn_ready_s is not None and run.respawn_ready_s < RESPAWN_READY_S, tiny_stack.logs()[
+        -3000:
+    ]
+    assert run.victim not in children_of(ctl.master())
+    assert len(children_of(ctl.master())) == 2
+    assert "was sent SIGKILL" in tiny_stack.logs()
+
+
+def test_sigkill_of_the_only_worker_under_load(tmp_path, record_property):
+    """One worker, 4 closed-loop clients, the worker SIGKILLed: requests in flight get a JSON 502
+    (or a truncated 200, as above), those sent while gunicorn boots the replacement wait for it,
+    then get the loading 503 with Retry-After until it is ready; the first 200 comes within 30 s
+    of the kill."""
+    target = started_and_ready(HostTarget(TINY_MODEL, tmp_path, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}))
+    try:
+        canary = send(target.base_url, TINY_QUESTION, "canary").json()
+        run = kill_worker_under_load(HostControl(target), TINY_QUESTION, clients=4)
+    finally:
+        target.stop()
+    kinds, problems = sort_kill_run(run, canary)
+    first_200 = run.first_200_after_kill_s()
+    record_property("first_200_after_kill_s", first_200)
+    print(
+        f"\nlone worker killed: {len(run.outcomes)} requests: {dict(kinds)}; first 200 {fmt_s(first_200)} after the kill"
+    )
+    assert not problems, "\n".join(problems[:10])
+    assert kinds["502"] + kinds["truncated"] <= 4
+    assert first_200 is not None and first_200 < RESPAWN_READY_S
+
+
+class TruncatedAnswer(AssertionError):
+    """A 200 status line whose body never came."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TruncatedAnswer,
+    reason="bug: gunicorn writes a response's headers and its body in two writes; a worker killed "
+    "between them leaves nginx with a 200 already sent, so the client gets '200 OK' and a truncated "
+    "body instead of the documented JSON 502 (docs/contract.md, Errors: 'a worker died mid-request')",
+)
+def test_a_worker_killed_between_headers_and_body_gives_a_502_not_a_truncated_200(tiny_stack, tmp_path):
+    """Deterministic form of the rare failure under load: strace delays each sendto() return of
+    both workers by 3 s; the worker whose first write of a response (its status line) has gone out
+    is SIGKILLed. Each request must end as a complete 200 or nginx's JSON 502."""
+    if shutil.which("strace") is None:  # .ci/run installs it: in CI this never skips
+        if os.environ.get("CI"):
+            pytest.fail("strace is missing (Debian: apt-get install strace); .ci/run installs it")
+        pytest.skip("NOT RUN: needs strace (Debian: apt-get install strace)")
+    ctl = HostControl(tiny_stack)
+    tracers: dict[int, tuple[subprocess.Popen, Path]] = {}
+    try:
+        for pid in ctl.worker_cpu():
+            trace_log = tmp_path / f"strace-{pid}.log"
+            with open(trace_log, "w") as log:
+                tracers[pid] = (
+                    subprocess.Popen(
+                        [
+                            "strace",
+                            "-f",
+                            "-p",
+                            str(pid),
+                            "-e",
+                            "trace=sendto",
+                            "-e",
+                            "inject=sendto:delay_exit=3000000",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                    ),
+                    trace_log,
+                )
+        for tracer, trace_log in tracers.values():
+            wait_for(
+                lambda tracer=tracer, trace_log=trace_log: (
+                    "attached" in trace_log.read_text() or tracer.poll() is not None
+                ),
+                10,
+                "strace to attach",
+            )
+            if tracer.poll() is not None:
+                pytest.skip(f"strace cannot trace here: {trace_log.read_text()[-300:]}")
+
+        def answering() -> list[int]:
+            return [pid for pid, (_, log) in tracers.items() if "HTTP/1.0 200" in log.read_text()]
+
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(send, tiny_stack.base_url, TINY_QUESTION, "traced", 30)
+            wait_for(lambda: answering(), 20, "a worker to write its status line")
+            ctl.kill_worker(answering()[0])
+            outcome = future.result(timeout=30)
+    finally:
+        for tracer, _ in tracers.values():
+            tracer.kill()
+            tracer.wait()
+    wait_for(lambda: len(children_of(ctl.master())) == 2, 30, "the replacement worker")
+    tiny_stack.wait_ready(60)
+    print(f"\nkilled between headers and body: {outcome.describe()}")
+    if outcome.error and outcome.head_status == 200:
+        raise TruncatedAnswer(outcome.describe())
+    if outcome.status == 200:
+        assert outcome.json() == tiny_stack.canary, outcome.describe()
+    else:
+        assert error_shape_problem(outcome, 502) is None, outcome.describe()
+
+
+def test_sigkill_fails_exactly_the_killed_workers_requests(traced_stack, record_property):
+    """Each of 2 workers holds its whole in-flight limit (3) inside the user code; one is SIGKILLed.
+    Its 3 requests (the running one and the two queued behind it) get nginx's JSON 502 at once;
+    the other worker's 3 are untouched and answer 200 once released; the replacement is ready
+    within 30 s and serves."""
+    target = traced_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "3"})
+    run = kill_worker_holding_requests(HostControl(target), target.gates, per_worker=3)
+    record_property("respawn_ready_s", run.respawn_ready_s)
+    print(f"\nheld requests, worker killed: replacement ready after {fmt_s(run.respawn_ready_s)}")
+    assert len(run.victim_outcomes) == 3
+    for outcome in run.victim_outcomes:
+        problem = error_shape_problem(outcome, 502)
+        assert problem is None, problem
+        assert outcome.seconds < 20
+    assert run.others_pending_after_kill == 3, "the other worker's requests ended with the kill"
+    for outcome in run.other_outcomes:
+        assert outcome.status == 200 and outcome.json()["answer"] == "done", outcome.describe()
+    assert run.respawn_ready_s is not None and run.respawn_ready_s < RESPAWN_READY_S
+    for outcome in run.after:
+        assert outcome.status == 200, outcome.describe()
+
+
+def test_sigterm_under_load_drains_then_refuses_new_connections(traced_stack, record_property):
+    """3 requests held inside the user code and 4 quick closed-loop clients; SIGTERM. The held
+    requests (in flight) all answer 200; every quick request sent before the signal is a 200;
+    once nginx got SIGQUIT its listener is closed, so new requests are refused at connect
+    (docs/contract.md, Lifecycle: "stops accepting connections"; the app's shutting-down 503 is
+    never reached, nginx is gone before gunicorn stops; one sent in the ~0.1 s before the close may
+    be reset instead) - never a 502/504 and never a hang; the stack exits 0 within 30 s."""
+    target = traced_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "8"})
+    run = sigterm_under_load(HostControl(target), target.gates, held=3, clients=4)
+    check_sigterm_run(run, target.logs())
+    record_property("exit_s", round(run.exit_s, 2))
+
+
+def check_sigterm_run(run, logs: str) -> None:
+    before = [o for o in run.load if o.started < run.signal_sent_at]
+    after = [o for o in run.load if o.started > run.signalled_at + run.drain_started_s + 0.5]
+    print(
+        f"\nSIGTERM under load: {len(run.load)} quick requests, {len(before)} before the signal, "
+        f"{len(after)} once the drain had begun; exit {run.exit_code} after {run.exit_s:.1f} s"
+    )
+    for outcome in run.held:
+        assert outcome.status == 200 and outcome.json()["answer"] == "done", outcome.describe()
+    for outcome in before:
+        assert outcome.status == 200, f"sent before the signal: {outcome.describe()}"
+    for outcome in run.load:
+        if outcome.error is not None:
+            # Sent after the signal: refused once nginx closed its listener; one that raced with
+            # the close (accepted, its request not read yet) is reset instead. No answer either way.
+            assert outcome.error.startswith(CLOSED_ON_SHUTDOWN), outcome.describe()
+        else:
+            assert outcome.status == 200, outcome.describe()
+    assert len(before) >= 10, "too little load before the signal"
+    assert after, "no request was sent once the drain had begun"
+    for outcome in after:
+        assert outcome.error and "ConnectionRefusedError" in outcome.error, outcome.describe()
+    assert run.exit_code == 0, logs[-3000:]
+    assert run.exit_s < 30
+    assert "stopped cleanly" in logs
+
+
+def test_a_burst_of_20_over_2_slots_is_2_held_and_18_fast_503s(traced_stack, record_property):
+    """One worker with QA_THREADS_PER_WORKER=2 and 20 blocked requests at once: exactly 2 reach the
+    user code, the 18 others get a 503 with Retry-After within 2 s each; /ping stays 200 meanwhile;
+    once released the 2 answer 200; all 20 are answered within 30 s."""
+    target = traced_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "QA_THREADS_PER_WORKER": "2"})
+    run = burst_over_the_limit(target.base_url, target.gates, count=20, admitted=2)
+    record_property("burst_s", round(run.seconds, 2))
+    print(f"\nburst of 20 over 2 slots: all answered in {run.seconds:.1f} s")
+    assert len(run.admitted) == 2, run.admitted
+    assert len(run.refused) == 18
+    for outcome in run.refused:
+        problem = error_shape_problem(outcome, 503)
+        assert problem is None, problem
+        assert outcome.seconds < 2.0, outcome.describe()
+    assert run.ping.status == 200 and run.ping.seconds < 2.0, run.ping.describe()
+    for outcome in run.outcomes:
+        if outcome.request_id in run.admitted:
+            assert outcome.status == 200 and outcome.json()["answer"] == "done", outcome.describe()
+    assert sum(o.status == 200 for o in run.outcomes) == 2
+    assert run.seconds < 30
+    assert send(target.base_url, QUICK, "after").status == 200
