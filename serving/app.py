@@ -150,7 +150,7 @@ def _send_error(req: falcon.Request, resp: falcon.Response, error: BaseException
             req.path,
             "".join(traceback.format_exception(error)),
         )
-    elif req.path == "/invocations":
+    elif req.path == "/invocations" and req.context.get("account") is not None:
         req.context.error = getattr(error, "message", "")  # in the request's own line (metrics.py)
     elif req.path != "/ping":  # polled every few seconds while loading: not worth a line each
         message = getattr(error, "message", "")

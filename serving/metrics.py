@@ -115,7 +115,11 @@ def request_served(
     }
     if error:
         fields["error"] = error
-    request_log.info("POST /invocations %d in %.1f ms", status, total_s * 1000, extra={"fields": fields})
+    # A 5xx is the server's failure: WARNING, so that alerts on the log's level catch it.
+    level = logging.WARNING if status >= 500 else logging.INFO
+    request_log.log(
+        level, "POST /invocations %d in %.1f ms", status, total_s * 1000, extra={"fields": fields}
+    )
     if emf:
         sys.stdout.write(emf_line(emf, fields) + "\n")
         sys.stdout.flush()

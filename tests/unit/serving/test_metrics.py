@@ -134,3 +134,12 @@ def test_the_request_line_in_text_carries_the_fields_as_pairs():
     text = line("text")
     assert "serving.requests: POST /invocations 413 in 50.0 ms" in text
     assert "batch_sizes=2,1" in text and 'error="too big"' in text and "total_ms=50.0" in text
+
+
+def test_a_server_failure_is_a_warning_a_client_error_is_info(caplog):
+    with caplog.at_level(logging.INFO, logger="serving.requests"):
+        for status in (400, 503):
+            metrics.request_served(
+                account(), status, 0.01, request_id="r", inference_id=None, error="e", emf=None
+            )
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
