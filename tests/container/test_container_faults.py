@@ -21,10 +21,14 @@ from targets import TINY_MODEL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
 from process_helpers import (  # noqa: E402
+    FIRST_200_WITH_A_SURVIVOR_S,
+    NORMAL_P99_S,
     QUICK,
+    RESPAWN_READY_S,
     TINY_QUESTION,
     LoadLoop,
     burst_over_the_limit,
+    check_sigterm_run,
     error_shape_problem,
     fmt_s,
     kill_worker_holding_requests,
@@ -39,11 +43,6 @@ from process_helpers import (  # noqa: E402
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-# The same bounds as on the host (tests/process/test_process_faults.py says why).
-RESPAWN_READY_S = 30.0
-FIRST_200_WITH_A_SURVIVOR_S = 5.0
-NORMAL_P99_S = 2.0
-CLOSED_ON_SHUTDOWN = ("ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected")
 
 _WORKERS = """
 import json, os
@@ -215,30 +214,7 @@ def test_sigterm_under_load_drains_then_refuses_new_connections(traced_container
     within 30 s."""
     target = traced_container({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "8"})
     run = sigterm_under_load(ContainerControl(target), target.gates, held=3, clients=4)
-    before = [o for o in run.load if o.started < run.signal_sent_at]
-    after = [o for o in run.load if o.started > run.signalled_at + run.drain_started_s + 0.5]
-    print(
-        f"\nSIGTERM under load: {len(run.load)} quick requests, {len(before)} before the signal, "
-        f"{len(after)} once the drain had begun; exit {run.exit_code} after {run.exit_s:.1f} s"
-    )
-    for outcome in run.held:
-        assert outcome.status == 200 and outcome.json()["answer"] == "done", outcome.describe()
-    for outcome in before:
-        assert outcome.status == 200, f"sent before the signal: {outcome.describe()}"
-    for outcome in run.load:
-        if outcome.error is not None:
-            # Sent after the signal: refused once nginx closed its listener; one that raced with
-            # the close (accepted, its request not read yet) is reset instead. No answer either way.
-            assert outcome.error.startswith(CLOSED_ON_SHUTDOWN), outcome.describe()
-        else:
-            assert outcome.status == 200, outcome.describe()
-    assert len(before) >= 10
-    assert after
-    for outcome in after:
-        assert outcome.error and "ConnectionRefusedError" in outcome.error, outcome.describe()
-    assert run.exit_code == 0
-    assert run.exit_s < 30
-    assert "stopped cleanly" in target.logs()
+    check_sigterm_run(run, target.logs())
 
 
 def test_a_burst_of_20_over_2_slots_is_2_held_and_18_fast_503s(traced_container):

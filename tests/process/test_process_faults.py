@@ -24,10 +24,14 @@ from pathlib import Path
 
 import pytest
 from process_helpers import (
+    FIRST_200_WITH_A_SURVIVOR_S,
+    NORMAL_P99_S,
     QUICK,
+    RESPAWN_READY_S,
     TINY_QUESTION,
     LoadLoop,
     burst_over_the_limit,
+    check_sigterm_run,
     child_pid,
     children_of,
     error_shape_problem,
@@ -47,13 +51,6 @@ from targets import TINY_MODEL, HostTarget, started_and_ready
 pytestmark = pytest.mark.slow
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Bounds (2 shared CPUs, other test runs may be going on):
-RESPAWN_READY_S = 30.0  # a replacement worker imports torch and loads the tiny model: ~3-8 s here
-FIRST_200_WITH_A_SURVIVOR_S = 5.0  # the other worker keeps serving: the next request is a 200
-# nginx buffers a whole request before it proxies it, so slow clients cost it a connection each and
-# the app nothing; a tiny-model request takes ~20 ms: 2 s is 100x that, for a busy shared machine.
-NORMAL_P99_S = 2.0
-CLOSED_ON_SHUTDOWN = ("ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected")
 
 
 class HostControl:
@@ -321,33 +318,6 @@ def test_sigterm_under_load_drains_then_refuses_new_connections(traced_stack, re
     run = sigterm_under_load(HostControl(target), target.gates, held=3, clients=4)
     check_sigterm_run(run, target.logs())
     record_property("exit_s", round(run.exit_s, 2))
-
-
-def check_sigterm_run(run, logs: str) -> None:
-    before = [o for o in run.load if o.started < run.signal_sent_at]
-    after = [o for o in run.load if o.started > run.signalled_at + run.drain_started_s + 0.5]
-    print(
-        f"\nSIGTERM under load: {len(run.load)} quick requests, {len(before)} before the signal, "
-        f"{len(after)} once the drain had begun; exit {run.exit_code} after {run.exit_s:.1f} s"
-    )
-    for outcome in run.held:
-        assert outcome.status == 200 and outcome.json()["answer"] == "done", outcome.describe()
-    for outcome in before:
-        assert outcome.status == 200, f"sent before the signal: {outcome.describe()}"
-    for outcome in run.load:
-        if outcome.error is not None:
-            # Sent after the signal: refused once nginx closed its listener; one that raced with
-            # the close (accepted, its request not read yet) is reset instead. No answer either way.
-            assert outcome.error.startswith(CLOSED_ON_SHUTDOWN), outcome.describe()
-        else:
-            assert outcome.status == 200, outcome.describe()
-    assert len(before) >= 10, "too little load before the signal"
-    assert after, "no request was sent once the drain had begun"
-    for outcome in after:
-        assert outcome.error and "ConnectionRefusedError" in outcome.error, outcome.describe()
-    assert run.exit_code == 0, logs[-3000:]
-    assert run.exit_s < 30
-    assert "stopped cleanly" in logs
 
 
 def test_a_burst_of_20_over_2_slots_is_2_held_and_18_fast_503s(traced_stack, record_property):
