@@ -374,7 +374,7 @@ def hold_requests(
     pool: concurrent.futures.ThreadPoolExecutor,
     count: int,
     per_worker: int | None = None,
-    attempts: int = 80,
+    attempts: int = 400,  # fast 503s cost milliseconds; gunicorn may hand many in a row to the full worker
     body: bytes = BLOCK,
 ) -> dict[str, tuple[int, concurrent.futures.Future]]:
     """Blocked requests until `count` are held in input_fn/predict_fn (traced slow code): request
