@@ -29,6 +29,7 @@ from qa.graphs import (
     model_input_names,
     untrained_weights,
 )
+from qa.memory import check_load_fits, load_need_bytes, weight_bytes
 from qa.model import QAModel
 from qa.options import QAOptions
 from qa.plan import check_cpu, resolve_plan
@@ -67,6 +68,7 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         found = find_graph(
             model_dir, input_name_choices(tokenizer.model_input_names), kind, options.graph_cache
         )
+    _check_memory(model_dir, kind, found is not None, options)
     if found is not None:
         # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
         # container). Every graph was made from trained weights (the exporter refuses others)
@@ -108,6 +110,18 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         gc.collect()
         _return_free_heap_to_os()
     return qa_model
+
+
+def _check_memory(model_dir: Path, kind: str | None, graph_found: bool, options: QAOptions) -> None:
+    """Before the weights are read: will this load fit in the memory the container has free?"""
+    need = load_need_bytes(weight_bytes(model_dir), kind, graph_found)
+    hint = ": unload a model or use an instance with more memory"
+    if kind is not None and not graph_found:
+        hint += (
+            "; a model packaged with its graph (python -m qa.graphs export) needs less than half "
+            "as much to load"
+        )
+    check_load_fits(str(model_dir), need, options.memory_check, hint)
 
 
 class _Steps:

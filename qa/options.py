@@ -20,6 +20,7 @@ BACKEND_PRECISIONS = {
 BACKENDS = ("auto", *BACKEND_PRECISIONS)
 PRECISIONS = ("fp32", "bf16", "int8")
 JSONLINES_ERRORS = ("request", "record")
+MEMORY_CHECKS = ("refuse", "warn", "off")
 
 
 class OptionsError(ValueError):
@@ -59,6 +60,9 @@ class QAOptions:
     # A bad jsonlines record: "request" fails the whole request (400 naming the line); "record"
     # answers it with an error object on its own output line and serves the others.
     jsonlines_errors: str = "request"
+    # A model load estimated to need more memory than the container has free (qa/memory.py):
+    # "refuse" fails it (a multi-model endpoint answers 507), "warn" logs and loads, "off".
+    memory_check: str = "warn"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -74,6 +78,10 @@ class QAOptions:
         if self.jsonlines_errors not in JSONLINES_ERRORS:
             raise OptionsError(
                 f"QA_JSONLINES_ERRORS={self.jsonlines_errors!r} is not supported: allowed values are request, record"
+            )
+        if self.memory_check not in MEMORY_CHECKS:
+            raise OptionsError(
+                f"QA_MEMORY_CHECK={self.memory_check!r} is not supported: allowed values are refuse, warn, off"
             )
         positive = {
             "QA_TORCH_THREADS": self.torch_threads,

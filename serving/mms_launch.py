@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 
 from serving import exit_codes
+from serving.mms_unregister import LAUNCHER_PID
+from serving.model_memory import ModelMemoryReporter
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def serve_multi_model(settings: Settings) -> int:
             filter(None, [str(APP_ROOT), os.environ.get("PYTHONPATH")])
         ),  # for its workers
     )
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # its stdout is the container's log
     with warnings.catch_warnings():  # "pkg_resources is deprecated": why setuptools is pinned
         warnings.simplefilter("ignore", UserWarning)
         from sagemaker_inference import model_server  # reads SAGEMAKER_MULTI_MODEL when imported
@@ -53,6 +56,8 @@ def serve_multi_model(settings: Settings) -> int:
     os.set_blocking(signals_read, False)
     os.set_blocking(signals_write, False)
     signal.set_wakeup_fd(signals_write, warn_on_full_buffer=False)
+    if settings.cloudwatch_emf_namespace:
+        ModelMemoryReporter(settings.cloudwatch_emf_namespace, settings.model_memory_report_s).start()
     try:
         model_server.start_model_server(handler_service="serving.mms_service:handle")
     except Exception as exc:  # the toolkit raises a bare Exception when MMS never came up

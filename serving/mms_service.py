@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from qa.errors import QAError
-from serving import logs
+from qa.memory import MB, InsufficientMemory, free_bytes, process_bytes
+from serving import logs, mms_unregister
 from serving.errors import TYPES, ServingError, error_response
 from serving.handler import CUSTOM_ATTRIBUTES, Handler, install_user_requirements
+from serving.model_memory import first_to_go_while_loading
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,15 +50,30 @@ class QAService:
         # The model's own code/ overrides the built-in hooks, as `/opt/ml/model/code` does for one model.
         settings = dataclasses.replace(settings, model_dir=model_dir)
         started = time.monotonic()
-        # Before its hooks are imported, as in single-model mode (the AWS toolkits install only
-        # /opt/ml/model/code/requirements.txt, so a multi-model endpoint's models get none).
-        install_user_requirements(settings)
-        handler = Handler.load(settings, model_dir)
-        handler.load_model()
-        handler.warm_up()
+        try:
+            with first_to_go_while_loading():
+                # Before its hooks are imported, as in single-model mode (the AWS toolkits install
+                # only /opt/ml/model/code/requirements.txt, so a multi-model endpoint's models get none).
+                install_user_requirements(settings)
+                handler = Handler.load(settings, model_dir)
+                handler.load_model()
+                handler.warm_up()
+        except (InsufficientMemory, MemoryError) as exc:
+            # MMS answers a MemoryError from a load with 507, SageMaker's "unload a model and
+            # retry", but keeps the model registered: mms_unregister.py takes it off.
+            log.error("model %s not loaded: %s", context.model_name, str(exc) or "out of memory")
+            mms_unregister.start(context.model_name, settings.port)
+            raise MemoryError(str(exc)) from exc
         self.handler = handler
+        held, free = process_bytes(), free_bytes()
         log.info(
-            "model %s loaded from %s in %.1f s", context.model_name, model_dir, time.monotonic() - started
+            "model %s loaded from %s in %.1f s; it holds %s MB, %s MB left free",
+            context.model_name,
+            model_dir,
+            time.monotonic() - started,
+            f"{held / MB:,.0f}",
+            "?" if free is None else f"{free / MB:,.0f}",
+            extra={"fields": {"model": context.model_name, "model_memory_bytes": held, "free_bytes": free}},
         )
 
     def handle(self, requests: list[dict], context: Any) -> list[bytes]:

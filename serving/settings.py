@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
-from qa.options import BACKENDS, JSONLINES_ERRORS, PRECISIONS, OptionsError, QAOptions
+from qa.options import BACKENDS, JSONLINES_ERRORS, MEMORY_CHECKS, PRECISIONS, OptionsError, QAOptions
 
 
 class SettingsError(ValueError):
@@ -53,6 +53,7 @@ INT_BOUNDS = {
     "batch_max_padding_percent": ("QA_BATCH_MAX_PADDING_PERCENT", 0, 100),
     "parallel_batches": ("QA_PARALLEL_BATCHES", 1, 64),
     "batch_queue_windows": ("QA_BATCH_QUEUE_WINDOWS", 1, 10_000_000),
+    "model_memory_report_s": ("QA_MODEL_MEMORY_REPORT_S", 1, 3600),
 }
 # The QA library's options (qa/options.py), taken as they are from the fields of the same name.
 QA_FIELDS = tuple(f.name for f in dataclasses.fields(QAOptions) if f.name != "graph_cache")
@@ -172,6 +173,11 @@ class Settings:
     batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
     jsonlines_errors: str = "request"  # or record: a bad jsonlines line answers alone (qa/options.py)
+    # A load that would not fit (qa/memory.py): refused on a multi-model endpoint (507, and SageMaker
+    # unloads another model), else logged: one model that does not fit fails either way.
+    memory_check: str = "warn"
+    # Multi-model endpoints: how often each loaded model's memory goes out as an EMF metric.
+    model_memory_report_s: int = 60
     # Per-request accounting: the structured log line, the metrics, EMF (off only to measure its cost).
     request_metrics: bool = True
     # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads;
@@ -281,6 +287,13 @@ class Settings:
             parallel_batches=_int(env, "parallel_batches", None),
             batch_queue_windows=_int(env, "batch_queue_windows", 512),
             jsonlines_errors=_choice(env, "QA_JSONLINES_ERRORS", "request", JSONLINES_ERRORS),
+            memory_check=_choice(
+                env,
+                "QA_MEMORY_CHECK",
+                "refuse" if _bool(env, "SAGEMAKER_MULTI_MODEL", False) else "warn",
+                MEMORY_CHECKS,
+            ),
+            model_memory_report_s=_int(env, "model_memory_report_s", 60),
             request_metrics=_bool(env, "QA_REQUEST_METRICS", True),
         )
 

@@ -10,6 +10,7 @@ requests are made from inside it: MMS binds every interface, and test traffic st
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,9 @@ import pytest
 from target import ContainerTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from emf import check_emf  # noqa: E402
 from golden_cases import load_cases, model_dir  # noqa: E402
+from memory_models import holding_model, hungry_model, wide_model  # noqa: E402
 from user_code import MARKER, model_with_dependency  # noqa: E402
 
 pytestmark = pytest.mark.container
@@ -168,6 +171,116 @@ def test_a_models_own_requirements_are_installed_when_it_loads(image: str, conta
     # Each line of the worker's log once, as INFO (it went to stdout and stderr, the second as WARN).
     installed = [line for line in target.logs().splitlines() if "installed the user's requirements" in line]
     assert len(installed) == 1 and "[INFO ]" in installed[0], installed
+
+
+def wait_unlisted(target: ContainerTarget, name: str, timeout_s: float = 15) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = [m["modelName"] for m in call(target, "/models")[1]["models"]]
+        if name not in listed or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.2)
+
+
+def oom_killed(target: ContainerTarget) -> bool:
+    state = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.OOMKilled}}", target.name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return state.stdout.strip() == "true"
+
+
+def emf_records(logs: str) -> list[dict]:
+    return [json.loads(line) for line in logs.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_a_load_that_would_not_fit_is_507_and_the_other_models_keep_serving(
+    image: str, containers, tmp_path
+) -> None:
+    """SageMaker's multi-model contract: a load the container has no memory for answers 507 (then
+    SageMaker unloads another model and loads again). Here 208 MB of weights, whose graph is made
+    at load, in a 1.5 GB container that already serves a model. Each loaded model's memory is in
+    its load line and, every second here, in an EMF metric."""
+    small, big = MODELS[0], "wide"
+    weights = wide_model(model_dir(small), tmp_path / big, layers=4)
+    target = containers(
+        image,
+        None,
+        {
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "QA_CLOUDWATCH_EMF_NAMESPACE": "QATest",
+            "QA_MODEL_MEMORY_REPORT_S": "1",
+        },
+        network="none",
+        docker_args=(
+            *("-v", f"{model_dir(small)}:/opt/ml/models/{small}/model:ro"),
+            *("-v", f"{weights}:/opt/ml/models/{big}/model:ro"),
+            *("--memory", "1536m", "--memory-swap", "1536m"),
+        ),
+    )
+    assert load(target, small, f"/opt/ml/models/{small}/model")[0] == 200
+    for attempt in range(2):  # SageMaker's retry must get 507 again, not 409 "already registered"
+        status, body = load(target, big, f"/opt/ml/models/{big}/model")
+        assert status == 507, f"attempt {attempt}: {status} {body}\n{target.logs()[-3000:]}"
+        assert wait_unlisted(target, big) == [small], target.logs()[-3000:]
+
+    case = first_case(small)
+    status, got = call(target, f"/models/{small}/invoke", case["request"])
+    assert status == 200 and got["answer"] == case["expected"]["answer"], got
+    assert target.is_alive() and not oom_killed(target)
+    logs = target.logs()
+    refused = [line for line in logs.splitlines() if f"model {big} not loaded" in line]
+    assert len(refused) == 2, logs[-3000:]
+    assert re.search(
+        r"the load needs about [\d,]+ MB and the container has [\d,]+ MB free \(of 1,536 MB\)", refused[0]
+    )
+    assert "qa.graphs export" in refused[0]
+    loaded = re.search(rf"model {small} loaded from .* it holds ([\d,]+) MB", logs)
+    assert loaded and int(loaded[1].replace(",", "")) > 50, logs[-3000:]
+
+    records = [r for r in emf_records(logs) if r.get("Model") == small]
+    assert records, logs[-3000:]
+    for record in records:
+        check_emf(record)
+    assert records[-1]["ModelMemory"] > 50 << 20
+    # Unloaded: its metric stops.
+    assert call(target, f"/models/{small}", method="DELETE")[0] == 200
+    time.sleep(2.5)
+    reported = len([r for r in emf_records(target.logs()) if r.get("Model") == small])
+    time.sleep(2.5)
+    assert len([r for r in emf_records(target.logs()) if r.get("Model") == small]) == reported
+
+
+def test_a_load_that_outgrows_its_estimate_is_the_one_the_kernel_stops(
+    image: str, containers, tmp_path
+) -> None:
+    """A user's model_fn that takes memory until none is left (no estimate can see it): the
+    kernel's OOM killer stops that load, not the bigger worker serving another model, nor MMS."""
+    holder = holding_model(tmp_path / "holder", mb=700)
+    hungry = hungry_model(tmp_path / "hungry")
+    target = containers(
+        image,
+        None,
+        {"SAGEMAKER_MULTI_MODEL": "true"},
+        network="none",
+        docker_args=(
+            *("-v", f"{holder}:/opt/ml/models/holder/model:ro"),
+            *("-v", f"{hungry}:/opt/ml/models/hungry/model:ro"),
+            *("--memory", "1638m", "--memory-swap", "1638m"),
+        ),
+    )
+    assert load(target, "holder", "/opt/ml/models/holder/model")[0] == 200
+    status, body = load(target, "hungry", "/opt/ml/models/hungry/model")
+    assert status >= 500, body  # MMS answers a worker that died while loading with 500
+    assert wait_unlisted(target, "hungry") == ["holder"]
+    status, got = call(target, "/models/holder/invoke", {"x": 1})
+    assert (status, got) == (200, {"held_mb": 700}), target.logs()[-3000:]
+    # By the same worker: MMS would have restarted a killed one, loading the model again.
+    assert target.logs().count("model holder loaded from") == 1, target.logs()[-3000:]
+    assert target.is_alive() and not oom_killed(target)
 
 
 def test_jvm_heap_follows_the_container_and_docker_stop_exits_0(endpoint: ContainerTarget) -> None:

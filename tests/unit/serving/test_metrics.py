@@ -6,72 +6,10 @@ import io
 import json
 import logging
 
-import jsonschema
+from emf import check_emf
 
 from qa.accounting import RequestAccount
 from serving import logs, metrics
-
-# The embedded metric format's structure (CloudWatch's specification, "Embedded metric format
-# specification": the root node, the metadata and the metric directive), as a JSON schema.
-EMF_SCHEMA = {
-    "type": "object",
-    "required": ["_aws"],
-    "properties": {
-        "_aws": {
-            "type": "object",
-            "required": ["Timestamp", "CloudWatchMetrics"],
-            "properties": {
-                "Timestamp": {"type": "integer", "minimum": 0},
-                "CloudWatchMetrics": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["Namespace", "Dimensions", "Metrics"],
-                        "properties": {
-                            "Namespace": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": 255,
-                                "pattern": r"^[^:].*$",
-                            },
-                            "Dimensions": {
-                                "type": "array",
-                                "items": {
-                                    "type": "array",
-                                    "maxItems": 30,
-                                    "items": {"type": "string", "minLength": 1, "maxLength": 250},
-                                },
-                            },
-                            "Metrics": {
-                                "type": "array",
-                                "maxItems": 100,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["Name"],
-                                    "properties": {
-                                        "Name": {"type": "string", "minLength": 1, "maxLength": 1024},
-                                        "Unit": {
-                                            "enum": [
-                                                "Seconds",
-                                                "Microseconds",
-                                                "Milliseconds",
-                                                "Bytes",
-                                                "Count",
-                                                "None",
-                                            ]
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        }
-    },
-}
 
 
 def account() -> RequestAccount:
@@ -94,12 +32,7 @@ def test_emf_records_validate_and_name_their_values(capsys):
         account(), 200, 0.05, request_id="r1", inference_id=None, error=None, emf="QAServing"
     )
     record = json.loads(capsys.readouterr().out.strip())
-    jsonschema.validate(record, EMF_SCHEMA)
-    directive = record["_aws"]["CloudWatchMetrics"][0]
-    for name in [m["Name"] for m in directive["Metrics"]] + [
-        d for dims in directive["Dimensions"] for d in dims
-    ]:
-        assert name in record, f"{name} has no value in the record"
+    check_emf(record)
     assert record["Latency"] == 50.0 and record["Errors"] == 0 and record["Status"] == "200"
 
 

@@ -4,6 +4,7 @@ requests MMS hands it (the real server is in tests/container/test_container_mult
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -97,3 +98,42 @@ def test_an_unexpected_failure_is_a_json_500_without_a_traceback(service, monkey
     body = json.loads(out)
     assert context.status[0][0] == 500 and body["code"] == 500
     assert "secret" not in body["message"]
+
+
+@pytest.fixture
+def unregistered(monkeypatch) -> list[tuple[str, int]]:
+    """What the service asked mms_unregister to take off MMS's list (not started for real)."""
+    started: list[tuple[str, int]] = []
+    monkeypatch.setattr(mms_service.mms_unregister, "start", lambda name, port: started.append((name, port)))
+    monkeypatch.setenv("SAGEMAKER_MULTI_MODEL", "true")  # as mms_launch.py sets it for the workers
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "8123")
+    return started
+
+
+def test_a_load_that_would_not_fit_is_a_memory_error_and_unregisters_the_model(unregistered, monkeypatch):
+    import qa.memory
+
+    monkeypatch.setattr(qa.memory, "free_bytes", lambda *a, **k: 1 << 20)
+    service = mms_service.QAService()
+    with pytest.raises(MemoryError, match=r"needs about [\d,]+ MB and the container has 1 MB free"):
+        service.initialize(FakeContext(model_dir("distilbert-tiny-s2"), []))  # MMS answers it 507
+    assert service.handler is None
+    assert unregistered == [("distilbert-tiny-s2", 8123)]
+
+
+def test_a_users_model_fn_out_of_memory_is_handled_the_same_way(unregistered, tmp_path):
+    model = tmp_path / "hungry"
+    (model / "code").mkdir(parents=True)
+    (model / "code" / "inference.py").write_text("def model_fn(model_dir):\n    raise MemoryError\n")
+    with pytest.raises(MemoryError):
+        mms_service.QAService().initialize(FakeContext(model, []))
+    assert unregistered == [("hungry", 8123)]
+
+
+def test_a_loaded_model_logs_what_it_holds(unregistered, capsys):
+    mms_service.QAService().initialize(FakeContext(model_dir("distilbert-tiny-s2"), []))
+    line = next(x for x in capsys.readouterr().out.splitlines() if "serving.mms_service" in x)
+    found = re.search(r"it holds [\d,]+ MB, [\d,]+ MB left free model=(\S+) model_memory_bytes=(\d+)", line)
+    assert found, line
+    assert found[1] == "distilbert-tiny-s2" and int(found[2]) > 50 << 20
+    assert unregistered == []

@@ -108,6 +108,20 @@ def test_multi_model_mode_is_a_setting():
     assert Settings.from_env({}, cpu_limit=2.0).multi_model is False
 
 
+def test_a_load_that_would_not_fit_is_refused_on_multi_model_endpoints_and_logged_otherwise():
+    assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0).qa.memory_check == "refuse"
+    assert Settings.from_env({}, cpu_limit=2.0).qa.memory_check == "warn"
+    told = Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true", "QA_MEMORY_CHECK": "off"}, cpu_limit=2.0)
+    assert told.qa.memory_check == "off"
+    assert Settings.from_env({}, cpu_limit=2.0).model_memory_report_s == 60
+    with pytest.raises(
+        SettingsError, match="QA_MEMORY_CHECK='never' is not supported: allowed values are refuse, warn, off"
+    ):
+        Settings.from_env({"QA_MEMORY_CHECK": "never"}, cpu_limit=2.0)
+    with pytest.raises(SettingsError, match="QA_MODEL_MEMORY_REPORT_S=0 is out of range"):
+        Settings.from_env({"QA_MODEL_MEMORY_REPORT_S": "0"}, cpu_limit=2.0)
+
+
 def test_model_servers_jvm_sizes_its_heap_from_the_container_unless_told_otherwise():
     default = Settings.from_env({}, cpu_limit=2.0).mms_jvm_options.split()
     assert "-XX:+UseContainerSupport" in default and "-XX:MaxRAMPercentage=10" in default
@@ -126,6 +140,8 @@ def test_model_servers_jvm_sizes_its_heap_from_the_container_unless_told_otherwi
         ("batch_strategy", "ALL", "SAGEMAKER_BATCH_STRATEGY"),
         ("precision", "fp8", "QA_PRECISION"),
         ("backend", "tensorrt", "QA_BACKEND"),
+        ("memory_check", "maybe", "QA_MEMORY_CHECK"),
+        ("model_memory_report_s", 0, "QA_MODEL_MEMORY_REPORT_S"),
     ],
 )
 def test_settings_built_directly_check_themselves(field, value, variable):
