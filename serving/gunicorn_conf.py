@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+import gunicorn.http.wsgi
 import gunicorn.util
 
 from serving.errors import raw_error_response
@@ -77,6 +78,41 @@ def _write_json_error(sock, status_int, reason, mesg):
 # No setting chooses that page: gunicorn's workers call util.write_error, replaced here in the
 # master before they fork. The HTTP abuse tests fail if a gunicorn release stops calling it.
 gunicorn.util.write_error = _write_json_error
+
+
+class _Gathered:
+    """Stands in for the socket while gunicorn writes: keeps what it sends."""
+
+    def __init__(self):
+        self.parts = []
+
+    def sendall(self, data):
+        self.parts.append(bytes(data))
+
+
+_write_response = gunicorn.http.wsgi.Response.write
+
+
+def _write_head_with_body(response, data):
+    """The first write of a response sends its headers and its first body bytes in one sendall.
+    gunicorn sends them in two: a worker killed between them left nginx a 200 status already
+    passed on to the client, and a body that never came. Now a kill leaves nginx nothing (its
+    JSON 502) or the whole answer (bodies here are far smaller than the socket's buffer)."""
+    if response.headers_sent:
+        return _write_response(response, data)
+    sock, gathered = response.sock, _Gathered()
+    response.sock = gathered
+    try:
+        return _write_response(response, data)
+    finally:
+        response.sock = sock
+        if gathered.parts:  # the same bytes gunicorn wrote, even when it raised after the headers
+            sock.sendall(b"".join(gathered.parts))
+
+
+# gunicorn has no setting for it either; patched in the master, before the workers fork.
+# tests/process/test_process_faults.py kills a worker between the two writes.
+gunicorn.http.wsgi.Response.write = _write_head_with_body
 
 
 def when_ready(server):

@@ -20,6 +20,7 @@ from serving.settings import Settings
 log = logging.getLogger(__name__)
 
 APP_ROOT = Path(__file__).resolve().parent.parent
+MMS_JSON_LOG_CONFIG = APP_ROOT / "docker" / "mms-log4j2-json.xml"
 
 
 def serve_multi_model(settings: Settings) -> int:
@@ -48,6 +49,12 @@ def serve_multi_model(settings: Settings) -> int:
     with warnings.catch_warnings():  # "pkg_resources is deprecated": why setuptools is pinned
         warnings.simplefilter("ignore", UserWarning)
         from sagemaker_inference import model_server  # reads SAGEMAKER_MULTI_MODEL when imported
+
+    # The toolkit gives its logger a text handler of its own: its lines go to ours (the root's) only.
+    for handler in list(logging.getLogger("sagemaker-inference").handlers):
+        logging.getLogger("sagemaker-inference").removeHandler(handler)
+    if settings.log_format == "json":  # MMS's own lines as JSON too (its workers' already are)
+        model_server.DEFAULT_MMS_LOG_FILE = str(MMS_JSON_LOG_CONFIG)
 
     # The toolkit replaces our SIGTERM handler with its own (which forwards the signal to MMS) and
     # returns nothing when MMS ends. A wakeup fd records every signal that arrives whoever handles

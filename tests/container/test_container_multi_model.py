@@ -301,6 +301,19 @@ def test_jvm_heap_follows_the_container_and_docker_stop_exits_0(endpoint: Contai
 def test_a_model_server_that_dies_takes_the_container_down(endpoint: ContainerTarget) -> None:
     """MMS killed (as the kernel's OOM killer would): the container exits non-zero, so that
     SageMaker replaces the instance, instead of living on without a server."""
+    # Once the toolkit watches MMS (it installs its SIGCHLD handler then, up to a second after MMS
+    # is up): killed before, MMS is a zombie the toolkit never looks for, until its start-up timeout.
+    watching = (
+        "import signal, time\n"
+        "for _ in range(300):\n"
+        "    caught = next(l for l in open('/proc/1/status') if l.startswith('SigCgt:'))\n"
+        "    if int(caught.split()[1], 16) >> (signal.SIGCHLD - 1) & 1:\n"
+        "        break\n"
+        "    time.sleep(0.1)\n"
+        "else:\n"
+        "    raise SystemExit('the toolkit never installed its SIGCHLD handler')\n"
+    )
+    subprocess.run(["docker", "exec", endpoint.name, "python", "-c", watching], check=True, timeout=60)
     (pid,) = model_server_processes(endpoint)
     kill = f"import os, signal; os.kill({pid}, signal.SIGKILL)"
     subprocess.run(["docker", "exec", endpoint.name, "python", "-c", kill], check=True, timeout=30)

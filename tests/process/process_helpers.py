@@ -607,9 +607,6 @@ def sort_kill_run(run: KillRun, canary) -> tuple[collections.Counter, list[str]]
 
     - "200": the canary's answer;
     - "502": nginx's JSON 502, for a request sent before the kill (in flight on the victim);
-    - "truncated": sent before the kill, whose 200 status line arrived but not its body (the
-      victim died between gunicorn's two writes, headers then body: see
-      test_process_faults.py::test_a_worker_killed_between_headers_and_body_...);
     - "503": the loading replacement's 503 with Retry-After, for a request answered after the kill
       (also one sent just before it that no worker had accepted yet: it waited in gunicorn's
       listen queue and the replacement took it).
@@ -625,8 +622,6 @@ def sort_kill_run(run: KillRun, canary) -> tuple[collections.Counter, list[str]]
             problems.append(f"a changed answer: {o.describe()}")
         elif o.status == 502 and before and error_shape_problem(o, 502) is None:
             kinds["502"] += 1
-        elif o.error and o.error.startswith("IncompleteRead") and o.head_status == 200 and before:
-            kinds["truncated"] += 1
         elif o.status == 503 and o.ended > run.kill_sent_at and error_shape_problem(o, 503) is None:
             if "still loading" in o.json()["message"]:
                 kinds["503"] += 1
