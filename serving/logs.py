@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from typing import BinaryIO
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -59,6 +60,33 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def as_json_line(raw: bytes, logger: str, level: int) -> bytes:
+    """A line another program printed, in the JSON shape: a JSON object goes out as it is, any
+    other line becomes the message of one (its pid unknown)."""
+    text = raw.rstrip(b"\r\n").decode(errors="replace")
+    if text.startswith("{"):
+        try:
+            if isinstance(json.loads(text), dict):
+                return text.encode() + b"\n"
+        except ValueError:
+            pass
+    record = logging.LogRecord(logger, level, "", 0, text, None, None)
+    record.process = None
+    return (JsonFormatter().format(record) + "\n").encode()
+
+
+def relay_as_json_lines(source: BinaryIO, sink: BinaryIO, logger: str, level: int) -> None:
+    """Copy `source` to `sink` line by line in the JSON shape, until every writer has closed it.
+    It keeps reading whatever happens to `sink`: a writer must never block on a full pipe."""
+    with source:
+        for raw in source:
+            if raw.strip():
+                try:
+                    sink.write(as_json_line(raw, logger, level))
+                except (OSError, ValueError):
+                    pass
 
 
 def _text(value) -> str:

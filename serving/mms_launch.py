@@ -5,14 +5,18 @@ each model is mms_service.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from serving import exit_codes
+from serving import exit_codes, logs
 from serving.mms_unregister import LAUNCHER_PID
 from serving.model_memory import ModelMemoryReporter
 from serving.settings import Settings
@@ -65,8 +69,10 @@ def serve_multi_model(settings: Settings) -> int:
     signal.set_wakeup_fd(signals_write, warn_on_full_buffer=False)
     if settings.cloudwatch_emf_namespace:
         ModelMemoryReporter(settings.cloudwatch_emf_namespace, settings.model_memory_report_s).start()
+    relay = _output_as_json_lines() if settings.log_format == "json" else contextlib.nullcontext()
     try:
-        model_server.start_model_server(handler_service="serving.mms_service:handle")
+        with relay:
+            model_server.start_model_server(handler_service="serving.mms_service:handle")
     except Exception as exc:  # the toolkit raises a bare Exception when MMS never came up
         log.error("start-up failed: Multi Model Server did not start: %s", exc)
         return exit_codes.STARTUP_ERROR
@@ -78,6 +84,42 @@ def serve_multi_model(settings: Settings) -> int:
         return exit_codes.OK
     log.error("Multi Model Server exited without being asked to stop (its log is above)")
     return exit_codes.MODEL_SERVER_DIED
+
+
+@contextlib.contextmanager
+def _output_as_json_lines() -> Iterator[None]:
+    """MMS's command-line tool and its JVM print a few lines of their own (start-up notices, the
+    JVM's warnings) on the stdout and stderr they inherit from this process, outside MMS's log
+    configuration. While MMS runs, both go through pipes that put every line in the JSON shape
+    (serving/logs.py), stderr's as warnings."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    relays = []
+    for fd, level in ((1, logging.INFO), (2, logging.WARNING)):
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, fd)
+        os.close(write_fd)
+        source, sink = os.fdopen(read_fd, "rb"), os.fdopen(os.dup(saved[fd]), "wb", buffering=0)
+        relay = threading.Thread(
+            target=logs.relay_as_json_lines,
+            args=(source, sink, "multi-model-server", level),
+            name=f"json-lines-{fd}",
+            daemon=True,
+        )
+        relay.start()
+        relays.append((relay, sink))
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, original in saved.items():
+            os.dup2(original, fd)  # the pipes' last writers here are gone: the relays drain them
+            os.close(original)
+        for relay, sink in relays:
+            relay.join(timeout=2)  # an orphaned MMS worker may hold a pipe open
+            sink.close()
 
 
 def _signals_received(fd: int) -> set[int]:

@@ -283,6 +283,38 @@ def test_a_load_that_outgrows_its_estimate_is_the_one_the_kernel_stops(
     assert target.is_alive() and not oom_killed(target)
 
 
+def test_with_json_logs_every_line_of_a_multi_model_endpoint_is_a_json_object(
+    image: str, containers, tmp_path
+) -> None:
+    """QA_LOG_FORMAT=json reaches MMS too: its own log (docker/mms-log4j2-json.xml), its workers'
+    lines (ours, passed on as they are, not wrapped) and what its command-line tool and JVM print
+    outside any log configuration (the launcher's relay)."""
+    name = MODELS[0]
+    target = containers(
+        image,
+        None,
+        {"SAGEMAKER_MULTI_MODEL": "true", "QA_LOG_FORMAT": "json"},
+        network="none",
+        docker_args=("-v", f"{model_dir(name)}:/opt/ml/models/{name}/model:ro"),
+    )
+    assert load(target, name, f"/opt/ml/models/{name}/model")[0] == 200
+    case = first_case(name)
+    assert call(target, f"/models/{name}/invoke", case["request"])[0] == 200
+    assert call(target, f"/models/{name}/invoke", {"inputs": {"question": "Who?"}})[0] == 400
+    assert call(target, f"/models/{name}", method="DELETE")[0] == 200
+    assert target.stop() == 0
+    records = []
+    for line in filter(str.strip, target.logs().splitlines()):
+        record = json.loads(line)  # fails on the first line that is not JSON
+        assert isinstance(record, dict) and {"time", "level", "logger", "message"} <= set(record), line
+        records.append(record)
+    loggers = {r["logger"] for r in records}
+    assert {"entrypoint", "com.amazonaws.ml.mms.ModelServer", "ACCESS_LOG", "multi-model-server"} <= loggers
+    loaded = [r for r in records if r["logger"] == "serving.mms_service" and r.get("model") == name]
+    assert len(loaded) == 1 and loaded[0]["model_memory_bytes"] > 50 << 20, loaded
+    assert any(r["logger"] == "serving.mms_launch" and "after SIGTERM" in r["message"] for r in records)
+
+
 def test_jvm_heap_follows_the_container_and_docker_stop_exits_0(endpoint: ContainerTarget) -> None:
     (argv,) = model_server_processes(endpoint).values()
     # The toolkit's default is -XX:-UseContainerSupport: a heap sized from the host's memory.
