@@ -130,7 +130,7 @@ def traced_container(image: str, containers, tmp_path):
 
 
 def test_many_slow_clients_do_not_delay_normal_requests(tiny_container):
-    """50 connections trickle their request over 4 s (25 the headers, 25 the body): normal
+    """50 connections trickle their request over 2-6 s (25 the headers, 25 the body): normal
     requests' p99 stays under 2 s; every slow client is answered 200 in the end."""
     run = slow_clients_and_normal_requests(tiny_container.base_url, TINY_QUESTION, slow=50, over_s=4.0)
     for outcome in run.baseline + run.normal + run.slow:
@@ -166,8 +166,8 @@ def test_a_burst_over_the_limit_is_200_or_503_never_a_hang(tiny_container):
 def test_sigkill_of_a_busy_worker_under_load(tiny_container):
     """8 clients on 2 workers; the busier worker is SIGKILLed inside the container: only requests in
     flight at the kill fail (nginx's JSON 502, never a truncated 200); later ones are 200 (the
-    canary) or the loading replacement's 503; the replacement is ready within 30 s; at least 90%
-    are 200."""
+    canary) or the loading replacement's 503 (whose Retry-After the clients honour); the
+    replacement is ready within 30 s; at least 90% are 200."""
     ctl = ContainerControl(tiny_container)
     workers_before = set(ctl.worker_cpu())
     run = kill_worker_under_load(ctl, TINY_QUESTION, clients=8)

@@ -267,9 +267,20 @@ def error_shape_problem(outcome: Outcome, status: int) -> str | None:
     return None
 
 
+def retry_pause_s(outcome: Outcome) -> float:
+    """How long a client waits before its next request after a failure: a 503's Retry-After (up to
+    1 s), as SageMaker's clients honour it; 50 ms after anything else, so that a refusing or
+    failing server is not hammered in a hot loop either."""
+    retry_after = (outcome.headers or {}).get("retry-after", "")
+    if outcome.status == 503 and retry_after.isdigit():
+        return min(float(retry_after), 1.0)
+    return 0.05
+
+
 class LoadLoop:
-    """`clients` threads POSTing `body` back to back (own connection each time) until stopped;
-    every outcome is kept. Bounded: stop() after at most `max_s` whatever the caller does."""
+    """`clients` threads POSTing `body` back to back (own connection each time) until stopped,
+    pausing after a failure (`retry_pause_s`); every outcome is kept. Bounded: stop() after at most
+    `max_s` whatever the caller does."""
 
     def __init__(self, base_url: str, body: bytes, clients: int, name: str = "load", max_s: float = 60.0):
         self.base_url, self.body, self.name, self.max_s = base_url, body, name, max_s
@@ -290,7 +301,7 @@ class LoadLoop:
             with self._lock:
                 self.outcomes.append(outcome)
             if outcome.status != 200:
-                time.sleep(0.05)  # a refused or failing server is not hammered in a hot loop
+                time.sleep(retry_pause_s(outcome))
 
     def __enter__(self) -> LoadLoop:
         for thread in self._threads:
@@ -586,12 +597,22 @@ class SlowClientsRun:
 def slow_clients_and_normal_requests(
     base_url: str, body: bytes, slow: int = 50, over_s: float = 4.0, normal_clients: int = 2
 ) -> SlowClientsRun:
-    """`slow` connections trickling their request (half the headers, half the body) over `over_s`,
-    while `normal_clients` closed-loop clients send ordinary requests."""
+    """`slow` connections trickling their request (half the headers, half the body) over
+    `over_s` on average, while `normal_clients` closed-loop clients send ordinary requests. Their
+    trickles last from half to one and a half times `over_s`, so that they end spread out, as slow
+    clients do: all 50 ending in the same few milliseconds would be a burst past the workers'
+    in-flight limits (2 x 16), answered by design with 503s."""
     baseline = [send(base_url, body, f"baseline-{i}", timeout_s=30) for i in range(20)]
     with concurrent.futures.ThreadPoolExecutor(slow) as pool:
         slow_futures = [
-            pool.submit(slow_request, base_url, body, f"slow-{i}", ("headers", "body")[i % 2], over_s)
+            pool.submit(
+                slow_request,
+                base_url,
+                body,
+                f"slow-{i}",
+                ("headers", "body")[i % 2],
+                over_s * (0.5 + i / slow),
+            )
             for i in range(slow)
         ]
         time.sleep(0.5)  # every slow connection open and trickling

@@ -120,7 +120,7 @@ def traced_stack(tmp_path):
 
 
 def test_many_slow_clients_do_not_delay_normal_requests(tiny_stack, record_property):
-    """50 connections trickle their request byte by byte over 4 s (25 the headers, 25 the body):
+    """50 connections trickle their request byte by byte over 2-6 s (25 the headers, 25 the body):
     normal requests meanwhile keep their latency, and every slow client is answered in the end."""
     run = slow_clients_and_normal_requests(tiny_stack.base_url, TINY_QUESTION, slow=50, over_s=4.0)
     for outcome in run.baseline + run.normal + run.slow:
@@ -159,11 +159,11 @@ def test_a_burst_over_the_limit_is_200_or_503_never_a_hang(tiny_stack):
 
 def test_sigkill_of_a_busy_worker_under_load(tiny_stack, record_property):
     """8 closed-loop clients on 2 workers; the busier worker is SIGKILLed. Only requests in flight
-    at the kill fail, with nginx's JSON 502 (never a truncated 200). Requests sent after it are served by the
-    other worker (200, the canary's answer) or, when gunicorn hands them to the replacement while
-    it loads, get its documented loading 503 with Retry-After (docs/contract.md, Routes: a replaced
-    worker "answers 503 until it has loaded"). The replacement is ready within 30 s; at least 90%
-    of all requests are 200."""
+    at the kill fail, with nginx's JSON 502 (never a truncated 200). Requests sent after it are
+    served by the other worker (200, the canary's answer) or, when gunicorn hands them to the
+    replacement while it loads, get its documented loading 503 with Retry-After (docs/contract.md,
+    Routes: a replaced worker "answers 503 until it has loaded"; the clients honour Retry-After).
+    The replacement is ready within 30 s; at least 90% of all requests are 200."""
     ctl = HostControl(tiny_stack)
     run = kill_worker_under_load(ctl, TINY_QUESTION, clients=8)
     kinds, problems = sort_kill_run(run, tiny_stack.canary)
