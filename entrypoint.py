@@ -5,7 +5,7 @@
                            render nginx's config, then run nginx + gunicorn under the supervisor;
                            with SAGEMAKER_MULTI_MODEL=true, run Multi Model Server instead
     entrypoint.py train    fails: this image only serves
-    entrypoint.py precision-report [SAMPLES.jsonl] [--json FILE]
+    entrypoint.py precision-report [SAMPLES: request bodies as JSON Lines, or a labeled SQuAD file] [--json FILE]
                            what int8 and bf16 cost on the model against fp32 (qa/report.py)
 Exit codes: serving/exit_codes.py.
     entrypoint.py CMD ...  runs CMD (handy for debugging a container)

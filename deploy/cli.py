@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples",
         type=Path,
-        help="with --graphs-from-image: JSON Lines of your own requests "
-        "to calibrate int8 on and to report on (default: a built-in SQuAD-like corpus)",
+        help="with --graphs-from-image: your own requests to calibrate int8 on and to report on, as JSON "
+        "Lines of request bodies or a labeled SQuAD file (exact match and F1 in the report); default: a "
+        "built-in SQuAD-like corpus",
     )
     p.add_argument(
         "--no-precision-report",

@@ -8,6 +8,7 @@
     openvino + bf16       OpenVINO on the fp32 graph, bf16 kernels (native on avx512_bf16 / AMX)
     openvino + int8       OpenVINO on the statically quantized graph (NNCF)
 
+`backend.input_names` are the inputs the model takes (its forward signature, or its graph's);
 `backend.forward({"input_ids": ..., "attention_mask": ...})` returns float32 (start, end) logits of
 shape (batch, width). `backend.batching` says which windows may share a pass without changing a
 window's logits (beyond float rounding): any (ANY_WIDTH), only windows padded to the same width
@@ -20,7 +21,7 @@ import ctypes
 import inspect
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 
 OUTPUT_NAMES = ("start_logits", "end_logits")
-WARMUP_WIDTH = 16
+# The inputs a QA model may take, fed whenever its forward pass (or graph) takes them.
+FORWARD_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 ANY_WIDTH = "any width"  # padding a window changes its logits by float rounding only (< 1e-5)
 # Reduced precision rounds: a window padded to another width gets other logits (measured: up to
@@ -53,7 +55,9 @@ class TorchBackend:
         self.model = model
         self.name = f"torch-{precision}"
         self.autocast = precision == "bf16"
-        self._use_cache_arg = "use_cache" in inspect.signature(model.forward).parameters
+        accepted = inspect.signature(model.forward).parameters
+        self.input_names = [name for name in FORWARD_INPUTS if name in accepted]
+        self._use_cache_arg = "use_cache" in accepted
 
     def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
@@ -175,34 +179,18 @@ class OpenVinoBackend:
         return start, end
 
 
-def example_inputs(
-    input_names: Sequence[str], batch: int, width: int, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Padded inputs of this shape: the last row is shorter, so the masking path is traced."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "input_ids": rng.integers(1000, 2000, (batch, width), dtype=np.int64),
-        "attention_mask": np.ones((batch, width), dtype=np.int64),
-        "token_type_ids": np.zeros((batch, width), dtype=np.int64),
-    }
-    arrays["attention_mask"][-1, width // 2 :] = 0
-    arrays["input_ids"][-1, width // 2 :] = 0
-    arrays["token_type_ids"][:, width // 3 :] = 1
-    return {name: arrays[name] for name in input_names}
-
-
 def create_backend(
     backend: str,
     precision: str,
     threads: int,
     *,
-    input_names: Sequence[str],
+    warmup: Callable[[Sequence[str]], Mapping[str, np.ndarray]],
     model=None,
     graph: Path | None = None,
     lanes: int = 1,
 ):
-    """The backend, warmed up with one small forward pass (the runtimes allocate and plan on the
-    first run). torch needs `model`; the others their `graph` (qa/graphs.py)."""
+    """The backend, warmed up with one forward pass of `warmup(input_names)` (the runtimes
+    allocate and plan on the first run). torch needs `model`; the others their `graph`."""
     made: TorchBackend | OnnxBackend | OpenVinoBackend
     if backend == "torch":
         made = TorchBackend(model, precision)
@@ -214,5 +202,5 @@ def create_backend(
         made = OpenVinoBackend(graph, precision, max(1, threads // lanes), streams=lanes)
     else:
         raise BackendError(f"unknown backend {backend!r}")
-    made.forward(example_inputs(input_names, 1, WARMUP_WIDTH))
+    made.forward(warmup(made.input_names))
     return made

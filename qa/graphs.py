@@ -33,16 +33,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qa.backends import OUTPUT_NAMES, BackendError, OnnxBackend, TorchBackend, example_inputs
+from qa.backends import OUTPUT_NAMES, BackendError, OnnxBackend, TorchBackend
 from qa.errors import QAError
+from qa.windows import Windower, example_inputs, pad_windows
 
 log = logging.getLogger(__name__)
 
 GRAPH_DIR = "graphs"  # <model_dir>/graphs: where start-up looks before making a graph
 ONNX_OPSET = 17
-EXPORT_FORMAT = 3  # bump when a making step changes: old graphs stop matching
+EXPORT_FORMAT = 4  # bump when a making step changes: old graphs stop matching
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")  # config.json and weights (and shard indexes)
 MAX_EXPORT_ERROR = 1e-3  # exported fp32 graph vs PyTorch, checked once after export
+EXPORT_TRACE_WIDTHS = (32, 20)  # the example batch the graph is traced on (rows of real windows)
+EXPORT_PROBE_WIDTHS = (48, 41, 27)  # another batch size and width, to check the traced graph
 # Windows of the built-in corpus (or the user's samples) that fix int8's activation scales:
 # measured on the full-size stand-in, 100 agreed with fp32 no better than 64 and took 30% longer.
 CALIBRATION_WINDOWS = 64
@@ -85,11 +88,18 @@ class _Positional(torch.nn.Module):
         return output[0], output[1]
 
 
-def export_onnx(model, input_names: Sequence[str], path: Path) -> None:
-    """Trace the model into an fp32 ONNX graph with dynamic batch and sequence axes, and check it."""
+class GraphMismatch(BackendError):
+    """The exported graph computes other logits than PyTorch: it must not serve this model."""
+
+
+def export_onnx(model, windows: Windower, path: Path) -> None:
+    """Trace the model into an fp32 ONNX graph with dynamic batch and sequence axes, and check it
+    on other shapes: a model whose code branches on its input (Longformer's windowed attention)
+    traces into a graph that only fits the traced shape, and is refused here."""
+    input_names = TorchBackend(model, "fp32").input_names
     wrapper = _Positional(model, input_names).eval()
     was_training = model.training
-    example = example_inputs(input_names, 2, 12)
+    example = example_inputs(windows, input_names, EXPORT_TRACE_WIDTHS)
     axes = {name: {0: "batch", 1: "sequence"} for name in (*input_names, *OUTPUT_NAMES)}
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -110,13 +120,21 @@ def export_onnx(model, input_names: Sequence[str], path: Path) -> None:
     finally:
         model.train(was_training)  # the exporter restores the wrapper's mode, which was not the model's
     # Another batch size and width than traced, with padding: the graph must agree with PyTorch.
-    probe = example_inputs(input_names, 3, 23, seed=1)
+    probe = example_inputs(windows, input_names, EXPORT_PROBE_WIDTHS)
     want = TorchBackend(model, "fp32").forward(probe)
-    got = OnnxBackend(path, "fp32", threads=1).forward(probe)
-    error = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    try:
+        got = OnnxBackend(path, "fp32", threads=1).forward(probe)
+    except Exception as exc:  # ONNX Runtime raises its own types; a failing graph is a mismatch too
+        raise GraphMismatch(
+            f"its exported ONNX graph fails on other input shapes than it was traced with "
+            f"({str(exc).splitlines()[0][:200]})"
+        ) from exc
+    mask = probe["attention_mask"].astype(bool)
+    error = max(float(np.abs(g - w)[mask].max()) for g, w in zip(got, want))
     if not error <= MAX_EXPORT_ERROR:
-        raise BackendError(
-            f"the exported ONNX graph disagrees with PyTorch (max logit difference {error:.2e})"
+        raise GraphMismatch(
+            f"its exported ONNX graph disagrees with PyTorch (largest logit difference {error:.3g}, "
+            f"allowed {MAX_EXPORT_ERROR:g})"
         )
 
 
@@ -207,34 +225,20 @@ class _DropFrom(logging.Filter):
 
 
 def calibration_inputs(
-    tokenizer, input_names: Sequence[str], pairs: Sequence[tuple[str, str]], count: int = CALIBRATION_WINDOWS
+    windows: Windower,
+    input_names: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    count: int = CALIBRATION_WINDOWS,
 ) -> list[dict[str, np.ndarray]]:
     """Up to `count` unpadded windows (batch of one) of these (question, context) pairs, cut as
     the serving defaults cut them."""
-    question_first = tokenizer.padding_side == "right"
-    windows = []
+    inputs = []
     for question, context in pairs:
-        first, second = (question, context) if question_first else (context, question)
-        encoded = tokenizer(
-            first,
-            second,
-            truncation="only_second" if question_first else "only_first",
-            max_length=CALIBRATION_MAX_SEQ_LEN,
-            stride=CALIBRATION_STRIDE,
-            return_overflowing_tokens=True,
-        )
-        for row, ids in enumerate(encoded["input_ids"]):
-            arrays = {
-                "input_ids": ids,
-                "attention_mask": encoded["attention_mask"][row],
-                "token_type_ids": encoded["token_type_ids"][row]
-                if "token_type_ids" in encoded
-                else [0] * len(ids),
-            }
-            windows.append({name: np.array([arrays[name]], dtype=np.int64) for name in input_names})
-            if len(windows) == count:
-                return windows
-    return windows
+        for window in windows.windows_of(question, context, CALIBRATION_MAX_SEQ_LEN, CALIBRATION_STRIDE):
+            inputs.append(pad_windows([window], len(window.input_ids), windows.pad_token_id, input_names))
+            if len(inputs) == count:
+                return inputs
+    return inputs
 
 
 def builtin_calibration_pairs() -> list[tuple[str, str]]:
@@ -245,23 +249,26 @@ def builtin_calibration_pairs() -> list[tuple[str, str]]:
 
 
 def build_graph(
-    model, input_names: Sequence[str], kind: str, out: Path, calibration: Callable[[], list] | None = None
+    model,
+    windows: Windower,
+    kind: str,
+    out: Path,
+    calibration_pairs: Callable[[], Sequence[tuple[str, str]]] = builtin_calibration_pairs,
 ) -> None:
     """Make a graph of this kind into `out`, atomically: a reader never sees half a file.
-    `calibration` gives the int8-static windows (`calibration_inputs`)."""
+    int8-static calibrates on the windows of `calibration_pairs()` (question, context)."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        export_onnx(model, input_names, fp32)
+        export_onnx(model, windows, fp32)
         if kind == "fp32":
             os.replace(fp32, out)
         elif kind == "int8-dynamic":
             quantize_dynamic_int8(fp32, Path(tmp) / "int8.onnx")
             os.replace(Path(tmp) / "int8.onnx", out)
         elif kind == "int8-static":
-            if calibration is None:
-                raise BackendError("int8-static graphs need calibration windows")
             made = Path(tmp) / out.name
-            quantize_static_int8(fp32, made, calibration())
+            names = TorchBackend(model, "fp32").input_names
+            quantize_static_int8(fp32, made, calibration_inputs(windows, names, calibration_pairs()))
             os.replace(made.with_suffix(".bin"), out.with_suffix(".bin"))
             os.replace(made, out)  # the .xml last: finding it means the pair is whole
         else:
@@ -283,86 +290,63 @@ def weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def graph_key(model_dir: Path, kind: str, input_names: Sequence[str], weights: str | None = None) -> str:
-    """Hash of the weights and config, the kind, the inputs and every library that shapes the graph."""
+def graph_key(model_dir: Path, kind: str, weights: str | None = None) -> str:
+    """Hash of the weights and config, the kind and every library that shapes the graph. The
+    inputs follow from the model (its forward signature), so the weights and config fix them."""
     libraries = GRAPH_KINDS[kind][1]
     versions = (EXPORT_FORMAT, ONNX_OPSET, *(importlib.metadata.version(name) for name in libraries))
     weights = weights or weights_digest(model_dir)
-    described = repr((versions, kind, list(input_names), weights))
-    return hashlib.sha256(described.encode()).hexdigest()[:16]
+    return hashlib.sha256(repr((versions, kind, weights)).encode()).hexdigest()[:16]
 
 
-def graph_name(model_dir: Path, kind: str, input_names: Sequence[str], weights: str | None = None) -> str:
-    return f"qa-{kind}-{graph_key(model_dir, kind, input_names, weights)}{GRAPH_KINDS[kind][0]}"
+def graph_name(model_dir: Path, kind: str, weights: str | None = None) -> str:
+    return f"qa-{kind}-{graph_key(model_dir, kind, weights)}{GRAPH_KINDS[kind][0]}"
 
 
-def find_graph(
-    model_dir: Path,
-    input_name_choices: Sequence[Sequence[str]],
-    kind: str,
-    cache_dir: Path,
-    weights: str | None = None,
-) -> tuple[Path, list[str]] | None:
-    """A graph made ahead of time in <model_dir>/graphs, else a cached one, for any of the input
-    name lists offered: (its path, its input names), else None. The weights are hashed once."""
-    weights = weights or weights_digest(model_dir)
-    for input_names in input_name_choices:
-        name = graph_name(model_dir, kind, input_names, weights)
-        for directory in (Path(model_dir) / GRAPH_DIR, Path(cache_dir)):
-            if (directory / name).is_file():
-                return directory / name, list(input_names)
+def find_graph(model_dir: Path, kind: str, cache_dir: Path, weights: str | None = None) -> Path | None:
+    """A graph of this kind made ahead of time in <model_dir>/graphs, else a cached one, else None."""
+    name = graph_name(model_dir, kind, weights)
+    for directory in (Path(model_dir) / GRAPH_DIR, Path(cache_dir)):
+        if (directory / name).is_file():
+            return directory / name
     return None
 
 
 def find_or_build_graph(
     model,
     model_dir: Path,
-    input_names: Sequence[str],
+    windows: Windower,
     kind: str,
     cache_dir: Path,
-    calibration: Callable[[], list] | None = None,
+    calibration_pairs: Callable[[], Sequence[tuple[str, str]]] = builtin_calibration_pairs,
 ) -> Path:
-    """A graph made ahead of time or cached (`find_graph`), else make it into the cache."""
+    """A graph made ahead of time or cached (`find_graph`), else make it into the cache. A model
+    whose graph disagreed with PyTorch is remembered, so other workers do not export it again."""
     weights = weights_digest(model_dir)  # ~0.4 s for a full-size model: once
-    found = find_graph(model_dir, [input_names], kind, cache_dir, weights)
+    found = find_graph(model_dir, kind, cache_dir, weights)
     if found is not None:
-        return found[0]
-    name = graph_name(model_dir, kind, input_names, weights)
+        return found
+    name = graph_name(model_dir, kind, weights)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    refused = cache_dir / f"{name}.mismatch"
     # Workers start together: one makes the graph, the others wait on the lock and reuse its file.
     with (cache_dir / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if refused.is_file():
+            raise GraphMismatch(refused.read_text(encoding="utf-8"))
         if not (cache_dir / name).is_file():
             began = time.monotonic()
-            build_graph(model, input_names, kind, cache_dir / name, calibration)
+            try:
+                build_graph(model, windows, kind, cache_dir / name, calibration_pairs)
+            except GraphMismatch as exc:
+                refused.write_text(str(exc), encoding="utf-8")
+                raise
             log.info("made the %s graph %s in %.1f s", kind, cache_dir / name, time.monotonic() - began)
     return cache_dir / name
 
 
 # ---- model helpers --------------------------------------------------------------------------
-
-FORWARD_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def model_input_names(model, tokenizer_input_names: Sequence[str]) -> list[str]:
-    """The inputs the forward pass is fed: the tokenizer's, where the model takes them."""
-    import inspect
-
-    accepted = set(inspect.signature(model.forward).parameters)
-    return [n for n in tokenizer_input_names if n in FORWARD_INPUTS and n in accepted]
-
-
-def input_name_choices(tokenizer_input_names: Sequence[str]) -> list[list[str]]:
-    """Every list `model_input_names` could give for this tokenizer (input_ids and any of the
-    others), without the model: how a graph is found before, or instead of, loading it."""
-    names = [n for n in tokenizer_input_names if n in FORWARD_INPUTS]
-    optional = [n for n in names if n != "input_ids"]
-    choices = []
-    for mask in range(2 ** len(optional) - 1, -1, -1):
-        kept = {n for i, n in enumerate(optional) if mask >> i & 1}
-        choices.append([n for n in names if n == "input_ids" or n in kept])
-    return choices
 
 
 def untrained_weights(model_dir: Path, loading_info: Mapping) -> str | None:
@@ -377,11 +361,11 @@ def untrained_weights(model_dir: Path, loading_info: Mapping) -> str | None:
 
 
 def sample_pairs(path: Path) -> list[tuple[str, str]]:
-    """(question, context) pairs from a JSON Lines file of request bodies, as /invocations takes them."""
-    from qa.request import parse_request
+    """(question, context) pairs from a sample file: JSON Lines of request bodies, as /invocations
+    takes them, or a labeled dev set (SQuAD JSON, labeled JSON Lines), as qa/samples.py reads them."""
+    from qa.samples import read_samples
 
-    request = parse_request(Path(path).read_bytes(), "application/jsonlines", max_items=100_000)
-    return [(item.question, item.context) for query in request.queries for item in query.items]
+    return read_samples(path).pairs
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -407,11 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument(
         "--samples",
         type=Path,
-        help="JSON Lines of requests to calibrate int8 on (default: a built-in SQuAD-like corpus)",
+        help="requests to calibrate int8 on: JSON Lines of request bodies, or a SQuAD JSON or labeled JSON Lines file (default: a built-in SQuAD-like corpus)",
     )
     args = parser.parse_args(argv)
 
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from qa.loading import load_torch_model, load_windows
 
     pairs = builtin_calibration_pairs
     if args.samples is not None:
@@ -424,28 +408,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         def pairs():
             return samples
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)
-    model, info = AutoModelForQuestionAnswering.from_pretrained(
-        args.model_dir, local_files_only=True, output_loading_info=True
-    )
-    # Start-up trusts a graph it finds and skips the weights: a graph of random weights must not exist.
-    untrained = untrained_weights(args.model_dir, info)
-    if untrained:
-        print(f"error: {untrained}", file=sys.stderr)
+    try:
+        windows = load_windows(args.model_dir)
+        # Start-up trusts a graph it finds and skips the weights: a graph of random weights must not exist.
+        model = load_torch_model(args.model_dir, use_safetensors=None)
+    except QAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    model.eval()
-    input_names = model_input_names(model, tokenizer.model_input_names)
     out = args.out or args.model_dir / GRAPH_DIR
     out.mkdir(parents=True, exist_ok=True)
+    if not (args.model_dir / "tokenizer.json").is_file():
+        # A converted slow tokenizer is kept beside the graphs: start-up then converts nothing.
+        from qa.tokenizer_conversion import KEPT_NAME, write_atomically
+
+        write_atomically(out / KEPT_NAME, windows.tokenizer_json())
     kinds = dict.fromkeys(kind for precision in args.precision for kind in KINDS_FOR_PRECISION[precision])
     for kind in kinds:
-        path = out / graph_name(args.model_dir, kind, input_names)
+        path = out / graph_name(args.model_dir, kind)
         for stale in (path, path.with_suffix(".bin")):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-        build_graph(
-            model, input_names, kind, path, lambda: calibration_inputs(tokenizer, input_names, pairs())
-        )
+        try:
+            build_graph(model, windows, kind, path, pairs)
+        except GraphMismatch as exc:
+            print(
+                f"error: {args.model_dir} ({type(model).__name__}): {exc}; serve it with QA_BACKEND=torch "
+                f"(QA_BACKEND=auto does so by itself)",
+                file=sys.stderr,
+            )
+            return 1
         print(path)
     return 0
 

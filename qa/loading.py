@@ -9,6 +9,7 @@ import ctypes
 import gc
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -20,70 +21,86 @@ from qa.errors import ModelLoadError
 from qa.graphs import (
     GRAPH_DIR,
     REPORT_FILE,
-    builtin_calibration_pairs,
-    calibration_inputs,
+    GraphMismatch,
     find_graph,
     find_or_build_graph,
     graph_kind,
-    input_name_choices,
-    model_input_names,
     untrained_weights,
 )
 from qa.memory import check_load_fits, load_need_bytes, weight_bytes
 from qa.model import QAModel
 from qa.options import QAOptions
-from qa.plan import check_cpu, resolve_plan
+from qa.plan import Plan, check_cpu, resolve_plan, torch_plan
 from qa.report import summary_line
+from qa.tokenizer import TokenizerFilesError, load_tokenizer
+from qa.windows import Windower, example_inputs
 
 log = logging.getLogger(__name__)
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "spm.model",
+    "sentencepiece.bpe.model",
+)
+WARMUP_WIDTHS = (32,)  # one window of up to 32 tokens: the runtimes allocate and plan on a first pass
+# A QA head: BertForQuestionAnswering, ..., XLNetForQuestionAnsweringSimple.
+QA_HEAD = re.compile(r"ForQuestionAnswering(Simple)?$")
+# Golden-tested against transformers 4.57.6's pipeline (tests/fixtures/README.md); README's table.
+TESTED_ARCHITECTURES = (
+    "ALBERT",
+    "BERT",
+    "CamemBERT",
+    "DeBERTa-v2/v3",
+    "DistilBERT",
+    "ELECTRA",
+    "Longformer",
+    "MobileBERT",
+    "RoBERTa",
+    "XLM-RoBERTa",
+    "XLNet",
+)
 
 
 def load_model(model_dir: Path, options: QAOptions) -> QAModel:
-    """An extractive QA model and its fast tokenizer from a save_pretrained directory, run by the
-    execution plan for this CPU (qa/plan.py)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
+    """An extractive QA model and the tokenizer it was trained with, from a save_pretrained
+    directory, run by the execution plan for this CPU (qa/plan.py)."""
     model_dir = Path(model_dir)
     steps = _Steps()
     use_safetensors = _check_model_files(model_dir, options)
+    config = read_model_config(model_dir)
     torch.set_num_threads(options.torch_threads)
-    tokenizer = _load_tokenizer(model_dir)
+    windows = load_windows(model_dir, config, options.graph_cache)
     steps.done("tokenizer")
     flags = cpu_flags()
-    try:
-        plan = resolve_plan(options, flags)
-    except BackendError as exc:
-        raise ModelLoadError(f"{model_dir}: {exc}") from exc
+    plan = resolve_plan(options, flags)
     check_cpu(plan.precision, flags)
     _log_precision_report(model_dir, plan.precision)
     kind = graph_kind(plan.backend, plan.precision)
 
-    found = None
-    if kind is not None:
-        found = find_graph(
-            model_dir, input_name_choices(tokenizer.model_input_names), kind, options.graph_cache
-        )
-    _check_memory(model_dir, kind, found is not None, options)
-    if found is not None:
+    graph = find_graph(model_dir, kind, options.graph_cache) if kind is not None else None
+    _check_memory(model_dir, kind, graph is not None, options)
+    model = None
+    if graph is not None:
         # Skipped: the weights and the model's Python class (importing it alone took 2.5 s in the
         # container). Every graph was made from trained weights (the exporter refuses others)
         # and its name hashes them.
-        log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, found[0])
-        model, (graph, input_names) = None, found
-        config = _load_config(model_dir)
+        log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, graph)
         steps.done("graph_found")
     else:
-        model = _load_torch_model(model_dir, use_safetensors)
-        config, input_names = model.config, model_input_names(model, tokenizer.model_input_names)
+        model = load_torch_model(model_dir, use_safetensors)
         steps.done("weights")
-        graph = None
         if kind is not None:
-            graph = _make_graph(model, model_dir, tokenizer, input_names, kind, options)
+            try:
+                graph = _make_graph(model, model_dir, windows, kind, options)
+            except GraphMismatch as exc:
+                plan = _torch_instead(plan, options, f"{model_dir} ({architecture(config)})", exc)
             steps.done("graph_made")
     try:
         backend = create_backend(
@@ -92,15 +109,15 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
             plan.threads,
             model=model,
             graph=graph,
-            input_names=input_names,
             lanes=plan.lanes,
+            warmup=lambda names: example_inputs(windows, names, WARMUP_WIDTHS),
         )
     except Exception as exc:
         raise ModelLoadError(
             f"{model_dir}: the {plan.backend} backend cannot run {graph or 'the model'}: {exc}"
         ) from exc
     steps.done("backend")
-    qa_model = QAModel(tokenizer, options, backend, config=config, input_names=input_names, lanes=plan.lanes)
+    qa_model = QAModel(windows, options, backend, lanes=plan.lanes)
     log.info("%s", plan.describe(backend.batching, options))
     log.info("%s: loaded in %s", model_dir, steps.describe(), extra={"fields": steps.fields()})
     if qa_model.model is None:
@@ -110,6 +127,69 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         gc.collect()
         _return_free_heap_to_os()
     return qa_model
+
+
+def load_windows(model_dir: Path, config: dict | None = None, converted_dir: Path | None = None) -> Windower:
+    """How requests are cut into this model's windows: its own tokenizer and positions."""
+    config = read_model_config(model_dir) if config is None else config
+    try:
+        tokenizer = load_tokenizer(model_dir, converted_dir)
+    except TokenizerFilesError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from exc
+    log.info("%s: tokenizer from %s", model_dir, tokenizer.source)
+    return Windower(tokenizer, config)
+
+
+def read_model_config(model_dir: Path) -> dict:
+    """config.json, refused here when no backend could serve its model: the message names its
+    architectures and what is served."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object")
+    architectures = config.get("architectures") or []
+    problem = None
+    if config.get("auto_map"):
+        problem = "it needs its own Python code (auto_map: remote code), which this image never runs"
+    elif config.get("is_encoder_decoder"):
+        problem = "it is an encoder-decoder model"
+    elif architectures and not any(QA_HEAD.search(str(name)) for name in architectures):
+        problem = "it has no extractive question-answering head"
+    if problem:
+        raise ModelLoadError(
+            f"{path}: cannot serve architectures {architectures} (model_type {config.get('model_type')!r}): "
+            f"{problem}. This image serves encoder models with a transformers ...ForQuestionAnswering head; "
+            f"tested: {', '.join(TESTED_ARCHITECTURES)}"
+        )
+    if not architectures:
+        log.warning("%s names no architectures; loading it as a question-answering model", path)
+    return config
+
+
+def architecture(config: dict) -> str:
+    return ", ".join(config.get("architectures") or []) or str(config.get("model_type"))
+
+
+def _torch_instead(plan: Plan, options: QAOptions, what: str, exc: GraphMismatch) -> Plan:
+    """A graph that disagrees with PyTorch never serves: with QA_BACKEND=auto PyTorch does."""
+    if options.backend != "auto":
+        raise ModelLoadError(
+            f"{what} cannot run on QA_BACKEND={options.backend}: {exc}. Use QA_BACKEND=torch "
+            f"(or auto, which falls back to it)"
+        ) from exc
+    fallback = torch_plan(plan, options, reason="its graph disagreeing with PyTorch")
+    log.warning(
+        "%s: %s; serving it with PyTorch %s instead of %s %s",
+        what,
+        exc,
+        fallback.precision,
+        plan.backend,
+        plan.precision,
+    )
+    return fallback
 
 
 def _check_memory(model_dir: Path, kind: str | None, graph_found: bool, options: QAOptions) -> None:
@@ -181,31 +261,12 @@ def _check_model_files(model_dir: Path, options: QAOptions) -> bool:
     )
 
 
-def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the tokenizer from {model_dir} (tokenizer.json): {exc}") from exc
-    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
-        raise ModelLoadError(
-            f"{model_dir}: the tokenizer is not a fast tokenizer; character offsets need tokenizer.json"
-        )
-    return tokenizer
-
-
-def _load_config(model_dir: Path):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read {model_dir}/config.json: {exc}") from exc
-
-
-def _load_torch_model(model_dir: Path, use_safetensors: bool):
+def load_torch_model(model_dir: Path, use_safetensors: bool | None):
+    """The PyTorch model, refused when its QA head was not trained (random answers)."""
     from transformers import AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
 
     try:
         model, info = AutoModelForQuestionAnswering.from_pretrained(
@@ -224,18 +285,13 @@ def _load_torch_model(model_dir: Path, use_safetensors: bool):
     return model.eval()
 
 
-def _make_graph(model, model_dir: Path, tokenizer, input_names, kind: str, options: QAOptions) -> Path:
+def _make_graph(model, model_dir: Path, windows: Windower, kind: str, options: QAOptions) -> Path:
     """The graph of this kind in the cache, made now if no worker made it before. Static int8
     calibrates on the built-in corpus (`python -m qa.graphs export --samples` takes the user's own)."""
     try:
-        return find_or_build_graph(
-            model,
-            model_dir,
-            input_names,
-            kind,
-            options.graph_cache,
-            calibration=lambda: calibration_inputs(tokenizer, input_names, builtin_calibration_pairs()),
-        )
+        return find_or_build_graph(model, model_dir, windows, kind, options.graph_cache)
+    except GraphMismatch:
+        raise
     except BackendError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from exc
     except Exception as exc:

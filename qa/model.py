@@ -19,23 +19,22 @@ from qa.errors import QAError
 from qa.options import QAOptions
 from qa.request import BatchResults, LineResults, QAParams, QAQuery, QARequest
 from qa.spans import WindowLogits, answer_from_windows
-from qa.windows import Window, Windower
+from qa.windows import Window, Windower, pad_windows
 
 
 class QAModel:
-    """A model's tokenizer and backend; `predict` is safe to call from several threads at once."""
+    """A model's windows (its tokenizer) and backend; `predict` is safe to call from several threads at once."""
 
-    def __init__(
-        self, tokenizer, options: QAOptions, backend, *, config, input_names: Sequence[str], lanes: int
-    ):
+    def __init__(self, windows: Windower, options: QAOptions, backend, *, lanes: int):
         # The PyTorch module only when it computes; a graph backend does not need its weights.
         self.model = getattr(backend, "model", None)
         self.backend = backend
         self.options = options
-        self.windows = Windower(tokenizer, config)
-        self.max_positions = self.windows.max_positions
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.input_names = list(input_names)
+        self.windows = windows
+        self.max_positions = windows.max_positions
+        # What the model takes (its forward signature, or its graph's inputs), not what the
+        # tokenizer class lists: ALBERT and XLNet need their token_type_ids.
+        self.input_names = list(backend.input_names)
         # Windows padded to fixed widths when padding would change a window's logits (backends.py).
         self.width_step = WIDTH_STEP if backend.batching == SAME_WIDTH else 1
         self.batcher = Batcher(
@@ -56,16 +55,7 @@ class QAModel:
     def forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass, padded to the longest window (or its fixed width): the batcher's lanes call this."""
         width = padded_width(max(len(w.input_ids) for w in chunk), self.width_step, self.max_positions)
-        input_ids = np.full((len(chunk), width), self.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(chunk), width), dtype=np.int64)
-        type_ids = np.zeros((len(chunk), width), dtype=np.int64)
-        for row, window in enumerate(chunk):
-            n = len(window.input_ids)
-            input_ids[row, :n] = window.input_ids
-            attention_mask[row, :n] = window.attention_mask
-            type_ids[row, :n] = window.type_ids
-        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": type_ids}
-        return self.backend.forward({name: arrays[name] for name in self.input_names})
+        return self.backend.forward(pad_windows(chunk, width, self.windows.pad_token_id, self.input_names))
 
     # ---- the whole request ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 
 from qa.backends import ALONE, SAME_WIDTH, WIDTH_STEP
-from qa.options import QAOptions
+from qa.options import BACKEND_PRECISIONS, QAOptions
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +105,11 @@ def check_cpu(precision: str, flags: set[str]) -> None:
             "QA_PRECISION=int8 on a CPU without VNNI (no avx512_vnni, avx_vnni or amx_int8 flag): "
             "int8 runs on AVX2 kernels, expect well under the speed-up of VNNI CPUs"
         )
+
+
+def torch_plan(plan: Plan, options: QAOptions, reason: str) -> Plan:
+    """PyTorch in place of `plan`'s backend for a model no graph can serve: its precision where
+    PyTorch runs it (bf16), else fp32 (int8 needs a graph)."""
+    precision = plan.precision if plan.precision in BACKEND_PRECISIONS["torch"] else "fp32"
+    lanes = options.parallel_batches or LANES["torch"][precision]
+    return Plan("torch", precision, plan.threads, lanes, plan.cpu_class, chosen_by=reason)

@@ -12,21 +12,37 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from qa.errors import InvalidRequest, RequestTooLarge
 from qa.request import QAParams, QARequest
+from qa.tokenizer import QATokenizer
 
 log = logging.getLogger(__name__)
 
 PIPELINE_MAX_SEQ_LEN = 384  # the pipeline's default window length
 PIPELINE_MAX_DOC_STRIDE = 128  # the pipeline's default overlap cap
 UNSET_MODEL_MAX_LENGTH = 1_000_000  # tokenizers without a limit report ~1e30
+# Model types whose position ids start after the padding index (so 514 positions hold 512 tokens).
+POSITIONS_AFTER_PADDING = (
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "longformer",
+    "xlm-roberta-xl",
+    "data2vec-text",
+)
 LONG_TEXT_CHARS = 20_000  # texts longer than this are counted piece by piece, up to the window budget
 PIECES_PER_CALL = 8
 _WHITESPACE = re.compile(r"\s")
+EXAMPLE_QUESTION = "Who built the lighthouse?"
+EXAMPLE_CONTEXT = (
+    "The first stone lighthouse on the western coast was built by the engineer Matthias Oort and "
+    "completed in 1711. It stood 38 metres tall, burned whale oil until 1860, and guided grain and "
+    "timber ships into the harbour for two centuries before an electric lamp replaced the flame."
+)
 
 
 @dataclasses.dataclass
@@ -44,30 +60,31 @@ class Window:
 class Windower:
     """Windows for a model's tokenizer; safe to call from several threads at once."""
 
-    def __init__(self, tokenizer, config):
-        import tokenizers
-
-        self.max_positions = max_positions(config, tokenizer)
+    def __init__(self, tokenizer: QATokenizer, config: Mapping):
+        self.max_positions = max_positions(config, tokenizer.model_max_length)
         # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
         # any thread; the windowing one gets per-call truncation settings under a lock.
-        backend = tokenizer.backend_tokenizer.to_str()
-        self._counter = tokenizers.Tokenizer.from_str(backend)
-        self._tokenizer = tokenizers.Tokenizer.from_str(backend)
-        for copy in (self._counter, self._tokenizer):
-            copy.no_truncation()
-            copy.no_padding()
-            copy.encode_special_tokens = False
+        self._counter = tokenizer.copy_of_backend()
+        self._tokenizer = tokenizer.copy_of_backend()
         self._tokenizer_lock = threading.Lock()
 
-        self.question_first = tokenizer.padding_side == "right"
+        # A model with one token type (the RoBERTa family) was fed none, so all zeros: the
+        # tokenizer can mark overflowing windows' context as type 1, out of its range.
+        self.uses_token_types = int(config.get("type_vocab_size", 2)) > 1
+        self.question_first = tokenizer.question_first
         self.truncation_side = tokenizer.truncation_side
         self.cls_token_id = tokenizer.cls_token_id
+        self.pad_token_id = tokenizer.pad_token_id
         self.pair_special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
         self.single_special_tokens = tokenizer.num_special_tokens_to_add(pair=False)
 
         tokenizer_max = tokenizer.model_max_length
         pipeline_default = min(tokenizer_max, PIPELINE_MAX_SEQ_LEN) if tokenizer_max else PIPELINE_MAX_SEQ_LEN
         self.default_max_seq_len = min(pipeline_default, self.max_positions)
+
+    def tokenizer_json(self) -> str:
+        """The tokenizer as a tokenizer.json document (one made by conversion is kept so)."""
+        return self._counter.to_str()
 
     # ---- parameters -------------------------------------------------------------------------
 
@@ -151,19 +168,24 @@ class Windower:
                     )
 
         windows: list[list[Window]] = []
-        flat_index = 0
         for query, (max_seq_len, doc_stride) in zip(request.queries, lengths):
-            pairs = [
-                (item.question, item.context) if self.question_first else (item.context, item.question)
-                for item in query.items
-            ]
+            pairs = [self._pair(item.question, item.context) for item in query.items]
             for encoding in self._encode_pairs(pairs, max_seq_len, doc_stride):
-                windows.append(self._item_windows(flat_index, encoding))
-                flat_index += 1
+                windows.append(self._item_windows(len(windows), encoding))
         made = sum(map(len, windows))
         if made != planned:  # _plan_windows no longer mirrors the tokenizer's overflow rule
             log.warning("planned %d windows, the tokenizer made %d", planned, made)
         return windows
+
+    def windows_of(self, question: str, context: str, max_seq_len: int, doc_stride: int = 0) -> list[Window]:
+        """One pair's windows, cut with these lengths; no limits checked (examples, calibration)."""
+        return self._item_windows(
+            0, self._encode_pairs([self._pair(question, context)], max_seq_len, doc_stride)[0]
+        )
+
+    def _pair(self, question: str, context: str) -> tuple[str, str]:
+        # The pipeline put the question first unless the tokenizer pads on the left (XLNet).
+        return (question, context) if self.question_first else (context, question)
 
     def _plan_windows(self, item, q_tokens: int, c_tokens: int, max_seq_len: int, doc_stride: int) -> int:
         """Windows this item will need; rejects what the tokenizer cannot cut (it would panic)."""
@@ -208,7 +230,7 @@ class Windower:
                 Window(
                     item_index=item_index,
                     input_ids=enc.ids,
-                    type_ids=enc.type_ids,
+                    type_ids=enc.type_ids if self.uses_token_types else [0] * len(enc.ids),
                     attention_mask=enc.attention_mask,
                     p_mask=np.array(p_mask),
                     encoding=enc,
@@ -217,16 +239,44 @@ class Windower:
         return windows
 
 
-def max_positions(config, tokenizer) -> int:
+def max_positions(config: Mapping, tokenizer_max_length: int) -> int:
     """Tokens a window may hold: the model's positions, or the tokenizer's limit if lower."""
     limits = []
-    positions = getattr(config, "max_position_embeddings", None)
+    positions = config.get("max_position_embeddings")
     if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
-    tokenizer_max = tokenizer.model_max_length
-    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < UNSET_MODEL_MAX_LENGTH:
-        limits.append(tokenizer_max)
+        # RoBERTa-style embeddings number positions from the padding index + 1 on.
+        offset = (
+            config.get("pad_token_id", 1) + 1 if config.get("model_type") in POSITIONS_AFTER_PADDING else 0
+        )
+        limits.append(positions - offset)
+    if 0 < tokenizer_max_length < UNSET_MODEL_MAX_LENGTH:
+        limits.append(tokenizer_max_length)
     return min(limits) if limits else 512
+
+
+def pad_windows(windows: Sequence[Window], width: int, pad_token_id: int, input_names: Sequence[str]):
+    """The batch of windows as the model's padded int64 inputs, padded on the right to `width`."""
+    input_ids = np.full((len(windows), width), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(windows), width), dtype=np.int64)
+    type_ids = np.zeros((len(windows), width), dtype=np.int64)
+    for row, window in enumerate(windows):
+        n = len(window.input_ids)
+        input_ids[row, :n] = window.input_ids
+        attention_mask[row, :n] = window.attention_mask
+        type_ids[row, :n] = window.type_ids
+    arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": type_ids}
+    return {name: arrays[name] for name in input_names}
+
+
+def example_inputs(
+    windower: Windower, input_names: Sequence[str], widths: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """A padded batch of real windows, a row of at most each width, for warm-up and graph export:
+    made by the model's own tokenizer, so every special token stands where the model expects it
+    (Longformer's QA head refuses inputs without its three separators)."""
+    context = " ".join([EXAMPLE_CONTEXT] * (1 + max(widths) // 40))  # long enough to fill each row
+    rows = [windower.windows_of(EXAMPLE_QUESTION, context, width)[0] for width in widths]
+    return pad_windows(rows, max(widths), windower.pad_token_id, input_names)
 
 
 def split_at_whitespace(text: str, size: int) -> list[str]:

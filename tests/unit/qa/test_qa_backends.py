@@ -11,6 +11,8 @@ import pytest
 
 from qa import backends as qa_backends
 from qa import graphs as qa_graphs
+from qa.loading import load_windows
+from qa.windows import example_inputs
 from serving.settings import Settings, SettingsError
 
 COMBOS = [
@@ -30,19 +32,28 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("graph-cache")
 
 
+@pytest.fixture(scope="module")
+def windows(tiny):
+    return load_windows(tiny[0])
+
+
+def examples(windows, batch: int, width: int) -> dict:
+    """A padded batch of real windows: the first `width` tokens wide, the others shorter."""
+    step = width // (2 * batch)
+    return example_inputs(windows, NAMES, [width - step * row for row in range(batch)])
+
+
 def backend_for(tiny, cache_dir, backend, precision):
     path, model = tiny
+    windows = load_windows(path)
     graph = None
     kind = qa_graphs.graph_kind(backend, precision)
     if kind is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         pairs = qa_graphs.builtin_calibration_pairs()[:8]
-        graph = qa_graphs.find_or_build_graph(
-            model, path, NAMES, kind, cache_dir, lambda: qa_graphs.calibration_inputs(tokenizer, NAMES, pairs)
-        )
-    return qa_backends.create_backend(backend, precision, 1, input_names=NAMES, model=model, graph=graph)
+        graph = qa_graphs.find_or_build_graph(model, path, windows, kind, cache_dir, lambda: pairs)
+    return qa_backends.create_backend(
+        backend, precision, 1, model=model, graph=graph, warmup=lambda names: examples(windows, 1, 16)
+    )
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -120,19 +131,20 @@ def test_default_threads_split_the_cpus_between_workers(backend, cpus, threads):
 
 
 @pytest.mark.parametrize("backend,precision", COMBOS)
-def test_every_backend_gives_float32_logits_per_token(tiny, cache_dir, backend, precision):
+def test_every_backend_gives_float32_logits_per_token(tiny, windows, cache_dir, backend, precision):
     b = backend_for(tiny, cache_dir, backend, precision)
     assert b.name == f"{backend}-{precision}"
-    start, end = b.forward(qa_backends.example_inputs(NAMES, 3, 21))
+    assert b.input_names == NAMES  # DistilBERT takes no token_type_ids
+    start, end = b.forward(examples(windows, 3, 21))
     assert start.shape == end.shape == (3, 21)
     assert start.dtype == end.dtype == np.float32
     assert np.isfinite(start).all() and np.isfinite(end).all()
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
-@pytest.mark.parametrize("batch,width", [(1, 5), (3, 40), (8, 384)])
-def test_graph_fp32_matches_torch_fp32(tiny, cache_dir, backend, batch, width):
-    inputs = qa_backends.example_inputs(NAMES, batch, width, seed=batch)
+@pytest.mark.parametrize("batch,width", [(1, 12), (3, 40), (8, 384)])
+def test_graph_fp32_matches_torch_fp32(tiny, windows, cache_dir, backend, batch, width):
+    inputs = examples(windows, batch, width)
     want = backend_for(tiny, cache_dir, "torch", "fp32").forward(inputs)
     got = backend_for(tiny, cache_dir, backend, "fp32").forward(inputs)
     for g, w in zip(got, want):
@@ -142,8 +154,8 @@ def test_graph_fp32_matches_torch_fp32(tiny, cache_dir, backend, batch, width):
 @pytest.mark.parametrize(
     "backend,precision", [("torch", "bf16"), ("onnx", "int8"), ("openvino", "bf16"), ("openvino", "int8")]
 )
-def test_reduced_precision_stays_near_fp32(tiny, cache_dir, backend, precision):
-    inputs = qa_backends.example_inputs(NAMES, 2, 64, seed=5)
+def test_reduced_precision_stays_near_fp32(tiny, windows, cache_dir, backend, precision):
+    inputs = examples(windows, 2, 64)
     want = backend_for(tiny, cache_dir, "torch", "fp32").forward(inputs)
     got = backend_for(tiny, cache_dir, backend, precision).forward(inputs)
     for g, w in zip(got, want):
@@ -167,12 +179,14 @@ def test_openvino_fp32_runs_f32_kernels_and_reduced_precision_fixed_scales(tiny,
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_reduced_precision_logits_at_one_width_do_not_depend_on_the_batch(tiny, cache_dir, precision):
+def test_reduced_precision_logits_at_one_width_do_not_depend_on_the_batch(
+    tiny, windows, cache_dir, precision
+):
     """What SAME_WIDTH batching rests on: padded to one width, a window's logits are the same alone
     and beside other windows."""
     b = backend_for(tiny, cache_dir, "openvino", precision)
     assert b.batching == qa_backends.SAME_WIDTH
-    batch = qa_backends.example_inputs(NAMES, 4, 48, seed=3)
+    batch = examples(windows, 4, 48)
     batch["attention_mask"][1, 30:] = 0
     together = b.forward(batch)
     for row in range(4):
@@ -184,10 +198,14 @@ def test_reduced_precision_logits_at_one_width_do_not_depend_on_the_batch(tiny, 
 
 FORK_SCRIPT = """
 import gc, os, signal, sys
-sys.path[:0] = sys.argv[3:]
+sys.path[:0] = sys.argv[4:]
 from qa import backends as qa_backends
-backend = qa_backends.create_backend(sys.argv[1], "fp32", 2, input_names=["input_ids", "attention_mask"], graph=sys.argv[2])
-inputs = qa_backends.example_inputs(["input_ids", "attention_mask"], 2, 40)
+from qa.loading import load_windows
+from qa.windows import example_inputs
+windows = load_windows(sys.argv[3])
+warmup = lambda names: example_inputs(windows, names, [16])
+backend = qa_backends.create_backend(sys.argv[1], "fp32", 2, graph=sys.argv[2], warmup=warmup)
+inputs = example_inputs(windows, backend.input_names, [40, 31])
 want = backend.forward(inputs)
 pid = os.fork()
 if pid == 0:
@@ -205,11 +223,11 @@ sys.exit(os.waitstatus_to_exitcode(status))
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_graph_backends_survive_a_fork_as_with_qa_preload(tiny, cache_dir, backend):
     path, model = tiny
-    graph = qa_graphs.find_or_build_graph(model, path, NAMES, "fp32", cache_dir)
+    graph = qa_graphs.find_or_build_graph(model, path, load_windows(path), "fp32", cache_dir)
     root = Path(__file__).resolve().parents[3]
     paths = [str(root), str(root / "code")]
     done = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT, backend, str(graph), *paths],
+        [sys.executable, "-c", FORK_SCRIPT, backend, str(graph), str(path), *paths],
         timeout=120,
         capture_output=True,
         check=False,

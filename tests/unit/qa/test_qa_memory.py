@@ -153,7 +153,7 @@ def test_load_model_refuses_before_reading_the_weights(qa_model_dir, free_mb, mo
     free_mb(1)
     import qa.loading
 
-    monkeypatch.setattr(qa.loading, "_load_torch_model", lambda *a: pytest.fail("weights read"))
+    monkeypatch.setattr(qa.loading, "load_torch_model", lambda *a: pytest.fail("weights read"))
     options = QAOptions(backend="onnx", memory_check="refuse", graph_cache=tmp_path)
     with pytest.raises(InsufficientMemory, match=r"needs about [\d,]+ MB .* 1 MB free .*qa.graphs export"):
         load_model(qa_model_dir, options)

@@ -47,13 +47,16 @@ def test_compare_counts_answers_text_and_offsets():
 @pytest.fixture(scope="module")
 def report(qa_model_dir, tmp_path_factory):
     settings = Settings(graph_cache_dir=tmp_path_factory.mktemp("graphs"), torch_threads=1)
-    pairs, source = qa_report.load_requests(None, 12)
-    return qa_report.make_report(qa_model_dir, settings, pairs, source), settings, pairs
+    samples, source = qa_report.load_requests(None, 12)
+    return qa_report.make_report(qa_model_dir, settings, samples, source), settings, samples.pairs
 
 
 def test_the_report_gives_the_answers_serving_gives_and_figures_from_them(qa_model_dir, report):
     made, settings, pairs = report
     assert [row["precision"] for row in made["rows"]] == ["fp32", "bf16", "int8"]
+    # No gold answers, no such figures (qa/test_qa_report_labeled.py has them).
+    assert made["labels"] is None and "gold" not in made and not made["handle_impossible_answer"]
+    assert not any("exact_match" in row or "f1" in row for row in made["rows"])
     direct = {}
     for precision in ("fp32", "bf16", "int8"):
         model = load_model(qa_model_dir, dataclasses.replace(settings, precision=precision))
@@ -81,6 +84,7 @@ def test_the_report_renders_and_logs_one_line_per_precision(report):
     made, _, _ = report
     table = qa_report.render(made)
     assert table.count("\n| ") == 5 and "| int8 |" in table and made["cpu_class"] in table
+    assert "exact match" not in table and "gold" not in table
     line = qa_report.summary_line(json.loads(json.dumps(made)), "int8")
     assert line.startswith("precision report (") and "int8 on" in line and "\n" not in line
     assert qa_report.summary_line(made, "fp32") is None
