@@ -3,6 +3,8 @@
     model_fn(model_dir, context=None)                  -> QAModel
     input_fn(request_body, content_type, context=None) -> QARequest
     predict_fn(data, model, context=None)              -> the pipeline's answer shapes
+                                                          (a user's own model: called as the
+                                                          Hugging Face toolkit calls it)
     output_fn(prediction, accept, context=None)        -> (body bytes, content type)
 
 The work is done by the `qa` package (no web framework there); these hooks only wire it up. The
@@ -57,7 +59,13 @@ def input_fn(request_body, content_type, context=None):
     )
 
 
-def predict_fn(data, model: QAModel, context=None):
+def predict_fn(data, model, context=None):
+    if not isinstance(model, QAModel):
+        # A user's model_fn returned its own model (a pipeline, say): call it as the Hugging Face
+        # toolkit's default predict_fn does, with the decoded request's inputs and parameters.
+        inputs = data.pop("inputs", data)
+        parameters = data.pop("parameters", None)
+        return model(inputs) if parameters is None else model(inputs, **parameters)
     options = _options(context) if context is not None else model.options
     request = request_from_object(data, max_items=options.max_items_per_request)
     return model.predict(request, options, deadline=getattr(context, "deadline", None))

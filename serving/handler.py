@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,14 +32,15 @@ from types import ModuleType
 from typing import Any
 
 from qa.accounting import timed
-from qa.errors import QAError
-from serving.errors import ServingError, as_serving_error
+from qa.errors import InvalidRequest
+from qa.request import split_media_type
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BUILTIN_CODE_DIR = Path(__file__).resolve().parent.parent / "code"
 ENTRY_MODULE = "inference.py"
+COMPAT_DIR = Path(__file__).resolve().parent / "compat"  # sagemaker_huggingface_inference_toolkit
 REQUIREMENTS = "requirements.txt"
 PIPELINE_HOOKS = ("input_fn", "predict_fn", "output_fn")
 # Number of arguments each hook takes before the optional trailing `context`.
@@ -53,6 +55,9 @@ WARMUP_BODY = json.dumps(
         }
     }
 ).encode()
+
+# Bodies the toolkits decode to text before a user's input_fn or transform_fn sees them.
+TEXT_TYPES = ("application/json", "text/csv")
 
 # SageMaker passes this header through to the container; both web layers echo it back.
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -180,13 +185,20 @@ def user_code_dir(settings: Settings) -> Path:
 
 def load_hooks(settings: Settings, builtin_code_dir: Path = BUILTIN_CODE_DIR) -> dict[str, Hook]:
     builtin_path = builtin_code_dir / ENTRY_MODULE
-    user_path = user_code_dir(settings) / ENTRY_MODULE
+    user_path = user_code_dir(settings) / settings.user_program
+    if settings.user_program != ENTRY_MODULE and not user_path.is_file():
+        raise HandlerError(
+            f"SAGEMAKER_PROGRAM={settings.user_program} names {user_path}, which does not exist"
+        )
     builtin = (
         _module_hooks(load_module(builtin_path), builtin_path, is_user=False)
         if builtin_path.is_file()
         else {}
     )
-    user = _module_hooks(load_module(user_path), user_path, is_user=True) if user_path.is_file() else {}
+    user = {}
+    if user_path.is_file():
+        prepare_for_user_code(settings)
+        user = _module_hooks(load_module(user_path), user_path, is_user=True)
     if not builtin and not user:
         raise HandlerError(f"no inference code: neither {builtin_path} nor {user_path} exists")
     hooks = compose_hooks(builtin, user)
@@ -194,18 +206,50 @@ def load_hooks(settings: Settings, builtin_code_dir: Path = BUILTIN_CODE_DIR) ->
     return hooks
 
 
+def prepare_for_user_code(settings: Settings) -> None:
+    """What scripts written for the Hugging Face container import: transformers 4's
+    pipeline("question-answering") (qa/pipeline.py) and the toolkit's decoder_encoder. Appended to
+    sys.path, so a real toolkit the user installs comes first."""
+    if str(COMPAT_DIR) not in sys.path:
+        sys.path.append(str(COMPAT_DIR))
+    from qa.pipeline import install
+
+    install(settings.qa)  # the QA_* settings apply to the scripts' pipelines too
+
+
 def install_user_requirements(settings: Settings) -> None:
-    """pip-install `<model_dir>/code/requirements.txt` when present, as the AWS toolkits do."""
+    """pip-install `<model_dir>/code/requirements.txt` when present, as the AWS toolkits do, but
+    never a version of a package the image has that its own version does not satisfy: that would
+    replace part of the serving stack (a `transformers<5` pin written for the Hugging Face container,
+    say). Those lines are skipped with one log line each."""
     path = user_code_dir(settings) / REQUIREMENTS
     if not path.is_file():
         return
     if not settings.install_user_requirements:
         log.warning("not installing %s: QA_INSTALL_USER_REQUIREMENTS is false", path)
         return
+    lines, conflicts = split_requirements(path.read_text(encoding="utf-8"))
+    for requirement, have in conflicts:
+        log.warning(
+            "%s: not installing %r: this image provides %s, which its serving stack needs; %s",
+            path,
+            requirement,
+            have,
+            CONFLICT_HINTS.get(have.split()[0], "drop or widen the pin"),
+        )
+    if not any(line.strip() and not line.strip().startswith("#") for line in lines):
+        return
     log.info("installing the user's requirements from %s", path)
     started = time.monotonic()
     # One pip at a time: on a multi-model endpoint models load side by side, into one environment.
-    with open(Path(tempfile.gettempdir()) / "qa-pip-install.lock", "w") as lock:
+    with (
+        open(Path(tempfile.gettempdir()) / "qa-pip-install.lock", "w") as lock,
+        tempfile.NamedTemporaryFile(
+            "w", suffix="-requirements.txt", dir=path.parent if os.access(path.parent, os.W_OK) else None
+        ) as kept,
+    ):
+        kept.write("\n".join(lines) + "\n")
+        kept.flush()
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = subprocess.run(
             [
@@ -216,12 +260,13 @@ def install_user_requirements(settings: Settings) -> None:
                 "--no-input",
                 "--disable-pip-version-check",
                 "-r",
-                str(path),
+                kept.name,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             check=False,
+            cwd=path.parent,  # relative paths in the file mean the model's code/
         )
     for line in result.stdout.splitlines():
         log.info("pip: %s", line)
@@ -232,22 +277,62 @@ def install_user_requirements(settings: Settings) -> None:
     log.info("installed the user's requirements in %.1f s", time.monotonic() - started)
 
 
-def _as_response(result: Any, accept: str | None, hook: str) -> tuple[bytes, str]:
+# What to tell a user whose requirements.txt pins another version of the serving stack.
+CONFLICT_HINTS = {
+    "transformers": "transformers 4's pipeline('question-answering') is provided by this image "
+    "(answers as 4.57.6's), so scripts written for the Hugging Face container need no such pin",
+    "torch": "the image's CPU build of PyTorch serves the model",
+}
+
+
+def split_requirements(text: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the lines to give pip, [(requirement, "name version" the image has)] to skip)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    lines: list[str] = []
+    conflicts: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        stripped = line.split(" #", 1)[0].strip()
+        try:
+            requirement = Requirement(stripped)
+            have = version(requirement.name)
+        except (InvalidRequirement, PackageNotFoundError):  # options, URLs, packages not installed
+            lines.append(line)
+            continue
+        if requirement.specifier and not requirement.specifier.contains(have, prereleases=True):
+            conflicts.append((stripped, f"{requirement.name} {have}"))
+        else:
+            lines.append(line)
+    return lines, conflicts
+
+
+def _as_response(result: Any, accept: str | None) -> tuple[bytes, str]:
+    """A hook's result as the toolkits send it: bytes or str as they are, any other object
+    encoded for its content type (the Hugging Face toolkit's encoders), or (result, content_type)."""
     content_type = None
     if isinstance(result, tuple) and len(result) == 2:
         result, content_type = result
-    if isinstance(result, str):
-        body = result.encode("utf-8")
-    elif isinstance(result, (bytes, bytearray, memoryview)):
-        body = bytes(result)
-    else:
-        raise TypeError(
-            f"{hook} returned {type(result).__name__}; it must return bytes or str, or (body, content_type)"
-        )
     if not content_type:
         concrete = accept and "," not in accept and "*" not in accept
         content_type = accept.strip() if concrete else "application/json"
+    if not isinstance(result, (str, bytes, bytearray, memoryview)):
+        from sagemaker_huggingface_inference_toolkit import decoder_encoder
+
+        result = decoder_encoder.encode(result, split_media_type(str(content_type))[0])
+    body = result.encode("utf-8") if isinstance(result, str) else bytes(result)
     return body, str(content_type)
+
+
+def _as_hook_text(body: bytes, content_type: str | None) -> bytes | str:
+    """The body as both AWS toolkits hand it to a user's hook: text for JSON and CSV."""
+    if split_media_type(content_type)[0] in TEXT_TYPES:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"the body is not valid UTF-8: {exc}") from exc
+    return body
 
 
 class Handler:
@@ -271,12 +356,24 @@ class Handler:
         return Context(settings=self.settings, model_dir=self.model_dir, **request)
 
     @property
-    def overrides_input(self) -> bool:
-        hook = self.hooks.get("transform_fn") or self.hooks["input_fn"]
-        return hook.is_user
+    def has_user_hooks(self) -> bool:
+        return any(hook.is_user for hook in self.hooks.values())
+
+    @property
+    def toolkit_io(self) -> tuple[bool, bool]:
+        """(decode, encode) as the Hugging Face toolkit does, where the built-in input_fn or
+        output_fn works for a user's hooks: its predict_fn gets the decoded document, not this
+        image's parsed request, and what it returns is encoded by the toolkit's encoders."""
+        if "transform_fn" in self.hooks:
+            return False, False
+        user = {name for name, hook in self.hooks.items() if hook.is_user}
+        decode = "input_fn" not in user and bool(user & {"model_fn", "predict_fn"})
+        encode = "output_fn" not in user and bool(user & {"model_fn", "input_fn", "predict_fn"})
+        return decode, encode
 
     def load_model(self) -> None:
-        self.model = self.hooks["model_fn"](self.model_dir, context=self.context())
+        # A str, as the toolkits pass it (a pipeline built with tokenizer=model_dir needs one).
+        self.model = self.hooks["model_fn"](str(self.model_dir), context=self.context())
         if self.model is None:
             raise HandlerError(f"model_fn from {self.hooks['model_fn'].origin} returned None")
 
@@ -292,35 +389,49 @@ class Handler:
         """Run one request through the hooks; returns (body, content_type); raises what they raise
         (QAError or ServingError for the client, anything else is a 500)."""
         if "transform_fn" in self.hooks:
+            hook = self.hooks["transform_fn"]
+            data = _as_hook_text(body, content_type) if hook.is_user else body
             with timed("transform"):
-                result = self._predict(
-                    self.hooks["transform_fn"], self.model, body, content_type, accept, context=context
-                )
-            return _as_response(result, accept, "transform_fn")
+                result = self._predict(hook, self.model, data, content_type, accept, context=context)
+            return _as_response(result, accept)
+        decode, encode = self.toolkit_io
+        input_fn, output_fn = self.hooks["input_fn"], self.hooks["output_fn"]
         with timed("parse"):
-            data = self.hooks["input_fn"](body, content_type, context=context)
+            if decode:
+                from sagemaker_huggingface_inference_toolkit import decoder_encoder
+
+                data = decoder_encoder.decode(
+                    _as_hook_text(body, content_type), split_media_type(content_type)[0]
+                )
+            else:
+                data = input_fn(
+                    _as_hook_text(body, content_type) if input_fn.is_user else body,
+                    content_type,
+                    context=context,
+                )
         prediction = self._predict(self.hooks["predict_fn"], data, self.model, context=context)
         with timed("encode"):
-            result = self.hooks["output_fn"](prediction, accept, context=context)
-        return _as_response(result, accept, "output_fn")
+            if encode:
+                # The toolkit answers JSON unless the client asks for another type it encodes.
+                wanted = split_media_type(accept)[0] if accept and accept.strip() != "*/*" else None
+                return _as_response((prediction, wanted or "application/json"), accept)
+            return _as_response(output_fn(prediction, accept, context=context), accept)
 
     def warm_up(self) -> None:
-        """One request through every hook; raises if the stack cannot answer."""
+        """One request through every hook; raises if the built-in stack cannot answer. Through a
+        user's hooks, which may expect another request schema (the Hugging Face container sends
+        none), a failure is only logged: their model loaded, and that is what /ping waits for."""
         try:
             self.invoke(
                 WARMUP_BODY, "application/json", "application/json", self.context(request_id="warm-up")
             )
-        except (ServingError, QAError) as exc:
-            # A user's input_fn may expect another request schema: a clean 4xx still proves the
-            # hooks and the model respond. The built-in handler must answer the sample.
-            served, _ = as_serving_error(exc)
-            if served.status >= 500 or not self.overrides_input:
+        except Exception as exc:
+            if not self.has_user_hooks:
                 raise
-            log.info(
-                "warm-up request rejected by the user's input code (%d %s: %s); counted as passed",
-                served.status,
-                served.type,
-                served.message,
+            log.warning(
+                "the warm-up request through the user's hooks failed (%s: %s); serving anyway",
+                type(exc).__name__,
+                exc,
             )
 
 

@@ -161,6 +161,8 @@ class Settings:
     forward_batch_size: int = 16
     allow_pickle_weights: bool = False
     install_user_requirements: bool = True
+    # The user's entry point in <model_dir>/code (SAGEMAKER_PROGRAM, as the AWS toolkits name it).
+    user_program: str = "inference.py"
     # Who nginx's and gunicorn's workers run as when the container runs as root (privileges.py).
     worker_user: str = "qa"
     shutdown_timeout_s: int = 25
@@ -273,6 +275,7 @@ class Settings:
             forward_batch_size=_int(env, "forward_batch_size", 16),
             allow_pickle_weights=_bool(env, "QA_ALLOW_PICKLE_WEIGHTS", False),
             install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
+            user_program=_program(env),
             worker_user=env.get("QA_WORKER_USER", "").strip() or "qa",
             shutdown_timeout_s=_int(env, "shutdown_timeout_s", 25),
             cpu_limit=cpus,
@@ -303,3 +306,14 @@ class Settings:
         if out["hf_token"]:
             out["hf_token"] = "***"
         return out
+
+
+def _program(env: Mapping[str, str]) -> str:
+    """SAGEMAKER_PROGRAM: a file in <model_dir>/code, with or without its .py (the SDK sets it
+    when it repacks an entry_point other than inference.py)."""
+    name = env.get("SAGEMAKER_PROGRAM", "").strip() or "inference.py"
+    if "/" in name or name.startswith("."):
+        raise SettingsError(
+            f"SAGEMAKER_PROGRAM={name!r} must be a file name in <model_dir>/code, such as inference.py"
+        )
+    return name if name.endswith(".py") else f"{name}.py"

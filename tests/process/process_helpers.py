@@ -145,7 +145,8 @@ def model_fn(model_dir, context):
 
 
 def input_fn(body, content_type, context):
-    partial = GATES / f".received-{{context.request_id}}"
+    # Per process: two workers' warm-ups share the request id "warm-up".
+    partial = GATES / f".received-{{context.request_id}}-{{os.getpid()}}"
     partial.write_text(str(os.getpid()))
     partial.rename(GATES / f"received-{{context.request_id}}")
     data = json.loads(body)
