@@ -34,10 +34,11 @@ from pathlib import Path
 from qa.loading import load_model
 from qa.model import QAModel
 from qa.options import QAOptions
-from qa.request import parse_request, request_from_object
+from qa.request import JSONLINES, MEDIA_TYPE_ALIASES, parse_request, request_from_object, split_media_type
 from qa.response import encode_response
 
 _DEFAULT_OPTIONS = QAOptions()
+STREAMED_MAX_ITEMS = 100_000_000  # bounded by the payload limit, not by a count
 
 
 def _options(context) -> QAOptions:
@@ -51,10 +52,14 @@ def model_fn(model_dir, context=None) -> QAModel:
 
 def input_fn(request_body, content_type, context=None):
     options = _options(context)
+    # A Batch Transform mini-batch holds as many records as its payload (qa/model.py streams them).
+    streamed = (
+        options.batch_transform and MEDIA_TYPE_ALIASES.get(split_media_type(content_type)[0]) == JSONLINES
+    )
     return parse_request(
         request_body,
         content_type,
-        max_items=options.max_items_per_request,
+        max_items=STREAMED_MAX_ITEMS if streamed else options.max_items_per_request,
         per_record=options.jsonlines_errors == "record",
     )
 
@@ -72,4 +77,9 @@ def predict_fn(data, model, context=None):
 
 
 def output_fn(prediction, accept, context=None) -> tuple[bytes, str]:
-    return encode_response(prediction, accept)
+    body, content_type = encode_response(prediction, accept)
+    if _options(context).batch_transform and content_type == JSONLINES:
+        # SageMaker ends each mini-batch's output with a newline of its own (AssembleWith=Line):
+        # one more would leave an empty line between mini-batches.
+        body = body.removesuffix(b"\n")
+    return body, content_type

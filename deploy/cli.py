@@ -106,6 +106,45 @@ def _wait_options(parser: argparse.ArgumentParser, *, timeout: int, poll: int) -
     group.add_argument("--poll", type=float, default=poll, help=f"seconds between checks (default: {poll})")
 
 
+def _transform_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "mini-batches (default: unset, so SageMaker takes the container's GET /execution-parameters)"
+    )
+    group.add_argument(
+        "--max-payload-mb",
+        type=int,
+        metavar="MB",
+        help="MaxPayloadInMB, 1-100 (default: the container's, sized to answer a mini-batch well "
+        "inside the invocation timeout on its instance)",
+    )
+    group.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="MaxConcurrentTransforms (default: the container's workers)",
+    )
+    group.add_argument(
+        "--batch-strategy",
+        choices=resources.BATCH_STRATEGIES,
+        help="BatchStrategy (default: the container's, MultiRecord; MultiRecord when "
+        "--max-payload-mb or --max-concurrent is given)",
+    )
+    group.add_argument(
+        "--invocation-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="ModelClientConfig.InvocationsTimeoutInSeconds, 1-3600 (default: SageMaker's 600); when "
+        "batch creates the model it also sets the model's env SAGEMAKER_MODEL_SERVER_TIMEOUT to it, "
+        "so the container's budget and mini-batch size match (with --model, that model's own stays)",
+    )
+    group.add_argument(
+        "--invocation-retries",
+        type=int,
+        metavar="N",
+        help="ModelClientConfig.InvocationsMaxRetries, 0-3 (default: SageMaker's 3)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deploy",
@@ -273,8 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="Batch Transform over JSON Lines in S3",
         description="Start a Batch Transform job over JSON Lines files in S3 "
-        "(SplitType Line, application/jsonlines, MultiRecord, 6 MB payloads): one "
-        "request object per line in, one answer per line out.",
+        "(SplitType Line, application/jsonlines): one request object per line in, one answer "
+        'per line out, or an {"error": ...} line for a record that failed. Mini-batch size, '
+        "concurrency and strategy are the container's (GET /execution-parameters: a mini-batch "
+        "that fits its invocation budget) unless given. With --wait, the answered and failed "
+        "records are counted from the .out files.",
     )
     p.add_argument(
         "--input", required=True, dest="input_uri", metavar="S3_URI", help="s3:// prefix of .jsonl files"
@@ -292,13 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p, required=False)
     p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE, help=f"default: {DEFAULT_INSTANCE_TYPE}")
     p.add_argument("--instance-count", type=int, default=1, help="default: 1")
+    _transform_options(p)
     p.add_argument(
-        "--max-concurrent",
-        type=int,
-        help="MaxConcurrentTransforms (default: the container's /execution-parameters)",
+        "--wait",
+        action="store_true",
+        help="wait for the job to finish, then count its answered and failed records",
     )
-    p.add_argument("--max-payload-mb", type=int, default=6, help="MaxPayloadInMB (default: 6)")
-    p.add_argument("--wait", action="store_true", help="wait for the job to finish")
     p.add_argument("--timeout", type=float, default=3600, help="seconds (default: 3600)")
     p.add_argument("--poll", type=float, default=30, help="seconds between checks (default: 30)")
 
@@ -450,6 +491,9 @@ def run(args, clients):
             job_name=args.job_name,
             max_concurrent=args.max_concurrent,
             max_payload_mb=args.max_payload_mb,
+            batch_strategy=args.batch_strategy,
+            invocation_timeout=args.invocation_timeout,
+            invocation_retries=args.invocation_retries,
             wait=args.wait,
             timeout=args.timeout,
             poll=args.poll,

@@ -7,6 +7,8 @@ import time
 
 VARIANT_NAME = "AllTraffic"
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+BATCH_STRATEGIES = ("MultiRecord", "SingleRecord")
+DEFAULT_INVOCATION_RETRIES = 3  # SageMaker's own default for ModelClientConfig.InvocationsMaxRetries
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _STAMP = re.compile(r"-\d{8}-\d{6}-\d{3}$")
 _ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,1023}$")
@@ -183,18 +185,23 @@ def transform_job_request(
     instance_type: str,
     instance_count: int = 1,
     max_concurrent: int | None = None,
-    max_payload_mb: int = 6,
+    max_payload_mb: int | None = None,
+    batch_strategy: str | None = None,
+    invocation_timeout: int | None = None,
+    invocation_retries: int | None = None,
 ) -> dict:
-    """Batch Transform over JSON Lines: one request per line in, one answer per line out."""
+    """Batch Transform over JSON Lines: one request per line in, one answer per line out.
+
+    MaxPayloadInMB, MaxConcurrentTransforms and BatchStrategy are sent only when given (the
+    strategy is MultiRecord when a size is given without it); left out, SageMaker takes the
+    container's GET /execution-parameters. ModelClientConfig only with a timeout or retries."""
     if not input_uri.startswith("s3://") or not output_uri.startswith("s3://"):
         raise RequestError("--input and --output must be s3:// URIs")
-    if not 0 < max_payload_mb <= 100:
-        raise RequestError("--max-payload-mb must be between 1 and 100")
+    sizing = _transform_sizing(max_concurrent, max_payload_mb, batch_strategy)
     request: dict = {
         "TransformJobName": job_name,
         "ModelName": model_name,
-        "BatchStrategy": "MultiRecord",
-        "MaxPayloadInMB": max_payload_mb,
+        **sizing,
         "TransformInput": {
             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
             "ContentType": "application/jsonlines",
@@ -208,9 +215,50 @@ def transform_job_request(
         },
         "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
     }
-    if max_concurrent:
-        request["MaxConcurrentTransforms"] = max_concurrent
+    client_config = model_client_config(invocation_timeout, invocation_retries)
+    if client_config:
+        request["ModelClientConfig"] = client_config
     return request
+
+
+def _transform_sizing(
+    max_concurrent: int | None, max_payload_mb: int | None, batch_strategy: str | None
+) -> dict:
+    sizing: dict = {}
+    if max_payload_mb is not None:
+        if not 0 < max_payload_mb <= 100:
+            raise RequestError("--max-payload-mb must be between 1 and 100")
+        sizing["MaxPayloadInMB"] = max_payload_mb
+    if max_concurrent is not None:
+        if max_concurrent < 1:
+            raise RequestError("--max-concurrent must be at least 1 (leave it out for the container's value)")
+        sizing["MaxConcurrentTransforms"] = max_concurrent
+    if max_payload_mb is not None and max_concurrent is not None and max_payload_mb * max_concurrent > 100:
+        raise RequestError(
+            f"--max-concurrent {max_concurrent} x --max-payload-mb {max_payload_mb} is over SageMaker's "
+            "100 MB limit: lower one of them"
+        )
+    if batch_strategy is not None:
+        if batch_strategy not in BATCH_STRATEGIES:
+            raise RequestError(f"--batch-strategy must be one of {', '.join(BATCH_STRATEGIES)}")
+        sizing["BatchStrategy"] = batch_strategy
+    elif sizing:
+        sizing["BatchStrategy"] = "MultiRecord"
+    return sizing
+
+
+def model_client_config(timeout: int | None, retries: int | None) -> dict:
+    """CreateTransformJob's ModelClientConfig ({} when neither is given)."""
+    if timeout is None and retries is None:
+        return {}
+    if timeout is not None and not 1 <= timeout <= 3600:
+        raise RequestError("--invocation-timeout must be between 1 and 3600 seconds")
+    if retries is not None and not 0 <= retries <= 3:
+        raise RequestError("--invocation-retries must be between 0 and 3")
+    config = {"InvocationsMaxRetries": DEFAULT_INVOCATION_RETRIES if retries is None else retries}
+    if timeout is not None:
+        config["InvocationsTimeoutInSeconds"] = timeout
+    return config
 
 
 def scaling_requests(

@@ -21,6 +21,10 @@ from qa.request import BatchResults, LineResults, QAParams, QAQuery, QARequest
 from qa.spans import WindowLogits, answer_from_windows
 from qa.windows import Window, Windower, pad_windows
 
+# Records per chunk of a streamed Batch Transform request: ~130-400 windows of realistic records,
+# enough to keep every lane's batches full, well inside the batcher's queue (512 windows).
+STREAM_RECORDS = 128
+
 
 class QAModel:
     """A model's windows (its tokenizer) and backend; `predict` is safe to call from several threads at once."""
@@ -63,9 +67,32 @@ class QAModel:
         """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched.
         `deadline` (time.monotonic()) bounds the wait for the model: past it, a 504."""
         options = options or self.options
+        if request.line_oriented and options.batch_transform:
+            return self._stream(request, options, deadline)
+        return self._predict(request, options, deadline)
+
+    def _stream(self, request: QARequest, options: QAOptions, deadline: float | None) -> LineResults:
+        """A Batch Transform mini-batch, STREAM_RECORDS records at a time through the batcher:
+        memory holds one chunk's windows, never the request's, and each record keeps its own
+        window limit (QA_MAX_WINDOWS_PER_REQUEST)."""
+        results = LineResults()
+        for begin in range(0, len(request.queries), STREAM_RECORDS):
+            chunk = dataclasses.replace(request, queries=request.queries[begin : begin + STREAM_RECORDS])
+            results.extend(self._predict(chunk, options, deadline, budget_per_record=True))
+        return results
+
+    def _predict(
+        self, request: QARequest, options: QAOptions, deadline: float | None, budget_per_record: bool = False
+    ):
         with accounting.timed("tokenize"):
             if request.line_oriented and options.jsonlines_errors == "record":
-                request, windows = self._windows_per_record(request, options.max_windows_per_request)
+                request, windows = self._windows_per_record(
+                    request, options.max_windows_per_request, budget_per_record
+                )
+            elif budget_per_record:
+                windows = self.windows.windows_for(
+                    request, options.max_windows_per_request * len(request.queries)
+                )
             else:
                 windows = self.windows.windows_for(request, options.max_windows_per_request)
         flat = [w for item_windows in windows for w in item_windows]
@@ -92,10 +119,10 @@ class QAModel:
             return self._answers(request, per_item)
 
     def _windows_per_record(
-        self, request: QARequest, max_windows: int
+        self, request: QARequest, max_windows: int, budget_per_record: bool = False
     ) -> tuple[QARequest, list[list[Window]]]:
         """Each jsonlines record's windows on its own: a record that cannot be served (too long,
-        over what is left of the request's window budget) is rejected alone."""
+        over what is left of the request's window budget, or of its own) is rejected alone."""
         queries: list[QAQuery] = []
         windows: list[list[Window]] = []
         for query in request.queries:
@@ -111,7 +138,8 @@ class QAModel:
                         for window in item_windows:
                             window.item_index += len(windows)
                     windows += mine
-                    max_windows -= sum(map(len, mine))
+                    if not budget_per_record:
+                        max_windows -= sum(map(len, mine))
             queries.append(query)
         return dataclasses.replace(request, queries=tuple(queries)), windows
 

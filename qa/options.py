@@ -57,6 +57,10 @@ class QAOptions:
     batch_max_padding_percent: int = 10
     batch_queue_windows: int = 512
     request_timeout_s: float = 60  # a window still queued after this long is dropped
+    # Batch Transform (SAGEMAKER_BATCH): a jsonlines request of any size within the payload limit
+    # streams through the batcher record by record (qa/model.py); the item and window limits then
+    # bound each record, not the request.
+    batch_transform: bool = False
     # A bad jsonlines record: "request" fails the whole request (400 naming the line); "record"
     # answers it with an error object on its own output line and serves the others.
     jsonlines_errors: str = "request"

@@ -33,7 +33,7 @@ from serving.errors import (
 )
 from serving.handler import CUSTOM_ATTRIBUTES, Context
 from serving.runtime import LOADING_RETRY_AFTER_S, HandlerLike, Runtime, fatal_exit
-from serving.settings import Settings
+from serving.settings import Settings, batch_payload_mb
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,15 @@ class _Invocations:
 
 class _ExecutionParameters:
     def __init__(self, settings: Settings):
+        from qa.cpu import cpu_flags
+        from qa.plan import cpu_class
+
         self.body = json.dumps(
             {
                 "MaxConcurrentTransforms": settings.max_concurrent_transforms,
                 "BatchStrategy": settings.batch_strategy,
-                "MaxPayloadInMB": settings.max_payload_mb,
+                # A mini-batch that one worker answers well inside the invocation timeout.
+                "MaxPayloadInMB": batch_payload_mb(settings, cpu_class(cpu_flags())),
             }
         ).encode()
 

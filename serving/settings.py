@@ -137,6 +137,9 @@ class Settings:
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
     multi_model: bool = False  # served by Multi Model Server (serving/mms_service.py)
+    # A Batch Transform container (SAGEMAKER_BATCH): jsonlines requests stream (qa/options.py), a
+    # 600 s budget as SageMaker's invocation timeout, per-record errors.
+    batch_transform: bool = False
     # MMS's JVM (the front end only: models run in Python workers). The toolkit's default turns
     # container support off (-XX:-UseContainerSupport), sizing the heap from the host's memory.
     mms_jvm_options: str = MMS_JVM_OPTIONS
@@ -247,15 +250,18 @@ class Settings:
                 f"SAGEMAKER_MODEL_SERVER_WORKERS={workers} is out of range: it must be between 1 and 64"
             )
         default_torch_threads = max(1, math.floor(cpus / workers))
+        batch = _bool(env, "SAGEMAKER_BATCH", False)
 
         return cls(
             port=_int(env, "port", 8080),
             workers=workers,
-            request_timeout_s=_int(env, "request_timeout_s", 60),
+            # SageMaker waits InvocationsTimeoutInSeconds (600 s by default) per mini-batch.
+            request_timeout_s=_int(env, "request_timeout_s", 600 if batch else 60),
             max_payload_mb=_int(env, "max_payload_mb", 6),
             batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", BATCH_STRATEGIES),
             max_concurrent_transforms=_int(env, "max_concurrent_transforms", workers),
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
+            batch_transform=batch,
             mms_jvm_options=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", "").strip() or MMS_JVM_OPTIONS,
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
             log_format=_choice(env, "QA_LOG_FORMAT", "text", LOG_FORMATS),
@@ -289,7 +295,10 @@ class Settings:
             batch_max_padding_percent=_int(env, "batch_max_padding_percent", 10),
             parallel_batches=_int(env, "parallel_batches", None),
             batch_queue_windows=_int(env, "batch_queue_windows", 512),
-            jsonlines_errors=_choice(env, "QA_JSONLINES_ERRORS", "request", JSONLINES_ERRORS),
+            # One bad record must not sink a million-record job: in Batch Transform it answers alone.
+            jsonlines_errors=_choice(
+                env, "QA_JSONLINES_ERRORS", "record" if batch else "request", JSONLINES_ERRORS
+            ),
             memory_check=_choice(
                 env,
                 "QA_MEMORY_CHECK",
@@ -317,3 +326,18 @@ def _program(env: Mapping[str, str]) -> str:
             f"SAGEMAKER_PROGRAM={name!r} must be a file name in <model_dir>/code, such as inference.py"
         )
     return name if name.endswith(".py") else f"{name}.py"
+
+
+def batch_payload_mb(settings: Settings, cpu_class: str) -> int:
+    """The mini-batch size /execution-parameters advertises: what one worker's CPUs answer in half
+    the invocation budget (SAGEMAKER_MODEL_SERVER_TIMEOUT, 600 s in Batch Transform), at the
+    benchmark's cost per ~1 KB record for this precision and CPU class; at least 1 MB, at most the
+    body limit. 2 CPUs, AVX-512: fp32 2 MB (~230 s), bf16 5 MB, int8 6 MB."""
+    from qa.plan import CPU_S_PER_RECORD, RECORDS_PER_MB  # not at import: qa.plan imports torch
+
+    if not settings.batch_transform:  # only a Batch Transform job asks
+        return settings.max_payload_mb
+    cpu_s = CPU_S_PER_RECORD[cpu_class][settings.precision]
+    cpus_per_worker = settings.cpu_limit / settings.workers
+    fits = 0.5 * settings.request_timeout_s * cpus_per_worker / (cpu_s * RECORDS_PER_MB)
+    return max(1, min(settings.max_payload_mb, math.floor(fits)))

@@ -403,6 +403,8 @@ def test_batch_transform_with_existing_model(aws):
         "2",
         "--max-concurrent",
         "4",
+        "--max-payload-mb",
+        "6",
         "--job-name",
         "qa-nightly",
     )
