@@ -45,10 +45,11 @@ GUNICORN_CONF = APP_ROOT / "serving" / "gunicorn_conf.py"
 
 def _prepare_run_dir(settings: Settings) -> None:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    # Leftovers of an earlier run in the same dir: readiness markers, metrics, the old socket.
+    # Leftovers of an earlier run in the same dir: readiness markers, metrics, the old sockets.
     shutil.rmtree(settings.run_dir / "ready", ignore_errors=True)
     shutil.rmtree(settings.run_dir / "metrics", ignore_errors=True)
-    nginx.socket_path(settings).unlink(missing_ok=True)
+    for socket in nginx.socket_paths(settings):
+        socket.unlink(missing_ok=True)
 
 
 def _drop_privileges(settings: Settings, model_dir: Path) -> dict[str, str]:
@@ -127,7 +128,7 @@ def serve(env: dict[str, str]) -> int:
         log.error("start-up failed: %s", exc)
         return exit_codes.STARTUP_ERROR
     log.info("model %s; nginx config %s", model_dir, conf)
-    socket = nginx.socket_path(settings)
+    sockets = nginx.socket_paths(settings)
     supervisor = Supervisor(
         [
             ChildSpec(
@@ -137,7 +138,7 @@ def serve(env: dict[str, str]) -> int:
                 exit_codes.GUNICORN_DIED,
                 cwd=APP_ROOT,
                 env=gunicorn_env,
-                ready=socket.exists,
+                ready=lambda: all(socket.exists() for socket in sockets),
             ),
             ChildSpec("nginx", nginx.command(settings), signal.SIGQUIT, exit_codes.NGINX_DIED),
         ],

@@ -596,7 +596,39 @@ def chart_path(chart_dir: Path, cls: str) -> Path:
     return Path(chart_dir) / f"benchmarks-{cls}.png"
 
 
-def markdown(docs: list[dict], md_path: Path, chart_dir: Path) -> str:
+def side_reports(results_dir: Path) -> dict[str, list[str]]:
+    """The other benchmarks' sections (`bench/results/<class>.<name>.md`, from bench/batch.py and
+    bench/overload.py), by class, shown under the class's own section."""
+    sides: dict[str, list[str]] = {}
+    for path in sorted(Path(results_dir).glob("*.*.md")):
+        sides.setdefault(path.name.split(".")[0], []).append(path.read_text().rstrip("\n"))
+    return sides
+
+
+def write_side_report(name: str, title: str, body: list[str], results_dir: Path = RESULTS_DIR) -> Path:
+    """One benchmark's section for this machine's class, headed with the date and the code it ran;
+    BENCHMARKS.md is re-rendered to show it."""
+    cls = machine()["cpu_class"]
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    head = [
+        f"### {title}",
+        "",
+        f"{cpu_name()}, {dt.date.today().isoformat()}, code `{commit or 'unknown'}`.",
+        "",
+    ]
+    path = Path(results_dir) / f"{cls}.{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(head + body) + "\n")
+    render(results_dir, REPORT, CHART_DIR)
+    print(f"bench: wrote {path} and {REPORT}", flush=True)
+    return path
+
+
+def markdown(
+    docs: list[dict], md_path: Path, chart_dir: Path, sides: dict[str, list[str]] | None = None
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -629,6 +661,8 @@ def markdown(docs: list[dict], md_path: Path, chart_dir: Path) -> str:
         chart = chart_path(chart_dir, doc_class(doc))
         rel = os.path.relpath(chart, Path(md_path).parent) if chart.exists() else None
         lines += [""] + section(doc, rel)
+        for side in (sides or {}).get(doc_class(doc), []):
+            lines += ["", side]
     lines += ["", "## Method", ""] + METHOD
     return "\n".join(lines)
 
@@ -636,7 +670,7 @@ def markdown(docs: list[dict], md_path: Path, chart_dir: Path) -> str:
 def render(results_dir: Path, md_path: Path, chart_dir: Path) -> None:
     """BENCHMARKS.md from every class file in `results_dir`."""
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(load_all(results_dir), md_path, chart_dir))
+    md_path.write_text(markdown(load_all(results_dir), md_path, chart_dir, side_reports(results_dir)))
 
 
 # --- chart --------------------------------------------------------------------------------------------

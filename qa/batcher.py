@@ -18,8 +18,8 @@ leaves a core idle between operators and while Python handles the results (measu
 CPUs busy at concurrency 4 with one lane). Big batches do not run side by side: the token budget
 is shared.
 
-The queue is bounded (`queue_windows`): when full, `submit` fails at once with 503 and
-Retry-After. A request still queued at its deadline fails with 504 and its windows are dropped.
+The queue holds the windows of the requests the worker serves at once (serving/gunicorn_worker.py
+bounds them). A request still queued at its deadline fails with 504 and its windows are dropped.
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ class Batcher:
         max_tokens: int,
         max_wait_s: float,
         max_padding: float,
-        queue_windows: int,
         timeout_s: float,
         parallel: int = 1,
         width_step: int = 1,
@@ -87,7 +86,7 @@ class Batcher:
         self.forward = forward  # padded batch of windows -> (start, end), each (batch, width)
         self.max_windows, self.max_tokens, self.max_wait_s = max_windows, max_tokens, max_wait_s
         self.max_padding = max_padding
-        self.queue_windows, self.timeout_s = queue_windows, timeout_s
+        self.timeout_s = timeout_s
         self._cond = threading.Condition()
         self._queue: list[_Entry] = []  # in arrival order
         self._closed = False
@@ -110,12 +109,6 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise Overloaded("this worker is shutting down: retry", retry_after_s=1)
-            if self._queue and len(self._queue) + len(windows) > self.queue_windows:
-                raise Overloaded(
-                    f"this worker's queue of {self.queue_windows} windows is full "
-                    f"(QA_BATCH_QUEUE_WINDOWS): retry shortly",
-                    retry_after_s=1,
-                )
             self._ensure_threads()
             if job.account is not None:
                 job.account.submitted, job.account.queued_before = now, len(self._queue)

@@ -47,7 +47,6 @@ class QAModel:
             max_tokens=options.batch_max_tokens,
             max_wait_s=options.batch_wait_ms / 1000,
             max_padding=options.batch_max_padding_percent / 100,
-            queue_windows=options.batch_queue_windows,
             timeout_s=options.request_timeout_s,
             parallel=lanes,
             width_step=self.width_step,

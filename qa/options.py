@@ -55,7 +55,6 @@ class QAOptions:
     # Padding as a share of a batch's tokens: on an AVX2 CPU, a batch of 4 mixed-length windows
     # (25% padding) cost 1.3x their time one by one (BENCHMARKS.md).
     batch_max_padding_percent: int = 10
-    batch_queue_windows: int = 512
     request_timeout_s: float = 60  # a window still queued after this long is dropped
     # Batch Transform (SAGEMAKER_BATCH): a jsonlines request of any size within the payload limit
     # streams through the batcher record by record (qa/model.py); the item and window limits then
@@ -94,7 +93,6 @@ class QAOptions:
             "QA_MAX_WINDOWS_PER_REQUEST": self.max_windows_per_request,
             "QA_FORWARD_BATCH_SIZE": self.forward_batch_size,
             "QA_BATCH_MAX_TOKENS": self.batch_max_tokens,
-            "QA_BATCH_QUEUE_WINDOWS": self.batch_queue_windows,
             "SAGEMAKER_MODEL_SERVER_TIMEOUT": self.request_timeout_s,
         }
         for name, value in positive.items():

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 
 from qa.backends import ALONE, SAME_WIDTH, WIDTH_STEP
+from qa.cpu import cpu_class
 from qa.options import BACKEND_PRECISIONS, QAOptions
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,6 @@ class Plan:
         )
 
 
-def cpu_class(flags: set[str]) -> str:
-    """The class whose measured plan applies. Unknown flags (not Linux) get the AVX2 plan, the
-    one that assumes least."""
-    return "avx512" if "avx512f" in flags else "avx2"
-
-
 def resolve_plan(options: QAOptions, flags: set[str]) -> Plan:
     """The plan for these options on a CPU with these flags (QAOptions refused the combinations
     no backend runs when they were built)."""
@@ -113,13 +108,3 @@ def torch_plan(plan: Plan, options: QAOptions, reason: str) -> Plan:
     precision = plan.precision if plan.precision in BACKEND_PRECISIONS["torch"] else "fp32"
     lanes = options.parallel_batches or LANES["torch"][precision]
     return Plan("torch", precision, plan.threads, lanes, plan.cpu_class, chosen_by=reason)
-
-
-# CPU-seconds the whole stack spent per SQuAD-like request (~1 KB of JSON, about one window) at
-# concurrency 4 under the auto plan, from the benchmark (BENCHMARKS.md): what a Batch Transform
-# mini-batch is sized from (serving/settings.py, batch_payload_mb).
-CPU_S_PER_RECORD = {
-    "avx512": {"fp32": 0.230, "bf16": 0.102, "int8": 0.062},  # AMD EPYC Zen 4, 2026-12-01
-    "avx2": {"fp32": 0.346, "bf16": 2.384, "int8": 0.186},  # AMD EPYC Zen 3, 2026-11-30 (bf16 emulated)
-}
-RECORDS_PER_MB = 1000  # the benchmark's records: 86-220 words of context, ~1 KB of JSON each

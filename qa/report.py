@@ -114,8 +114,7 @@ def load_requests(samples: Path | None, count: int) -> tuple[Samples, str]:
 def make_report(model_dir: Path, options: QAOptions, samples: Samples, source: str) -> dict:
     """Loads fp32, bf16 and int8, answers the samples with each, times their windows, compares
     (and scores against the gold answers, if any)."""
-    from qa.cpu import cpu_flags, cpu_name
-    from qa.plan import cpu_class
+    from qa.cpu import cpu_class, cpu_flags, cpu_name
 
     models = _load_models(model_dir, options)
     requests = _requests(samples)

@@ -21,6 +21,7 @@ import falcon
 
 from qa import accounting
 from qa.accounting import RequestAccount
+from qa.cpu import cpu_class, cpu_flags
 from qa.errors import QAError
 from serving import logs, metrics
 from serving.errors import (
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID = "X-Request-Id"
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"  # SageMaker's own id of an invocation, when it sends one
+REQUEST_START = "X-Request-Start"  # set by nginx (docker/nginx.conf.template), whatever the client sent
+MAX_CREDIBLE_WAIT_S = 3600  # the longest budget: a header claiming more is not nginx's
 
 
 class _Metrics:
@@ -92,9 +95,6 @@ class _Invocations:
 
 class _ExecutionParameters:
     def __init__(self, settings: Settings):
-        from qa.cpu import cpu_flags
-        from qa.plan import cpu_class
-
         self.body = json.dumps(
             {
                 "MaxConcurrentTransforms": settings.max_concurrent_transforms,
@@ -118,7 +118,7 @@ class _RequestScope:
         self.request_metrics = settings.request_metrics
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.started = time.monotonic()
+        req.context.started = arrived(req.get_header(REQUEST_START), time.time(), time.monotonic())
         req.context.token = logs.request_id_var.set(req.get_header(REQUEST_ID))
 
     def process_response(
@@ -143,6 +143,18 @@ class _RequestScope:
         token = req.context.get("token")
         if token is not None:
             logs.request_id_var.reset(token)
+
+
+def arrived(request_start: str | None, wall_now: float, now: float) -> float:
+    """When the request arrived, on the monotonic clock: when nginx had read it (its X-Request-Start,
+    "t=<epoch seconds>"), so that the time it waited for a worker counts against its budget; now
+    without the header, or with a time nginx cannot have written (in the future, or longer ago than
+    any budget)."""
+    try:
+        waited = wall_now - float((request_start or "").removeprefix("t="))
+    except ValueError:
+        return now
+    return now - waited if 0.0 < waited <= MAX_CREDIBLE_WAIT_S else now
 
 
 def _send_error(req: falcon.Request, resp: falcon.Response, error: BaseException) -> None:

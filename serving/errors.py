@@ -69,6 +69,12 @@ NGINX_PAGES = {
 # the path), before the app: that message never echoes the request.
 GUNICORN_MESSAGE = "malformed HTTP request: a header or the request line holds characters HTTP does not allow"
 NGINX_RETRY_AFTER_S = 5  # on nginx's 503: the app behind is starting or restarting a worker
+# nginx's 503 on POST /invocations past the requests served and waiting (limit_conn).
+OVERLOADED_MESSAGE = (
+    "the container is overloaded: {waiting} requests are already waiting for a worker "
+    "(QA_MAX_WAITING_REQUESTS); retry shortly"
+)
+OVERLOADED_RETRY_AFTER_S = 1
 INTERNAL_MESSAGE = "internal error while serving the request{where}; details are in the server log"
 
 
@@ -162,26 +168,37 @@ def raw_error_response(status: int) -> bytes:
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-def nginx_error_pages(max_body_mb: int, proxy_timeout_s: int) -> str:
+def nginx_error_pages(max_body_mb: int, proxy_timeout_s: int, waiting: int) -> str:
     """nginx's `error_page` lines and the internal locations that answer them, in the table's
     JSON shape (nginx's HTML pages never reach a client)."""
     lines = [f"error_page {code} /__error/{code};" for code in NGINX_PAGES]
     lines.append("location /__error/ {")
     lines.append("    internal;")
     lines.append("    default_type application/json;")
-    for code, (status, message) in NGINX_PAGES.items():
-        body = error_body(
-            status, message.format(max_body_mb=max_body_mb, proxy_timeout_s=proxy_timeout_s)
-        ).decode()
+    pages = {
+        str(code): (status, message.format(max_body_mb=max_body_mb, proxy_timeout_s=proxy_timeout_s))
+        for code, (status, message) in NGINX_PAGES.items()
+    }
+    pages["overloaded"] = (503, OVERLOADED_MESSAGE.format(waiting=waiting))
+    for page, (status, message) in pages.items():
         # nginx's add_header in a location replaces the outer ones: each location sets all its own.
         headers = ["add_header X-Request-Id $qa_request_id always;"]
         if status == 503:
-            headers.append(f"add_header Retry-After {NGINX_RETRY_AFTER_S} always;")
+            retry_after = OVERLOADED_RETRY_AFTER_S if page == "overloaded" else NGINX_RETRY_AFTER_S
+            headers.append(f"add_header Retry-After {retry_after} always;")
         if status == 405:  # what the route serves (nginx itself refuses only TRACE)
             headers.append("add_header Allow $qa_allow always;")
-        quoted = body.replace("\\", "\\\\").replace("'", "\\'")
+        quoted = error_body(status, message).decode().replace("\\", "\\\\").replace("'", "\\'")
         lines.append(
-            f"    location = /__error/{code} {{ {' '.join(headers)} return {status} '{quoted}\\n'; }}"
+            f"    location = /__error/{page} {{ {' '.join(headers)} return {status} '{quoted}\\n'; }}"
         )
     lines.append("}")
     return "\n".join(lines)
+
+
+def nginx_overloaded_pages() -> str:
+    """The `error_page` lines of POST /invocations: the server's, but its 503 (limit_conn's) is the
+    overload page (a location's own error_page lines replace all of the server's)."""
+    return "\n".join(
+        f"error_page {code} /__error/{'overloaded' if code == 503 else code};" for code in NGINX_PAGES
+    )

@@ -12,21 +12,25 @@ import sys
 import gunicorn.http.wsgi
 import gunicorn.util
 
+from qa.cpu import cpu_class, cpu_flags
 from serving.errors import raw_error_response
-from serving.nginx import socket_path
+from serving.gunicorn_worker import CONTROL_THREADS
+from serving.nginx import control_socket_path, work_socket_path
 from serving.privileges import lookup
-from serving.settings import Settings
+from serving.settings import Settings, waiting_requests
 
 _settings = Settings.from_env(os.environ)
 
 wsgi_app = "serving.app:create_app_from_env()"
-bind = [f"unix:{socket_path(_settings)}"]
+# Inference on one socket, /ping and the rest on the other (serving/gunicorn_worker.py).
+bind = [f"unix:{work_socket_path(_settings)}", f"unix:{control_socket_path(_settings)}"]
 umask = 0o077
-worker_class = "gthread"
+worker_class = "serving.gunicorn_worker.AdmittingWorker"
 workers = _settings.workers
-# One thread per request the handler may run at once, plus two so /ping and fast 503s always
-# find a free thread (the app bounds in-flight requests to threads_per_worker).
-threads = _settings.threads_per_worker + 2
+# One thread per request a worker serves at once, plus the control routes' own.
+threads = _settings.threads_per_worker + CONTROL_THREADS
+# The waiting requests wait in the work socket's queue (nginx admits no more than this).
+backlog = max(waiting_requests(_settings, cpu_class(cpu_flags())), 1)
 # gthread workers heartbeat from their main loop, so this only catches a hung worker process.
 timeout = 30
 # The supervisor drains nginx first (up to shutdown_timeout_s - gunicorn_stop_s); gunicorn then only has idle
@@ -126,6 +130,7 @@ def when_ready(server):
                 "graceful_timeout_s": graceful_timeout,
                 "preload_app": preload_app,
                 "bind": bind,
+                "backlog": backlog,
             },
             sort_keys=True,
         ),

@@ -16,10 +16,11 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from qa.cpu import cpu_class, cpu_flags
 from serving import exit_codes, logs
 from serving.mms_unregister import LAUNCHER_PID
 from serving.model_memory import ModelMemoryReporter
-from serving.settings import Settings
+from serving.settings import Settings, waiting_requests
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def serve_multi_model(settings: Settings) -> int:
         SAGEMAKER_MODEL_SERVER_WORKERS=str(settings.workers),
         SAGEMAKER_MODEL_SERVER_TIMEOUT=str(settings.request_timeout_s),
         SAGEMAKER_MODEL_SERVER_VMARGS=settings.mms_jvm_options,
+        # Requests each model's queue holds (the toolkit's config lets MMS read MMS_* variables):
+        # the rule nginx follows in single-model mode, what can finish within the budget.
+        MMS_JOB_QUEUE_SIZE=str(max(1, waiting_requests(settings, cpu_class(cpu_flags())))),
         PYTHONPATH=os.pathsep.join(
             filter(None, [str(APP_ROOT), os.environ.get("PYTHONPATH")])
         ),  # for its workers

@@ -9,9 +9,10 @@ import os
 import re
 from pathlib import Path
 
-from serving.errors import nginx_error_pages
+from qa.cpu import cpu_class, cpu_flags
+from serving.errors import nginx_error_pages, nginx_overloaded_pages
 from serving.privileges import lookup
-from serving.settings import Settings
+from serving.settings import Settings, waiting_requests
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf.template"
 NGINX_BINARY = "/usr/sbin/nginx"
@@ -25,8 +26,18 @@ _NGINX_LOG_LEVELS = (
 )
 
 
-def socket_path(settings: Settings) -> Path:
-    return settings.run_dir / "gunicorn.sock"
+def work_socket_path(settings: Settings) -> Path:
+    """Where gunicorn listens for POST /invocations: its queue is where waiting requests wait."""
+    return settings.run_dir / "work.sock"
+
+
+def control_socket_path(settings: Settings) -> Path:
+    """Where gunicorn listens for everything else (/ping never waits behind inference)."""
+    return settings.run_dir / "control.sock"
+
+
+def socket_paths(settings: Settings) -> list[Path]:
+    return [work_socket_path(settings), control_socket_path(settings)]
 
 
 def config_path(settings: Settings) -> Path:
@@ -51,20 +62,26 @@ def _user_directive(worker_user: str) -> str:
 
 
 def render(settings: Settings, template: Path = TEMPLATE, worker_user: str = "root") -> str:
+    waiting = waiting_requests(settings, cpu_class(cpu_flags()))
+    admitted = waiting + settings.workers * settings.threads_per_worker
     values = {
         # The workers parse request bytes: the unprivileged user when there is one (privileges.py).
         "user_directive": _user_directive(worker_user),
         "run_dir": str(settings.run_dir),
         "error_log_level": _error_log_level(settings.log_level),
         "access_log_format": "qa_json" if settings.log_format == "json" else "qa",
-        "socket_path": str(socket_path(settings)),
+        "work_socket": str(work_socket_path(settings)),
+        "control_socket": str(control_socket_path(settings)),
+        # Requests served or waiting, all workers: nginx answers 503 to the next (serving/gunicorn_worker.py).
+        "admitted_requests": str(admitted),
         "bind_host": settings.bind_host,
         "port": str(settings.port),
         "max_body_mb": str(settings.max_payload_mb),
         "proxy_timeout_s": str(settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S),
         "error_pages": nginx_error_pages(
-            settings.max_payload_mb, settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S
+            settings.max_payload_mb, settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S, waiting
         ).replace("\n", "\n        "),
+        "overloaded_pages": nginx_overloaded_pages().replace("\n", "\n            "),
     }
 
     def substitute(match: re.Match) -> str:

@@ -1,11 +1,13 @@
-"""Per-worker runtime state: the handler once loaded, readiness, the executor and the in-flight
-bound. The routes (app.py) ask it; it knows nothing of HTTP beyond the errors it raises.
+"""Per-worker runtime state: the handler once loaded, readiness and the executor. The routes
+(app.py) ask it; it knows nothing of HTTP beyond the errors it raises.
 
 The model loads in a background thread so /ping answers 503 at once while loading; /ping is 200
 only after the model loaded and a warm-up request passed in this worker (and, at start-up, in
-every worker). Requests run on a small executor so a request over its time budget gets a 504
-while its work finishes in the background, still counted against the bounded in-flight limit:
-overload is a fast 503 with Retry-After, never a queue that starves /ping.
+every worker). Requests run on an executor of `threads_per_worker` threads, so a request over its
+time budget gets a 504 while its work finishes in the background. How many requests a worker takes
+at once is gunicorn_worker.py's; how many wait, nginx's. A request whose budget ran out while it
+waited (it starts when nginx had read it: the X-Request-Start header, app.py) is dropped with a
+503 before any work, never computed and thrown away.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Readiness:
 
 
 class Runtime:
-    """Per-worker state: the handler once loaded, readiness, the executor and the in-flight bound."""
+    """Per-worker state: the handler once loaded, readiness and the executor."""
 
     def __init__(
         self, settings: Settings, handler_factory: Callable[[], HandlerLike], on_fatal: Callable[[], None]
@@ -104,8 +106,6 @@ class Runtime:
         self.on_fatal = on_fatal
         self.handler: HandlerLike | None = None
         self.readiness = Readiness(settings)
-        self.max_in_flight = settings.threads_per_worker
-        self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._started_in: int | None = None
         self._start_lock = threading.Lock()
@@ -117,7 +117,7 @@ class Runtime:
                 return
             self._started_in = os.getpid()
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.max_in_flight, thread_name_prefix="invoke"
+                self.settings.threads_per_worker, thread_name_prefix="invoke"
             )
             threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
@@ -149,25 +149,34 @@ class Runtime:
             raise ServiceUnavailable(
                 "the model is still loading: retry shortly", retry_after_s=LOADING_RETRY_AFTER_S
             )
-        if not self._slots.acquire(blocking=False):
-            raise ServiceUnavailable(
-                f"this worker is at its limit of {self.max_in_flight} requests in flight: retry shortly",
-                retry_after_s=OVERLOAD_RETRY_AFTER_S,
-            )
+        deadline = (
+            context.deadline
+            if context.deadline is not None
+            else time.monotonic() + self.settings.request_timeout_s
+        )
+        self._check_budget_left(deadline)
+
+        def run_in_budget() -> tuple[bytes, str]:
+            self._check_budget_left(deadline)  # it may have waited for a thread (work past its budget)
+            return handler.invoke(body, content_type, accept, context)
+
+        future = self._executor.submit(contextvars.copy_context().run, run_in_budget)
         try:
-            run = contextvars.copy_context().run
-            future = self._executor.submit(run, handler.invoke, body, content_type, accept, context)
-        except BaseException:
-            self._slots.release()
-            raise
-        # The slot is freed when the work ends, not when the client is answered: timed-out work
-        # still occupies the CPU, so it still counts against the bound.
-        future.add_done_callback(lambda _: self._slots.release())
-        remaining = (context.deadline or time.monotonic()) - time.monotonic()
-        try:
-            return future.result(timeout=max(remaining, 0.0))
+            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
         except concurrent.futures.TimeoutError:
+            if future.cancel():  # it never started
+                self._check_budget_left(deadline)
             raise GatewayTimeout(
                 f"the request did not finish within its time budget of {self.settings.request_timeout_s} s "
                 f"(SAGEMAKER_MODEL_SERVER_TIMEOUT): send less work per request or raise the budget"
             ) from None
+
+    def _check_budget_left(self, deadline: float) -> None:
+        """A request with no budget left is dropped before any work: 503, the client may retry."""
+        if time.monotonic() >= deadline:
+            waited = time.monotonic() - (deadline - self.settings.request_timeout_s)
+            raise ServiceUnavailable(
+                f"the container is overloaded: this request waited {waited:.1f} s for a worker, past its "
+                f"time budget of {self.settings.request_timeout_s} s (SAGEMAKER_MODEL_SERVER_TIMEOUT); retry shortly",
+                retry_after_s=OVERLOAD_RETRY_AFTER_S,
+            )

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
+from qa.cpu import CPU_S_PER_RECORD, RECORDS_PER_MB
 from qa.options import BACKENDS, JSONLINES_ERRORS, MEMORY_CHECKS, PRECISIONS, OptionsError, QAOptions
 
 
@@ -35,6 +36,9 @@ BATCH_STRATEGIES = ("MULTI_RECORD", "SINGLE_RECORD")
 LOG_FORMATS = ("text", "json")
 # On SIGTERM nginx drains first; gunicorn then gets this long to stop its (idle) workers.
 GUNICORN_STOP_S = 5
+# The kernel's cap on a listening socket's queue (net.core.somaxconn, 4096 since Linux 5.4), where
+# waiting requests wait: more would be refused by the kernel, not by nginx's cheap 503.
+MAX_WAITING_REQUESTS = 4096
 # Integer settings: field -> (variable, lowest, highest). Checked however Settings is built.
 INT_BOUNDS = {
     "port": ("SAGEMAKER_BIND_TO_PORT", 1, 65535),
@@ -43,6 +47,7 @@ INT_BOUNDS = {
     "max_payload_mb": ("SAGEMAKER_MAX_PAYLOAD_IN_MB", 1, 100),
     "max_concurrent_transforms": ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 1, 1024),
     "threads_per_worker": ("QA_THREADS_PER_WORKER", 1, 256),
+    "max_waiting_requests": ("QA_MAX_WAITING_REQUESTS", 0, MAX_WAITING_REQUESTS),
     "torch_threads": ("QA_TORCH_THREADS", 1, 256),
     "max_items_per_request": ("QA_MAX_ITEMS_PER_REQUEST", 1, 100000),
     "max_windows_per_request": ("QA_MAX_WINDOWS_PER_REQUEST", 1, 1000000),
@@ -52,7 +57,6 @@ INT_BOUNDS = {
     "batch_max_tokens": ("QA_BATCH_MAX_TOKENS", 1, 10_000_000),
     "batch_max_padding_percent": ("QA_BATCH_MAX_PADDING_PERCENT", 0, 100),
     "parallel_batches": ("QA_PARALLEL_BATCHES", 1, 64),
-    "batch_queue_windows": ("QA_BATCH_QUEUE_WINDOWS", 1, 10_000_000),
     "model_memory_report_s": ("QA_MODEL_MEMORY_REPORT_S", 1, 3600),
 }
 # The QA library's options (qa/options.py), taken as they are from the fields of the same name.
@@ -155,8 +159,11 @@ class Settings:
     model_dir: Path = Path("/opt/ml/model")
     baked_model_dir: Path = Path("/opt/program/model")
     run_dir: Path = Path("/tmp/qa-serving")
-    # Requests in flight per worker; their windows wait in the batcher's queue, which bounds the work.
+    # Requests each worker serves at once (their windows share the batcher's forward passes).
     threads_per_worker: int = 16
+    # /invocations requests waiting for a worker, in arrival order, past those being served; nginx
+    # answers the rest 503 at once. None: what the instance answers within the budget (waiting_requests).
+    max_waiting_requests: int | None = None
     torch_threads: int = 1
     preload: bool = False
     max_items_per_request: int = 64
@@ -176,7 +183,6 @@ class Settings:
     batch_wait_ms: int = 2
     batch_max_tokens: int = 1024  # why these batch bounds: qa/options.py
     batch_max_padding_percent: int = 10
-    batch_queue_windows: int = 512
     jsonlines_errors: str = "request"  # or record: a bad jsonlines line answers alone (qa/options.py)
     # A load that would not fit (qa/memory.py): refused on a multi-model endpoint (507, and SageMaker
     # unloads another model), else logged: one model that does not fit fails either way.
@@ -274,6 +280,7 @@ class Settings:
             baked_model_dir=Path(env.get("QA_BAKED_MODEL_DIR", "").strip() or "/opt/program/model"),
             run_dir=Path(env.get("QA_RUN_DIR", "").strip() or "/tmp/qa-serving"),
             threads_per_worker=_int(env, "threads_per_worker", 16),
+            max_waiting_requests=_int(env, "max_waiting_requests", None),
             torch_threads=_int(env, "torch_threads", default_torch_threads),
             preload=_bool(env, "QA_PRELOAD", False),
             max_items_per_request=_int(env, "max_items_per_request", 64),
@@ -294,7 +301,6 @@ class Settings:
             batch_max_tokens=_int(env, "batch_max_tokens", 1024),
             batch_max_padding_percent=_int(env, "batch_max_padding_percent", 10),
             parallel_batches=_int(env, "parallel_batches", None),
-            batch_queue_windows=_int(env, "batch_queue_windows", 512),
             # One bad record must not sink a million-record job: in Batch Transform it answers alone.
             jsonlines_errors=_choice(
                 env, "QA_JSONLINES_ERRORS", "record" if batch else "request", JSONLINES_ERRORS
@@ -333,11 +339,23 @@ def batch_payload_mb(settings: Settings, cpu_class: str) -> int:
     the invocation budget (SAGEMAKER_MODEL_SERVER_TIMEOUT, 600 s in Batch Transform), at the
     benchmark's cost per ~1 KB record for this precision and CPU class; at least 1 MB, at most the
     body limit. 2 CPUs, AVX-512: fp32 2 MB (~230 s), bf16 5 MB, int8 6 MB."""
-    from qa.plan import CPU_S_PER_RECORD, RECORDS_PER_MB  # not at import: qa.plan imports torch
-
     if not settings.batch_transform:  # only a Batch Transform job asks
         return settings.max_payload_mb
     cpu_s = CPU_S_PER_RECORD[cpu_class][settings.precision]
     cpus_per_worker = settings.cpu_limit / settings.workers
     fits = 0.5 * settings.request_timeout_s * cpus_per_worker / (cpu_s * RECORDS_PER_MB)
     return max(1, min(settings.max_payload_mb, math.floor(fits)))
+
+
+def waiting_requests(settings: Settings, cpu_class: str) -> int:
+    """How many /invocations requests may wait for a worker (QA_MAX_WAITING_REQUESTS): by default
+    what the instance answers within one request budget (SAGEMAKER_MODEL_SERVER_TIMEOUT), at the
+    benchmark's cost per ~1 KB request for this precision and CPU class, so that a request admitted
+    last still fits its budget. 2 CPUs, AVX-512, 60 s: fp32 521, bf16 1176, int8 1935. At most
+    the kernel's listen queue (MAX_WAITING_REQUESTS) less the requests being served."""
+    in_service = settings.workers * settings.threads_per_worker
+    room = max(0, MAX_WAITING_REQUESTS - in_service)
+    if settings.max_waiting_requests is not None:
+        return min(settings.max_waiting_requests, room)
+    per_second = settings.cpu_limit / CPU_S_PER_RECORD[cpu_class][settings.precision]
+    return min(math.floor(settings.request_timeout_s * per_second), room)

@@ -539,35 +539,51 @@ def sigterm_under_load(
 
 @dataclasses.dataclass
 class BurstRun:
-    admitted: set[str]  # request ids that reached the user code
-    refused: list[Outcome]  # answered while the admitted ones were held
+    served: set[str]  # request ids that reached the user code while the gate was closed
+    refused: list[Outcome]  # answered while the served ones were held
     ping: Outcome  # /ping during the burst
     outcomes: list[Outcome]  # all of them, once the gate opened
     seconds: float  # from the burst to its last answer
+    worker_cpu_s: float  # CPU time the gunicorn workers spent from the burst to the refusals
+    app_503s: float  # 503s the app itself answered (its /metrics), during the whole burst
 
 
-def burst_over_the_limit(
-    base_url: str, gates: Path, count: int, admitted: int, deadline_s: float = 30.0
+def app_503s(base_url: str) -> float:
+    """The app's own count of 503 answers (Prometheus text on /metrics, summed over workers)."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("qa_requests_total{") and 'status="503"' in line
+    )
+
+
+def burst_past_the_queue(
+    base_url: str, gates: Path, worker_cpu, count: int, served: int, waiting: int, deadline_s: float = 30.0
 ) -> BurstRun:
-    """`count` blocked requests at once against `admitted` in-flight slots; the gate opens once
-    every other request has been answered (bounded by `deadline_s`)."""
+    """`count` blocked requests at once against `served` requests in service and `waiting` more
+    allowed to wait; the gate opens once the refusals are in (bounded by `deadline_s`).
+    `worker_cpu()`: {pid: CPU seconds} of the gunicorn workers."""
     barrier = threading.Barrier(count)
+    refusals = count - served - waiting
 
     def one(i: int) -> Outcome:
         barrier.wait(timeout=10)
         return send(base_url, BLOCK, f"burst-{i}", timeout_s=deadline_s)
 
+    app_503s_before = app_503s(base_url)
+    cpu_before = sum(worker_cpu().values())
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         futures = [pool.submit(one, i) for i in range(count)]
         wait_for(
-            lambda: (
-                sum(f.done() for f in futures) >= count - admitted or time.monotonic() - started > deadline_s
-            ),
+            lambda: sum(f.done() for f in futures) >= refusals or time.monotonic() - started > deadline_s,
             deadline_s + 5,
             "the refusals",
         )
-        wait_for(lambda: len(received_ids(gates)) >= admitted, 10, "the admitted requests to arrive")
+        wait_for(lambda: len(received_ids(gates)) >= served, 10, "the served requests to arrive")
+        cpu_s = sum(worker_cpu().values()) - cpu_before
         refused = [f.result() for f in futures if f.done()]
         ping = Outcome("ping", time.monotonic())
         try:
@@ -585,7 +601,72 @@ def burst_over_the_limit(
         )
         assert not pending, f"{len(pending)} burst requests still unanswered after {deadline_s} s"
         outcomes = [f.result() for f in futures]
-    return BurstRun(seen, refused, ping, outcomes, max(o.ended for o in outcomes) - started)
+    return BurstRun(
+        seen,
+        refused,
+        ping,
+        outcomes,
+        max(o.ended for o in outcomes) - started,
+        cpu_s,
+        app_503s(base_url) - app_503s_before,
+    )
+
+
+def check_burst_run(run: BurstRun, count: int, served: int, waiting: int) -> None:
+    """What a burst past the queue must look like, on the host stack and in the image."""
+    assert len(run.served) == served, run.served
+    assert len(run.refused) == count - served - waiting, [o.describe() for o in run.refused][:5]
+    for outcome in run.refused:
+        problem = error_shape_problem(outcome, 503)
+        assert problem is None, problem
+        assert outcome.headers.get("retry-after") == "1", outcome.describe()
+        assert "QA_MAX_WAITING_REQUESTS" in outcome.json()["message"], outcome.describe()
+        assert outcome.seconds < 2.0, outcome.describe()
+    # Refused by nginx: not one reached Python, so the model's CPU never paid for them.
+    assert run.app_503s == 0, f"the app answered {run.app_503s} of the refusals"
+    assert run.ping.status == 200 and run.ping.seconds < 2.0, run.ping.describe()
+    answered = [o for o in run.outcomes if o.status == 200]
+    assert len(answered) == served + waiting, [o.describe() for o in run.outcomes if o.status != 503][:5]
+    for outcome in answered:
+        assert outcome.json()["answer"] == "done", outcome.describe()
+    assert run.seconds < 30
+
+
+@dataclasses.dataclass
+class BudgetSpentRun:
+    held: Outcome  # held in the user code past its budget
+    waiting: list[Outcome]  # queued behind it
+    seen: set[str]  # request ids that reached the user code before the gate opened
+    after: Outcome  # a quick request once the gate opened
+
+
+def budget_spent_while_waiting(base_url: str, gates: Path, waiting: int) -> BudgetSpentRun:
+    """A blocked request on a worker that serves one at a time, `waiting` quick ones queued
+    behind it; the gate opens once they are all answered."""
+    with concurrent.futures.ThreadPoolExecutor(waiting + 1) as pool:
+        held = pool.submit(send, base_url, BLOCK, "held", timeout_s=30)
+        wait_for(lambda: "held" in received_ids(gates), 10, "the held request to reach the user code")
+        queued = [pool.submit(send, base_url, QUICK, f"waiting-{i}", timeout_s=30) for i in range(waiting)]
+        concurrent.futures.wait([held, *queued], timeout=30)
+        seen = received_ids(gates)
+        (gates / "release-requests").touch()
+        run = BudgetSpentRun(held.result(), [f.result() for f in queued], seen, Outcome("after", 0.0))
+    wait_for(lambda: send(base_url, QUICK, "after").status == 200, 10, "the worker to serve again")
+    run.after = send(base_url, QUICK, "after-2")
+    return run
+
+
+def check_budget_spent_run(run: BudgetSpentRun, waiting: int) -> None:
+    problem = error_shape_problem(run.held, 504)
+    assert problem is None, problem
+    assert len(run.waiting) == waiting
+    for outcome in run.waiting:
+        problem = error_shape_problem(outcome, 503)
+        assert problem is None, problem
+        assert outcome.headers.get("retry-after") == "1", outcome.describe()
+        assert "waited" in outcome.json()["message"], outcome.describe()
+    assert run.seen == {"held"}, f"dropped requests reached the user code: {run.seen - {'held'}}"
+    assert run.after.status == 200, run.after.describe()
 
 
 @dataclasses.dataclass

@@ -105,13 +105,12 @@ def test_batching_and_cache_settings_parse():
             "QA_GRAPH_CACHE_DIR": "/var/cache/qa",
             "QA_BATCH_WAIT_MS": "0",
             "QA_BATCH_MAX_TOKENS": "2048",
-            "QA_BATCH_QUEUE_WINDOWS": "64",
             "QA_PARALLEL_BATCHES": "3",
         },
         cpu_limit=2,
     )
     assert settings.graph_cache == Path("/var/cache/qa")
-    assert (settings.batch_wait_ms, settings.batch_max_tokens, settings.batch_queue_windows) == (0, 2048, 64)
+    assert (settings.batch_wait_ms, settings.batch_max_tokens) == (0, 2048)
     assert settings.parallel_batches == 3
 
 

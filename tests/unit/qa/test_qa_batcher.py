@@ -56,7 +56,6 @@ def make(model, **overrides) -> Batcher:
         "max_tokens": 400,
         "max_wait_s": 0.005,
         "max_padding": 1.0,
-        "queue_windows": 64,
         "timeout_s": 10,
     }
     options.update(overrides)
@@ -82,7 +81,7 @@ def test_concurrent_submissions_equal_one_by_one(parallel):
     ]
     # Room for every window at once: this test is about equal results, not back-pressure (a queue
     # of 64 refused some of these ~100 windows when the threads happened to submit together).
-    batcher = make(model, parallel=parallel, queue_windows=sum(len(r) for r in requests))
+    batcher = make(model, parallel=parallel)
     results: dict[int, list] = {}
 
     def client(index: int) -> None:
@@ -196,33 +195,6 @@ def test_a_batch_pads_at_most_its_share(max_padding, want):
     batcher.close()
     assert [len(start) for start, _ in got] == lengths
     assert model.batches == want
-
-
-def test_full_queue_is_a_fast_503_with_retry_after():
-    model = FakeModel()
-    batcher = make(model, queue_windows=3)
-    blocker = hold(batcher, model)
-    queued = threading.Thread(target=batcher.submit, args=([window(5, 1), window(6, 2)],))
-    queued.start()
-    while len(batcher._queue) < 2:
-        time.sleep(0.001)
-    began = time.monotonic()
-    with pytest.raises(Overloaded) as caught:
-        batcher.submit([window(5, 3), window(5, 4)])
-    assert time.monotonic() - began < 1.0  # refused at once, not after the 10 s timeout
-    status, headers, _ = error_response(caught.value)
-    assert status == 503 and headers["Retry-After"] == "1"
-    model.gate.set()
-    for t in (blocker, queued):
-        t.join(5)
-    assert len(batcher.submit([window(5, 3), window(5, 4)])) == 2  # room again
-    batcher.close()
-
-
-def test_a_request_larger_than_the_queue_still_runs_alone():
-    batcher = make(FakeModel(), queue_windows=2)
-    assert len(batcher.submit([window(5, i) for i in range(5)])) == 5
-    batcher.close()
 
 
 def test_deadline_while_queued_is_a_504_and_drops_the_windows():

@@ -1,5 +1,5 @@
 """serving/app.py in-process (falcon.testing, a fake handler): readiness, the error map, headers,
-the in-flight bound and the time budget."""
+the time budget, counted from when nginx had read the request."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import falcon.testing
 import pytest
 
 from qa import errors as qa_errors
-from serving.app import create_app
+from serving.app import arrived, create_app
 from serving.errors import (
     BadRequest,
     GatewayTimeout,
@@ -235,36 +234,53 @@ def test_request_id_is_in_the_handlers_log_lines(make_client, fake, caplog):
     assert any(getattr(r, "request_id", None) == "req-123" for r in caplog.records)
 
 
-def test_overload_is_a_fast_503_and_ping_still_answers(make_client, fake):
-    client = make_client()
-    fake.request_gate.clear()
-    with ThreadPoolExecutor(2) as pool:
-        blocked = [pool.submit(client.simulate_post, "/invocations", body=b"block") for _ in range(2)]
-        deadline = time.monotonic() + 10
-        while len(fake.calls) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        started = time.monotonic()
-        refused = client.simulate_post("/invocations", body=b"{}")
-        assert time.monotonic() - started < 2.0  # refused at once; the blocked calls wait for the gate
-        assert client.simulate_get("/ping").status_code == 200
-        fake.request_gate.set()
-        assert [f.result().status_code for f in blocked] == [200, 200]
-    body = assert_error(refused, 503)
-    assert "2 requests in flight" in body["message"] and refused.headers["retry-after"] == "1"
+def test_a_request_whose_budget_ran_out_while_it_waited_is_dropped_before_any_work(make_client, fake):
+    client = make_client()  # budget 2 s; nginx stamps when it had read the request
+    waited = {"X-Request-Start": f"t={time.time() - 2.5:.3f}"}
+    dropped = client.simulate_post("/invocations", body=b"{}", headers=waited)
+    body = assert_error(dropped, 503)
+    assert dropped.headers["retry-after"] == "1"
+    assert (
+        "waited 2.5 s for a worker" in body["message"] and "SAGEMAKER_MODEL_SERVER_TIMEOUT" in body["message"]
+    )
+    assert fake.calls == []
+    fresh = {"X-Request-Start": f"t={time.time() - 0.5:.3f}"}
+    assert client.simulate_post("/invocations", body=b"{}", headers=fresh).status_code == 200
+    assert len(fake.calls) == 1
 
 
-def test_over_budget_is_504_and_the_slot_stays_taken_until_the_work_ends(make_client, fake):
+def test_over_budget_is_504_and_a_request_still_waiting_for_a_thread_at_its_deadline_never_runs(
+    make_client, fake
+):
     client = make_client(threads_per_worker=1, request_timeout_s=1)
     fake.request_gate.clear()
     result = client.simulate_post("/invocations", body=b"block")
     assert "1 s" in assert_error(result, 504)["message"]
-    assert_error(client.simulate_post("/invocations", body=b"{}"), 503)  # the timed-out work still runs
+    # The timed-out work still holds the worker's one thread: the next request waits for it, and
+    # is dropped at its own deadline without running.
+    waited = client.simulate_post("/invocations", body=b"{}")
+    assert "waited" in assert_error(waited, 503)["message"] and waited.headers["retry-after"] == "1"
+    assert len(fake.calls) == 1
     fake.request_gate.set()
     deadline = time.monotonic() + 10
     while client.simulate_post("/invocations", body=b"{}").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "header, arrived_s_ago",
+    [
+        (None, 0.0),
+        ("t=1000.250", 0.75),  # nginx's $msec
+        ("1000.5", 0.5),
+        ("t=1002.0", 0.0),  # from the future (clocks): now
+        ("t=soon", 0.0),
+        ("t=-5000", 0.0),  # longer than any budget: not nginx's
+    ],
+)
+def test_arrival_is_when_nginx_had_read_the_request(header, arrived_s_ago):
+    assert arrived(header, wall_now=1001.0, now=50_000.0) == pytest.approx(50_000.0 - arrived_s_ago)
 
 
 def test_execution_parameters(make_client):

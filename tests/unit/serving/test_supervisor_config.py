@@ -3,6 +3,7 @@ both derived from the one Settings object."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from serving import nginx
-from serving.settings import Settings
+from serving.settings import Settings, waiting_requests
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -30,7 +31,8 @@ def test_nginx_config_is_derived_from_the_settings(settings):
     assert "listen 127.0.0.1:18999" in conf
     assert "client_max_body_size 4m;" in conf
     assert "proxy_read_timeout 35s;" in conf  # the app's 30 s budget answers first
-    assert f"server unix:{settings.run_dir}/gunicorn.sock;" in conf
+    assert f"server unix:{settings.run_dir}/work.sock;" in conf
+    assert f"server unix:{settings.run_dir}/control.sock;" in conf
     assert "daemon off;" in conf and "error_log stderr" in conf
     assert "access_log /dev/stdout" in conf and "/ping 0;" in conf
     for temp in (
@@ -42,6 +44,36 @@ def test_nginx_config_is_derived_from_the_settings(settings):
     ):
         assert f"{temp} {settings.run_dir}/nginx/" in conf
     assert "request body larger than 4 MB" in conf
+
+
+def test_nginx_admits_the_served_and_waiting_requests_and_answers_the_next_503(settings):
+    settings = dataclasses.replace(settings, workers=2, threads_per_worker=3, max_waiting_requests=7)
+    conf = nginx.render(settings)
+    invocations = conf[conf.index("location ~ ^/invocations/?$ {") :]
+    invocations = invocations[: invocations.index("}")]
+    assert "limit_conn invocations 13;" in invocations  # 2 x 3 served, 7 waiting
+    assert "limit_conn_status 503;" in invocations and "proxy_pass http://gunicorn_work;" in invocations
+    assert "error_page 503 /__error/overloaded;" in invocations
+    assert "error_page 413 /__error/413;" in invocations  # the server's other pages still apply
+    page = next(line for line in conf.splitlines() if "location = /__error/overloaded" in line)
+    assert "Retry-After 1" in page and "return 503" in page and "7 requests are already waiting" in page
+    assert 'proxy_set_header X-Request-Start "t=$msec";' in conf
+
+
+@pytest.mark.parametrize(
+    "env, cpu_class, expected",
+    [
+        ({}, "avx512", 521),  # fp32: 60 s x 2 CPUs / 0.230 CPU-s per request
+        ({"QA_PRECISION": "int8"}, "avx512", 1935),
+        ({"QA_PRECISION": "int8"}, "avx2", 645),
+        ({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "6"}, "avx512", 52),
+        ({"QA_MAX_WAITING_REQUESTS": "0"}, "avx512", 0),
+        ({"QA_MAX_WAITING_REQUESTS": "4096"}, "avx512", 4096 - 16),  # the kernel's listen queue
+        ({"SAGEMAKER_BATCH": "true", "QA_PRECISION": "int8"}, "avx512", 4096 - 16),
+    ],
+)
+def test_waiting_requests_are_what_the_instance_answers_within_the_budget(env, cpu_class, expected):
+    assert waiting_requests(Settings.from_env(env, cpu_limit=2), cpu_class) == expected
 
 
 def test_every_nginx_error_page_is_json(settings):
@@ -87,8 +119,10 @@ def test_gunicorn_config_is_derived_from_the_settings(monkeypatch, tmp_path):
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "WARNING",
         },
     )
-    assert conf.worker_class == "gthread" and conf.workers == 3 and conf.threads == 7
-    assert conf.bind == [f"unix:{tmp_path}/gunicorn.sock"]
+    assert conf.worker_class == "serving.gunicorn_worker.AdmittingWorker"
+    assert conf.workers == 3 and conf.threads == 7  # 5 for inference, 2 for /ping and the rest
+    assert conf.bind == [f"unix:{tmp_path}/work.sock", f"unix:{tmp_path}/control.sock"]
+    assert conf.backlog >= 1
     assert conf.preload_app is True and conf.loglevel == "warning"
     assert conf.wsgi_app == "serving.app:create_app_from_env()"
     # Stops fit SageMaker's 30 s between SIGTERM and SIGKILL.
@@ -99,7 +133,17 @@ def test_gunicorn_config_assigns_only_gunicorn_settings(monkeypatch, tmp_path):
     gunicorn_config = pytest.importorskip("gunicorn.config")
     conf = load_gunicorn_conf(monkeypatch, {"QA_RUN_DIR": str(tmp_path)})
     known = {setting.name for setting in gunicorn_config.KNOWN_SETTINGS}
-    imported = {"socket_path", "Settings", "LOG_FORMAT", "lookup", "raw_error_response"}
+    imported = {
+        "work_socket_path",
+        "control_socket_path",
+        "Settings",
+        "waiting_requests",
+        "cpu_class",
+        "cpu_flags",
+        "CONTROL_THREADS",
+        "lookup",
+        "raw_error_response",
+    }
     assigned = {
         name
         for name, value in vars(conf).items()
