@@ -1,10 +1,11 @@
 """Closed-loop HTTP load against one server on 127.0.0.1, and the answer pass for the compare step.
 
 Closed loop: each of `concurrency` clients sends its next request as soon as the previous one
-has answered, over one keep-alive connection. The requests are taken in a fixed order from one
-shared counter, so every server sees the same sequence. A level is bounded twice: a warm-up
-that is not counted, then a measured window of `duration` seconds or `max_requests`,
-whichever ends first. Every loop ends by itself.
+has answered (after an error, once the answer's Retry-After has passed), over one keep-alive
+connection. The requests are taken in a fixed order from one shared counter, so every server sees
+the same sequence. A level is bounded twice: a warm-up that is not counted, then a measured window
+of `duration` seconds or `max_requests` answers, whichever ends first; what ended inside the window
+is counted. Every loop ends by itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from qa.corpus import QARequest
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 REQUEST_TIMEOUT_S = 60.0
 ERROR_BACKOFF_S = 0.05  # after a failed request, so a dead server is not hammered in a hot loop
+# A 503's Retry-After is honoured, as SageMaker's callers and the AWS SDKs' retries wait; capped so
+# that a client is not idle for a whole level.
+MAX_RETRY_AFTER_S = 1.0
 
 
 @dataclass
@@ -81,7 +85,8 @@ class Client:
         self.port, self.path = port, path
         self.conn: http.client.HTTPConnection | None = None
 
-    def post(self, body: bytes) -> tuple[int, bytes]:
+    def post(self, body: bytes) -> tuple[int, bytes, str]:
+        """(status, body, Retry-After or "")."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT_S)
         try:
@@ -95,7 +100,7 @@ class Client:
             data = resp.read()
             if resp.getheader("Connection", "").lower() == "close":
                 self.close()
-            return resp.status, data
+            return resp.status, data, resp.getheader("Retry-After", "").strip()
         except BaseException:
             self.close()
             raise
@@ -106,23 +111,25 @@ class Client:
             self.conn = None
 
 
-def ask(client: Client, req: QARequest) -> tuple[bool, dict | str]:
-    """Send one request; (True, top answer) on success, (False, reason) otherwise."""
+def ask(client: Client, req: QARequest) -> tuple[bool, dict | str, float]:
+    """Send one request: (True, top answer, 0) on success, else (False, reason, the pause before
+    the next request: the answer's Retry-After, at most MAX_RETRY_AFTER_S, else ERROR_BACKOFF_S)."""
     try:
-        status, data = client.post(json.dumps(req.body()).encode())
+        status, data, retry_after = client.post(json.dumps(req.body()).encode())
     except (OSError, http.client.HTTPException) as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        return False, f"{type(exc).__name__}: {exc}", ERROR_BACKOFF_S
     if status != 200:
-        return False, f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}"
+        pause = min(float(retry_after), MAX_RETRY_AFTER_S) if retry_after.isdigit() else ERROR_BACKOFF_S
+        return False, f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}", pause
     try:
         answer = json.loads(data)
     except ValueError:
-        return False, f"not JSON: {data[:200]!r}"
+        return False, f"not JSON: {data[:200]!r}", ERROR_BACKOFF_S
     if isinstance(answer, list) and answer:
         answer = answer[0]
     if not isinstance(answer, dict) or "answer" not in answer:
-        return False, f"unexpected answer shape: {data[:200]!r}"
-    return True, answer
+        return False, f"unexpected answer shape: {data[:200]!r}", ERROR_BACKOFF_S
+    return True, answer, 0.0
 
 
 def run_level(
@@ -133,67 +140,65 @@ def run_level(
     warmup: float,
     max_requests: int | None = None,
     on_measure_start: Callable[[], None] | None = None,
+    on_measure_end: Callable[[], None] | None = None,
 ) -> LevelResult:
-    """Closed-loop load at `concurrency`; returns the measured window only."""
+    """Closed-loop load at `concurrency`. Counts the requests that ended inside the measured window
+    (after `warmup`, for `duration` s or until `max_requests` ended), so throughput is what the
+    server completed per second of the window even when a request waits longer than the window
+    lasts; `on_measure_start`/`on_measure_end` are called at its edges (for a CPU meter)."""
     counter = itertools.count()
     lock = threading.Lock()
     samples: list[Sample] = []
-    errors: list[str] = []
-    measured = itertools.count()  # requests issued inside the measured window
-    t_begin = time.perf_counter()
-    t_measure = t_begin + warmup
-    t_stop = t_measure + duration
-    measure_started = threading.Event()
-
-    def mark_measure_start() -> None:
-        with lock:
-            if not measure_started.is_set():
-                if on_measure_start is not None:
-                    on_measure_start()
-                measure_started.set()
+    errors: list[tuple[float, str]] = []
+    t_measure = time.perf_counter() + warmup
+    window = {"end": t_measure + duration, "ended": 0}
+    stop = threading.Event()
 
     def worker() -> None:
         client = Client(port)
         try:
-            while True:
-                now = time.perf_counter()
-                if now >= t_stop:
-                    return
-                in_window = now >= t_measure
-                if in_window:
-                    mark_measure_start()
-                    if max_requests is not None and next(measured) >= max_requests:
-                        return
+            while not stop.is_set():
                 with lock:
                     req = requests[next(counter) % len(requests)]
                 start = time.perf_counter()
-                ok, answer = ask(client, req)
+                ok, answer, pause = ask(client, req)
                 end = time.perf_counter()
-                if in_window:
-                    with lock:
-                        samples.append(Sample(req.index, start, end, ok))
-                        if not ok:
-                            errors.append(str(answer))
+                with lock:
+                    samples.append(Sample(req.index, start, end, ok))
+                    if not ok:
+                        errors.append((end, str(answer)))
+                    if max_requests is not None and t_measure <= end < window["end"]:
+                        window["ended"] += 1
+                        if window["ended"] >= max_requests:
+                            window["end"] = end
+                            stop.set()
                 if not ok:
-                    time.sleep(ERROR_BACKOFF_S)
+                    stop.wait(pause)
         finally:
             client.close()
 
     threads = [threading.Thread(target=worker, name=f"load-{i}", daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=warmup + duration + 2 * REQUEST_TIMEOUT_S)
-    window_start = min((s.start for s in samples), default=t_measure)
-    window_end = max((s.end for s in samples), default=window_start)
+    time.sleep(max(0.0, t_measure - time.perf_counter()))
+    if on_measure_start is not None:
+        on_measure_start()
+    stop.wait(max(0.0, window["end"] - time.perf_counter()))
+    stop.set()
+    if on_measure_end is not None:
+        on_measure_end()
+    for t in threads:  # the requests still in flight end (or time out) before the next level
+        t.join(timeout=REQUEST_TIMEOUT_S + 5)
+    end = min(window["end"], time.perf_counter())
+    measured = [s for s in samples if t_measure <= s.end < end]
     return LevelResult(
         concurrency=concurrency,
-        requests=len(samples),
-        errors=sum(not s.ok for s in samples),
-        seconds=window_end - window_start,
-        latencies_ms=[(s.end - s.start) * 1000 for s in samples if s.ok],
-        error_examples=errors[:3],
-        answered=[s.index for s in samples if s.ok],
+        requests=len(measured),
+        errors=sum(not s.ok for s in measured),
+        seconds=end - t_measure,
+        latencies_ms=[(s.end - s.start) * 1000 for s in measured if s.ok],
+        error_examples=[text for at, text in errors if t_measure <= at < end][:3],
+        answered=[s.index for s in measured if s.ok],
     )
 
 
@@ -211,7 +216,7 @@ def collect_answers(port: int, requests: Sequence[QARequest], concurrency: int =
                     i = next(counter)
                 if i >= len(requests):
                     return
-                ok, answer = ask(client, requests[i])
+                ok, answer, _ = ask(client, requests[i])
                 with lock:
                     answers[requests[i].index] = answer if ok else None
         finally:
@@ -229,7 +234,7 @@ def first_answer(port: int, req: QARequest) -> bool:
     """One request for the readiness poll: True once the server answers it correctly."""
     client = Client(port)
     try:
-        ok, _ = ask(client, req)
+        ok, _, _ = ask(client, req)
         return ok
     finally:
         client.close()

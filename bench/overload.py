@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--image", required=True)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per level")
     parser.add_argument("--no-peer", dest="peer", action="store_false")
+    parser.add_argument("--peer-venv", default=None, help="the peer's venv (bench.run's default when unset)")
     args = parser.parse_args()
     argv = [
         "--target",
@@ -82,6 +83,8 @@ def main() -> None:
         argv += ["--config", f"{name}={env}"]
     if not args.peer:
         argv.append("--no-peer")
+    if args.peer_venv:
+        argv += ["--peer-venv", args.peer_venv]
     status = bench_run.main(argv)
     doc = json.loads(max((OUT / "results").glob("*.json"), key=lambda p: p.stat().st_mtime).read_text())
     lines = [
@@ -89,7 +92,9 @@ def main() -> None:
         f"{args.duration:g} s per level after 5 s of warm-up, full-size stand-in, SQuAD-like requests; "
         "ours with one worker (16 requests served at once, the rest waiting; `QA_MAX_WAITING_REQUESTS` "
         "from the budget), the peer as in the main table. `fp32-5s-budget` admits only what 5 s "
-        "answer, so c=256 is past it: its error answers are nginx's 503s.",
+        "answer, so c=256 is past it: its error answers are 503s (nginx's refusals, and the worker's for "
+        "requests whose budget ran out while they waited) and 504s (requests that ran out of it while "
+        "computed). The clients wait out a 503's Retry-After (at most 1 s) before their next request.",
         "",
         *table(doc["results"]),
     ]

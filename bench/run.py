@@ -86,8 +86,9 @@ def measure(
                     args.warmup,
                     args.max_requests,
                     on_measure_start=meter.mark_cpu,
+                    on_measure_end=meter.mark_cpu_end,
                 )
-                cpu_used = meter.cpu() - meter.cpu_at_mark
+                cpu_used = meter.cpu_at_end - meter.cpu_at_mark
                 meter.sample()
                 row = level.summary()
                 answered = level.requests - level.errors

@@ -110,7 +110,7 @@ class Meter:
         self.server, self.interval = server, interval
         self.peak = 0
         self.level_peak = 0
-        self.cpu_at_mark = 0.0
+        self.cpu_at_mark = self.cpu_at_end = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
 
@@ -139,7 +139,11 @@ class Meter:
 
     def mark_cpu(self) -> None:
         """Remember the CPU counter now (the start of a measured window)."""
-        self.cpu_at_mark = self.cpu()
+        self.cpu_at_mark = self.cpu_at_end = self.cpu()
+
+    def mark_cpu_end(self) -> None:
+        """Remember the CPU counter now (the end of a measured window)."""
+        self.cpu_at_end = self.cpu()
 
     def cpu(self) -> float:
         return cpu_seconds(self.server.pids())

@@ -5,9 +5,10 @@ The model loads in a background thread so /ping answers 503 at once while loadin
 only after the model loaded and a warm-up request passed in this worker (and, at start-up, in
 every worker). Requests run on an executor of `threads_per_worker` threads, so a request over its
 time budget gets a 504 while its work finishes in the background. How many requests a worker takes
-at once is gunicorn_worker.py's; how many wait, nginx's. A request whose budget ran out while it
-waited (it starts when nginx had read it: the X-Request-Start header, app.py) is dropped with a
-503 before any work, never computed and thrown away.
+at once is gunicorn_worker.py's; how many wait, nginx's. A request whose budget (counted from when
+nginx had read it: the X-Request-Start header, app.py) ran out while it waited, or has less left
+than requests take here lately, is dropped with a 503 before any work, never computed only to time
+out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 LOADING_RETRY_AFTER_S = 5
 OVERLOAD_RETRY_AFTER_S = 1
+# How fast the typical service time follows the latest requests (an exponential moving average).
+SERVICE_EWMA_WEIGHT = 0.1
 # gunicorn's WORKER_BOOT_ERROR: the arbiter halts instead of respawning a worker that cannot boot.
 WORKER_BOOT_ERROR = 3
 
@@ -107,6 +110,8 @@ class Runtime:
         self.handler: HandlerLike | None = None
         self.readiness = Readiness(settings)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # What a request takes here lately, from its start to its answer (0 until one ended).
+        self._service_s = 0.0
         self._started_in: int | None = None
         self._start_lock = threading.Lock()
 
@@ -158,7 +163,12 @@ class Runtime:
 
         def run_in_budget() -> tuple[bytes, str]:
             self._check_budget_left(deadline)  # it may have waited for a thread (work past its budget)
-            return handler.invoke(body, content_type, accept, context)
+            began = time.monotonic()
+            answer = handler.invoke(body, content_type, accept, context)
+            took = time.monotonic() - began
+            weight = SERVICE_EWMA_WEIGHT if self._service_s else 1.0
+            self._service_s += weight * (took - self._service_s)
+            return answer
 
         future = self._executor.submit(contextvars.copy_context().run, run_in_budget)
         try:
@@ -172,11 +182,17 @@ class Runtime:
             ) from None
 
     def _check_budget_left(self, deadline: float) -> None:
-        """A request with no budget left is dropped before any work: 503, the client may retry."""
-        if time.monotonic() >= deadline:
-            waited = time.monotonic() - (deadline - self.settings.request_timeout_s)
+        """A request with less of its budget left than requests take here lately is dropped before
+        any work (503, the client may retry): it would be computed only to time out."""
+        left = deadline - time.monotonic()
+        # At most half the budget: a fresh request always runs, so one long request cannot make
+        # the typical time exceed every request's budget and lock them all out.
+        needs = min(self._service_s, self.settings.request_timeout_s / 2)
+        if left <= 0 or left < needs:
             raise ServiceUnavailable(
-                f"the container is overloaded: this request waited {waited:.1f} s for a worker, past its "
-                f"time budget of {self.settings.request_timeout_s} s (SAGEMAKER_MODEL_SERVER_TIMEOUT); retry shortly",
+                f"the container is overloaded: this request waited {self.settings.request_timeout_s - left:.1f} s "
+                f"for a worker, leaving {max(left, 0.0):.1f} s of its time budget of "
+                f"{self.settings.request_timeout_s} s (SAGEMAKER_MODEL_SERVER_TIMEOUT), less than requests "
+                f"take now ({needs:.1f} s); retry shortly",
                 retry_after_s=OVERLOAD_RETRY_AFTER_S,
             )

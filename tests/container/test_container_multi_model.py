@@ -54,6 +54,17 @@ def load(target: ContainerTarget, name: str, url: str):
     return call(target, "/models", {"model_name": name, "url": url}, timeout_s=120)
 
 
+def container_python(target: ContainerTarget, script: str) -> str:
+    out = subprocess.run(
+        ["docker", "exec", target.name, "python", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout
+
+
 def model_server_processes(target: ContainerTarget) -> dict[int, list[str]]:
     """MMS's Java front end(s) in the container: pid -> argv."""
     script = (
@@ -68,14 +79,7 @@ def model_server_processes(target: ContainerTarget) -> dict[int, list[str]]:
         "        found[pid] = argv\n"
         "print(json.dumps(found))\n"
     )
-    out = subprocess.run(
-        ["docker", "exec", target.name, "python", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return {int(pid): argv for pid, argv in json.loads(out.stdout).items()}
+    return {int(pid): argv for pid, argv in json.loads(container_python(target, script)).items()}
 
 
 @pytest.fixture
@@ -320,6 +324,17 @@ def test_jvm_heap_follows_the_container_and_docker_stop_exits_0(endpoint: Contai
     # The toolkit's default is -XX:-UseContainerSupport: a heap sized from the host's memory.
     assert "-XX:+UseContainerSupport" in argv and "-XX:-UseContainerSupport" not in argv, argv
     assert "-XX:MaxRAMPercentage=10" in argv, argv
+    # Each model's queue follows single-model mode's rule (MMS reads MMS_* variables here).
+    (pid,) = model_server_processes(endpoint)
+    queue = container_python(
+        endpoint,
+        "import os\n"
+        "from qa.cpu import cpu_class, cpu_flags\n"
+        "from serving.settings import Settings, waiting_requests\n"
+        f"env = dict(v.split('=', 1) for v in open('/proc/{pid}/environ').read().split('\\0') if '=' in v)\n"
+        "print(env.get('MMS_JOB_QUEUE_SIZE'), waiting_requests(Settings.from_env(os.environ), cpu_class(cpu_flags())))\n",
+    ).split()
+    assert queue[0] == queue[1] and int(queue[0]) > 16, queue
     name = MODELS[0]
     assert load(endpoint, name, f"/opt/ml/models/{name}/model")[0] == 200
 

@@ -22,8 +22,8 @@ QUESTIONS = [
         "Construction began in 1880; the bridge finally opened to traffic in May 1883.",
     ),
 ]
-# Within one worker's in-flight limit (QA_THREADS_PER_WORKER, default 16): workers share one
-# socket, so all parallel requests may land on the same worker and none may be refused.
+# Within what one worker serves at once (QA_THREADS_PER_WORKER, default 16): none waits, none is
+# refused.
 PARALLEL = 12
 ROUNDS = 3
 

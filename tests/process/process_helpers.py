@@ -386,13 +386,12 @@ def hold_requests(
     pool: concurrent.futures.ThreadPoolExecutor,
     count: int,
     per_worker: int | None = None,
-    attempts: int = 400,  # fast 503s cost milliseconds; gunicorn may hand many in a row to the full worker
+    attempts: int = 400,
     body: bytes = BLOCK,
 ) -> dict[str, tuple[int, concurrent.futures.Future]]:
     """Blocked requests until `count` are held in input_fn/predict_fn (traced slow code): request
-    id -> (worker pid, future). With `per_worker`, until each of `count // per_worker` workers holds
-    exactly `per_worker` (gunicorn does not spread connections evenly: a full worker's fast 503 is
-    retried until another worker takes the request)."""
+    id -> (worker pid, future). With `per_worker`, each worker must hold at most `per_worker` (a
+    full worker takes no more: serving/gunicorn_worker.py); a refused request (503) is retried."""
     held: dict[str, tuple[int, concurrent.futures.Future]] = {}
     for n in range(attempts):
         if len(held) == count:
@@ -683,7 +682,7 @@ def slow_clients_and_normal_requests(
     `over_s` on average, while `normal_clients` closed-loop clients send ordinary requests. Their
     trickles last from half to one and a half times `over_s`, so that they end spread out, as slow
     clients do: all 50 ending in the same few milliseconds would be a burst past the workers'
-    in-flight limits (2 x 16), answered by design with 503s."""
+    threads (2 x 16) at once, the rest waiting their turn."""
     baseline = [send(base_url, body, f"baseline-{i}", timeout_s=30) for i in range(20)]
     with concurrent.futures.ThreadPoolExecutor(slow) as pool:
         slow_futures = [

@@ -1,5 +1,5 @@
 """Faults under load on the host stack (nginx -> gunicorn -> app): a worker SIGKILLed while requests
-run, SIGTERM under load, many slow clients, a burst over the in-flight limit.
+run, SIGTERM under load, many slow clients, load past the workers' threads and past the queue.
 
 Each scenario is driven by process_helpers (the image runs the same ones:
 tests/container/test_container_faults.py); this file starts the stacks and asserts. The tiny model
@@ -7,7 +7,8 @@ tests/container/test_container_faults.py); this file starts the stacks and asser
 (gate files) holds requests inside a worker for as long as a test needs. 127.0.0.1 only.
 
 What tests/process/test_process_slow_requests.py and test_process_lifecycle.py already cover is not
-repeated: one blocked request drained on SIGTERM, 2 slots + 1 refusal, a killed lone worker's ping.
+repeated: one blocked request drained on SIGTERM, a request waiting out its budget behind 2 held
+ones, a killed lone worker's ping.
 A worker killed just after its first write of a response must leave the client the whole answer
 or nginx's JSON 502, never a 200 with a short body (gunicorn wrote headers and body in two writes;
 serving/gunicorn_conf.py now sends them in one).
@@ -95,7 +96,7 @@ class HostControl:
 
 @pytest.fixture(scope="module")
 def tiny_stack(tmp_path_factory):
-    """The tiny model, two workers, default limits (16 in flight per worker)."""
+    """The tiny model, two workers, default limits (16 served at once per worker)."""
     target = started_and_ready(
         HostTarget(
             TINY_MODEL, tmp_path_factory.mktemp("faults-tiny"), {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
@@ -275,7 +276,7 @@ def test_a_worker_killed_right_after_its_first_write_leaves_the_whole_answer_or_
 
 
 def test_sigkill_fails_exactly_the_killed_workers_requests(traced_stack, record_property):
-    """Each of 2 workers holds its whole in-flight limit (3) inside the user code; one is SIGKILLed.
+    """Each of 2 workers holds as many requests as it serves at once (3) inside the user code; one is SIGKILLed.
     Its 3 requests (the running one and the two queued behind it) get nginx's JSON 502 at once;
     the other worker's 3 are untouched and answer 200 once released; the replacement is ready
     within 30 s and serves."""

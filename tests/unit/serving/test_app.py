@@ -53,6 +53,8 @@ class FakeHandler:
         self.calls.append((body, content_type, accept, context))
         if body == b"block":
             assert self.request_gate.wait(10)
+        if body == b"slow":
+            time.sleep(0.4)
         if self.raise_on_invoke:
             raise self.raise_on_invoke
         return b'{"ok": true}', "application/json"
@@ -247,6 +249,17 @@ def test_a_request_whose_budget_ran_out_while_it_waited_is_dropped_before_any_wo
     fresh = {"X-Request-Start": f"t={time.time() - 0.5:.3f}"}
     assert client.simulate_post("/invocations", body=b"{}", headers=fresh).status_code == 200
     assert len(fake.calls) == 1
+
+
+def test_a_request_left_less_budget_than_requests_take_now_is_dropped_before_any_work(make_client, fake):
+    client = make_client()  # budget 2 s
+    assert client.simulate_post("/invocations", body=b"slow").status_code == 200  # requests take 0.4 s
+    short = {"X-Request-Start": f"t={time.time() - 1.8:.3f}"}  # 0.2 s left
+    dropped = client.simulate_post("/invocations", body=b"slow", headers=short)
+    assert "less than requests take now (0.4 s)" in assert_error(dropped, 503)["message"]
+    assert len(fake.calls) == 1
+    enough = {"X-Request-Start": f"t={time.time() - 1.0:.3f}"}  # 1 s left
+    assert client.simulate_post("/invocations", body=b"slow", headers=enough).status_code == 200
 
 
 def test_over_budget_is_504_and_a_request_still_waiting_for_a_thread_at_its_deadline_never_runs(
