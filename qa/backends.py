@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 OUTPUT_NAMES = ("start_logits", "end_logits")
 # The inputs a QA model may take, fed whenever its forward pass (or graph) takes them.
@@ -52,6 +51,9 @@ class TorchBackend:
     batching = ANY_WIDTH
 
     def __init__(self, model, precision: str):
+        import torch  # here: the graph backends serve without it
+
+        self._torch = torch
         self.model = model
         self.name = f"torch-{precision}"
         self.autocast = precision == "bf16"
@@ -60,6 +62,7 @@ class TorchBackend:
         self._use_cache_arg = "use_cache" in accepted
 
     def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
         tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
         if self._use_cache_arg:
             tensors["use_cache"] = False

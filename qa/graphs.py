@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import hashlib
-import importlib.metadata
 import logging
 import os
 import sys
@@ -35,14 +33,20 @@ import torch
 
 from qa.backends import OUTPUT_NAMES, BackendError, OnnxBackend, TorchBackend
 from qa.errors import QAError
+from qa.graph_files import (
+    GRAPH_DIR,
+    GRAPH_KINDS,
+    KINDS_FOR_PRECISION,
+    ONNX_OPSET,
+    GraphMismatch,
+    find_graph,
+    graph_name,
+    weights_digest,
+)
 from qa.windows import Windower, example_inputs, pad_windows
 
 log = logging.getLogger(__name__)
 
-GRAPH_DIR = "graphs"  # <model_dir>/graphs: where start-up looks before making a graph
-ONNX_OPSET = 17
-EXPORT_FORMAT = 4  # bump when a making step changes: old graphs stop matching
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")  # config.json and weights (and shard indexes)
 MAX_EXPORT_ERROR = 1e-3  # exported fp32 graph vs PyTorch, checked once after export
 EXPORT_TRACE_WIDTHS = (32, 20)  # the example batch the graph is traced on (rows of real windows)
 EXPORT_PROBE_WIDTHS = (48, 41, 27)  # another batch size and width, to check the traced graph
@@ -51,26 +55,6 @@ EXPORT_PROBE_WIDTHS = (48, 41, 27)  # another batch size and width, to check the
 CALIBRATION_WINDOWS = 64
 CALIBRATION_MAX_SEQ_LEN, CALIBRATION_STRIDE = 384, 128  # the serving defaults
 CALIBRATION_SEED = 7  # not the benchmark's seed: calibration never sees the measured requests
-
-# kind -> (file suffix, the libraries whose versions shape that graph)
-GRAPH_KINDS = {
-    "fp32": (".onnx", ("torch", "transformers", "onnx")),
-    "int8-dynamic": (".onnx", ("torch", "transformers", "onnx", "onnxruntime")),
-    "int8-static": (".xml", ("torch", "transformers", "onnx", "openvino", "nncf")),
-}
-# What each precision needs made ahead of time, whichever backend the CPU it lands on picks.
-KINDS_FOR_PRECISION = {"fp32": ("fp32",), "bf16": ("fp32",), "int8": ("int8-dynamic", "int8-static")}
-REPORT_FILE = "precision-report.json"  # written next to the graphs by `deploy package`
-
-
-def graph_kind(backend: str, precision: str) -> str | None:
-    """The graph a backend runs for a precision; None for torch, which runs the module itself."""
-    if backend == "torch":
-        return None
-    if precision == "int8":
-        return "int8-static" if backend == "openvino" else "int8-dynamic"
-    return "fp32"
-
 
 # ---- making graphs --------------------------------------------------------------------------
 
@@ -86,10 +70,6 @@ class _Positional(torch.nn.Module):
     def forward(self, *tensors):
         output = self.model(**dict(zip(self.input_names, tensors)), return_dict=False)
         return output[0], output[1]
-
-
-class GraphMismatch(BackendError):
-    """The exported graph computes other logits than PyTorch: it must not serve this model."""
 
 
 def export_onnx(model, windows: Windower, path: Path) -> None:
@@ -273,43 +253,6 @@ def build_graph(
             os.replace(made, out)  # the .xml last: finding it means the pair is whole
         else:
             raise BackendError(f"unknown graph kind {kind!r}: one of {', '.join(GRAPH_KINDS)}")
-
-
-# ---- naming and finding ---------------------------------------------------------------------
-
-
-def weights_digest(model_dir: Path) -> str:
-    """Hash of the weights and the config (what the graph is made of), file names included."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).iterdir()):
-        if path.is_file() and path.suffix in WEIGHT_SUFFIXES and not path.name.startswith("tokenizer"):
-            digest.update(path.name.encode())
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
-    return digest.hexdigest()
-
-
-def graph_key(model_dir: Path, kind: str, weights: str | None = None) -> str:
-    """Hash of the weights and config, the kind and every library that shapes the graph. The
-    inputs follow from the model (its forward signature), so the weights and config fix them."""
-    libraries = GRAPH_KINDS[kind][1]
-    versions = (EXPORT_FORMAT, ONNX_OPSET, *(importlib.metadata.version(name) for name in libraries))
-    weights = weights or weights_digest(model_dir)
-    return hashlib.sha256(repr((versions, kind, weights)).encode()).hexdigest()[:16]
-
-
-def graph_name(model_dir: Path, kind: str, weights: str | None = None) -> str:
-    return f"qa-{kind}-{graph_key(model_dir, kind, weights)}{GRAPH_KINDS[kind][0]}"
-
-
-def find_graph(model_dir: Path, kind: str, cache_dir: Path, weights: str | None = None) -> Path | None:
-    """A graph of this kind made ahead of time in <model_dir>/graphs, else a cached one, else None."""
-    name = graph_name(model_dir, kind, weights)
-    for directory in (Path(model_dir) / GRAPH_DIR, Path(cache_dir)):
-        if (directory / name).is_file():
-            return directory / name
-    return None
 
 
 def find_or_build_graph(

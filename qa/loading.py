@@ -13,20 +13,10 @@ import re
 import time
 from pathlib import Path
 
-import torch
-
 from qa.backends import BackendError, create_backend
 from qa.cpu import cpu_flags
 from qa.errors import ModelLoadError
-from qa.graphs import (
-    GRAPH_DIR,
-    REPORT_FILE,
-    GraphMismatch,
-    find_graph,
-    find_or_build_graph,
-    graph_kind,
-    untrained_weights,
-)
+from qa.graph_files import GRAPH_DIR, REPORT_FILE, GraphMismatch, find_graph, graph_kind
 from qa.memory import check_load_fits, load_need_bytes, weight_bytes
 from qa.model import QAModel
 from qa.options import QAOptions
@@ -75,7 +65,6 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
     steps = _Steps()
     use_safetensors = _check_model_files(model_dir, options)
     config = read_model_config(model_dir)
-    torch.set_num_threads(options.torch_threads)
     windows = load_windows(model_dir, config, options.graph_cache)
     steps.done("tokenizer")
     flags = cpu_flags()
@@ -94,7 +83,7 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, graph)
         steps.done("graph_found")
     else:
-        model = load_torch_model(model_dir, use_safetensors)
+        model = load_torch_model(model_dir, use_safetensors, options.torch_threads)
         steps.done("weights")
         if kind is not None:
             try:
@@ -261,11 +250,17 @@ def _check_model_files(model_dir: Path, options: QAOptions) -> bool:
     )
 
 
-def load_torch_model(model_dir: Path, use_safetensors: bool | None):
-    """The PyTorch model, refused when its QA head was not trained (random answers)."""
+def load_torch_model(model_dir: Path, use_safetensors: bool | None, threads: int | None = None):
+    """The PyTorch model, refused when its QA head was not trained (random answers). Imported
+    here: a model whose graph is found never loads torch or transformers."""
+    import torch
     from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
 
+    from qa.graphs import untrained_weights
+
+    if threads is not None:  # its forward passes, and a graph's export (None: torch's default)
+        torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # progress bars garble the JSON log stream
 
     try:
@@ -288,6 +283,8 @@ def load_torch_model(model_dir: Path, use_safetensors: bool | None):
 def _make_graph(model, model_dir: Path, windows: Windower, kind: str, options: QAOptions) -> Path:
     """The graph of this kind in the cache, made now if no worker made it before. Static int8
     calibrates on the built-in corpus (`python -m qa.graphs export --samples` takes the user's own)."""
+    from qa.graphs import find_or_build_graph  # torch, onnx, NNCF: only to make a graph
+
     try:
         return find_or_build_graph(model, model_dir, windows, kind, options.graph_cache)
     except GraphMismatch:

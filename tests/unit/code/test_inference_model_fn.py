@@ -51,9 +51,10 @@ def test_loads_a_transformers_4_directory_in_eval_mode(qa_model):
 
 
 def test_torch_threads_come_from_settings(qa_model_dir, make_context):
+    """When PyTorch runs the model (a graph backend never loads it)."""
     before = torch.get_num_threads()
     try:
-        inference.model_fn(qa_model_dir, make_context(torch_threads=2))
+        inference.model_fn(qa_model_dir, make_context(torch_threads=2, backend="torch"))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

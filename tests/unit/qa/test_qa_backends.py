@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from qa import backends as qa_backends
+from qa import graph_files
 from qa import graphs as qa_graphs
 from qa.loading import load_windows
 from qa.windows import example_inputs
@@ -47,7 +48,7 @@ def backend_for(tiny, cache_dir, backend, precision):
     path, model = tiny
     windows = load_windows(path)
     graph = None
-    kind = qa_graphs.graph_kind(backend, precision)
+    kind = graph_files.graph_kind(backend, precision)
     if kind is not None:
         pairs = qa_graphs.builtin_calibration_pairs()[:8]
         graph = qa_graphs.find_or_build_graph(model, path, windows, kind, cache_dir, lambda: pairs)

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from qa import graph_files
 from qa import graphs as qa_graphs
 from qa.loading import load_windows
 
@@ -38,7 +39,7 @@ def few_pairs():
     ],
 )
 def test_each_backend_runs_its_kind_of_graph(backend, precision, kind):
-    assert qa_graphs.graph_kind(backend, precision) == kind
+    assert graph_files.graph_kind(backend, precision) == kind
 
 
 def test_export_leaves_the_model_in_eval_mode(tiny, tmp_path):
@@ -65,11 +66,11 @@ def test_the_key_follows_the_weights_and_the_kind(tiny, tmp_path):
     path, _ = tiny
     copy = tmp_path / "model"
     shutil.copytree(path, copy)
-    assert qa_graphs.graph_key(copy, "fp32") == qa_graphs.graph_key(path, "fp32")
+    assert graph_files.graph_key(copy, "fp32") == graph_files.graph_key(path, "fp32")
     (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes() + b" ")
-    assert qa_graphs.graph_key(copy, "fp32") != qa_graphs.graph_key(path, "fp32")
-    keys = {qa_graphs.graph_key(path, kind) for kind in qa_graphs.GRAPH_KINDS}
-    assert len(keys) == len(qa_graphs.GRAPH_KINDS)
+    assert graph_files.graph_key(copy, "fp32") != graph_files.graph_key(path, "fp32")
+    keys = {graph_files.graph_key(path, kind) for kind in graph_files.GRAPH_KINDS}
+    assert len(keys) == len(graph_files.GRAPH_KINDS)
 
 
 def test_dynamic_int8_quantizes_the_encoder_but_not_the_answer_head(tiny, windows, tmp_path):
@@ -124,8 +125,8 @@ def test_cli_export_makes_the_graphs_that_start_up_uses(tiny, tmp_path):
     assert qa_graphs.main(["export", str(baked), "--precision", "fp32", "int8"]) == 0
     made = sorted(p.name.split("-")[1] for p in (baked / "graphs").glob("qa-*") if p.suffix != ".bin")
     assert made == ["fp32", "int8", "int8"]  # fp32, int8-dynamic, int8-static
-    for kind in qa_graphs.GRAPH_KINDS:
-        found = qa_graphs.find_graph(baked, kind, tmp_path / "cache")
+    for kind in graph_files.GRAPH_KINDS:
+        found = graph_files.find_graph(baked, kind, tmp_path / "cache")
         assert found is not None and found.parent == baked / "graphs"
 
 

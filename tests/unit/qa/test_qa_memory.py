@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qa import memory
-from qa.graphs import graph_kind
+from qa.graph_files import graph_kind
 from qa.loading import load_model
 from qa.memory import MB, InsufficientMemory
 from qa.options import BACKEND_PRECISIONS, QAOptions
