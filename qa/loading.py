@@ -17,6 +17,7 @@ from qa.backends import BackendError, create_backend
 from qa.cpu import cpu_flags
 from qa.errors import ModelLoadError
 from qa.graph_files import GRAPH_DIR, REPORT_FILE, GraphMismatch, find_graph, graph_kind
+from qa.json_files import read_json_object
 from qa.memory import check_load_fits, load_need_bytes, weight_bytes
 from qa.model import QAModel
 from qa.options import QAOptions
@@ -133,12 +134,7 @@ def read_model_config(model_dir: Path) -> dict:
     """config.json, refused here when no backend could serve its model: the message names its
     architectures and what is served."""
     path = Path(model_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object")
+    config = read_json_object(path, ModelLoadError)
     architectures = config.get("architectures") or []
     problem = None
     if config.get("auto_map"):

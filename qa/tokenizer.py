@@ -19,6 +19,8 @@ import json
 import logging
 from pathlib import Path
 
+from qa.json_files import read_json_object
+
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -79,7 +81,7 @@ def load_tokenizer(model_dir: Path, converted_dir: Path | None = None) -> QAToke
     import tokenizers
 
     model_dir = Path(model_dir)
-    config = _read_json(model_dir / CONFIG_FILE)
+    config = read_json_file(model_dir / CONFIG_FILE)
     path = model_dir / TOKENIZER_FILE
     default_specials: dict[str, str] = {}
     if path.is_file():
@@ -113,18 +115,6 @@ def load_tokenizer(model_dir: Path, converted_dir: Path | None = None) -> QAToke
     )
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TokenizerFilesError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise TokenizerFilesError(f"{path} must hold a JSON object, not {type(value).__name__}")
-    return value
-
-
 def _token_text(value) -> str | None:
     """A special token as saved: a string, or an AddedToken's {"content": ...}."""
     if isinstance(value, dict):
@@ -137,7 +127,7 @@ def _special_tokens(model_dir: Path, config: dict) -> dict[str, str]:
     for saves without `added_tokens_decoder` (its legacy path)."""
     tokens = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
     if "added_tokens_decoder" not in config:
-        for key, value in _read_json(model_dir / SPECIAL_TOKENS_FILE).items():
+        for key, value in read_json_file(model_dir / SPECIAL_TOKENS_FILE).items():
             if key in SPECIAL_TOKEN_KEYS and _token_text(value) is not None:
                 tokens[key] = _token_text(value)
     return {key: token for key, token in tokens.items() if token is not None}
@@ -190,7 +180,12 @@ def _default_padding_side(model_dir: Path, config: dict) -> str:
         return "left"
     if (
         not tokenizer_class
-        and _read_json(model_dir / "config.json").get("model_type") in LEFT_PADDING_MODEL_TYPES
+        and read_json_file(model_dir / "config.json").get("model_type") in LEFT_PADDING_MODEL_TYPES
     ):
         return "left"
     return "right"
+
+
+def read_json_file(path: Path) -> dict:
+    """A tokenizer's JSON file: {} when the model has none."""
+    return read_json_object(path, TokenizerFilesError, missing_ok=True)

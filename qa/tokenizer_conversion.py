@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qa.tokenizer import SPECIAL_TOKEN_KEYS, TokenizerFilesError
+from qa.tokenizer import SPECIAL_TOKEN_KEYS, TokenizerFilesError, read_json_file
 
 KEPT_NAME = "tokenizer.json"  # in <model_dir>/graphs, beside the graphs made ahead of time
 GRAPH_DIR = "graphs"
@@ -102,7 +102,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def slow_kind(model_dir: Path, config: dict) -> tuple[str, SlowKind]:
     """The slow class 4.57.6's AutoTokenizer took, if converted here and its files are there."""
-    model_config = _read_json(Path(model_dir) / "config.json")
+    model_config = read_json_file(Path(model_dir) / "config.json")
     name = str(config.get("tokenizer_class") or model_config.get("tokenizer_class") or "")
     name = name.removesuffix("Fast") or MODEL_TYPE_CLASSES.get(str(model_config.get("model_type")), "")
     kind = KINDS.get(name)
@@ -151,7 +151,7 @@ def _special_tokens(model_dir: Path, config: dict, kind: SlowKind) -> dict:
             if content in listed:
                 values[key] = _added_token(listed[content])
     else:  # older saves: special_tokens_map.json overrides tokenizer_config.json
-        for key, value in _read_json(Path(model_dir) / "special_tokens_map.json").items():
+        for key, value in read_json_file(Path(model_dir) / "special_tokens_map.json").items():
             if key not in SPECIAL_KEYS:
                 continue
             if isinstance(value, dict):
@@ -183,9 +183,9 @@ def _tokens_to_add(backend, model_dir: Path, config: dict, specials: dict) -> li
     if isinstance(decoder, dict):
         saved = [(int(i), _added_token(e)) for i, e in decoder.items() if isinstance(e, dict)]
     else:  # older saves: added_tokens.json, special when a configured special token
-        configured = config | _read_json(Path(model_dir) / "special_tokens_map.json")
+        configured = config | read_json_file(Path(model_dir) / "special_tokens_map.json")
         named = {_text(t) for key in SPECIAL_KEYS for t in _as_list(configured.get(key))}
-        for text, index in _read_json(Path(model_dir) / "added_tokens.json").items():
+        for text, index in read_json_file(Path(model_dir) / "added_tokens.json").items():
             special = text in named
             saved.append((int(index), AddedToken(text, normalized=not special, special=special)))
     present = {repr(token) for token in backend.get_added_tokens_decoder().values()}
@@ -425,7 +425,7 @@ XLNET_TEMPLATE = _template("$A:0 <sep>:0 <cls>:2", "$A:0 <sep>:0 $B:1 <sep>:1 <c
 def _byte_level_bpe(model_dir: Path, options: dict, texts: dict):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = _read_json(Path(model_dir) / "vocab.json")
+    vocab = read_json_file(Path(model_dir) / "vocab.json")
     with open(Path(model_dir) / "merges.txt", encoding="utf-8") as handle:
         # RobertaTokenizer dropped the first line (the "#version" header) and the last (empty).
         lines = handle.read().split("\n")[1:-1]
@@ -609,16 +609,6 @@ MODEL_TYPE_CLASSES = {
     ),
     "longformer": "LongformerTokenizer",
 }
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TokenizerFilesError(f"cannot read {path}: {exc}") from exc
-    return value if isinstance(value, dict) else {}
 
 
 def _key(model_dir: Path, kind: SlowKind) -> str:
