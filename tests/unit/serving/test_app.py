@@ -256,7 +256,7 @@ def test_a_request_left_less_budget_than_requests_take_now_is_dropped_before_any
     assert client.simulate_post("/invocations", body=b"slow").status_code == 200  # requests take 0.4 s
     short = {"X-Request-Start": f"t={time.time() - 1.8:.3f}"}  # 0.2 s left
     dropped = client.simulate_post("/invocations", body=b"slow", headers=short)
-    assert "less than requests take now (0.4 s)" in assert_error(dropped, 503)["message"]
+    assert "less than requests need now (0.6 s)" in assert_error(dropped, 503)["message"]
     assert len(fake.calls) == 1
     enough = {"X-Request-Start": f"t={time.time() - 1.0:.3f}"}  # 1 s left
     assert client.simulate_post("/invocations", body=b"slow", headers=enough).status_code == 200
