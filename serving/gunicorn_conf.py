@@ -17,7 +17,7 @@ from serving.errors import raw_error_response
 from serving.gunicorn_worker import CONTROL_THREADS
 from serving.nginx import control_socket_path, work_socket_path
 from serving.privileges import lookup
-from serving.settings import Settings, waiting_requests
+from serving.settings import Settings, admitted_requests
 
 _settings = Settings.from_env(os.environ)
 
@@ -29,8 +29,9 @@ worker_class = "serving.gunicorn_worker.AdmittingWorker"
 workers = _settings.workers
 # One thread per request a worker serves at once, plus the control routes' own.
 threads = _settings.threads_per_worker + CONTROL_THREADS
-# The waiting requests wait in the work socket's queue (nginx admits no more than this).
-backlog = max(waiting_requests(_settings, cpu_class(cpu_flags())), 1)
+# The waiting requests wait in the work socket's queue. Room for all nginx admits: a worker may
+# not have taken the next request yet when nginx lets the one after it in.
+backlog = admitted_requests(_settings, cpu_class(cpu_flags()))
 # gthread workers heartbeat from their main loop, so this only catches a hung worker process.
 timeout = 30
 # The supervisor drains nginx first (up to shutdown_timeout_s - gunicorn_stop_s); gunicorn then only has idle

@@ -12,7 +12,7 @@ from pathlib import Path
 from qa.cpu import cpu_class, cpu_flags
 from serving.errors import nginx_error_pages, nginx_overloaded_pages
 from serving.privileges import lookup
-from serving.settings import Settings, waiting_requests
+from serving.settings import Settings, admitted_requests, waiting_requests
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf.template"
 NGINX_BINARY = "/usr/sbin/nginx"
@@ -63,7 +63,7 @@ def _user_directive(worker_user: str) -> str:
 
 def render(settings: Settings, template: Path = TEMPLATE, worker_user: str = "root") -> str:
     waiting = waiting_requests(settings, cpu_class(cpu_flags()))
-    admitted = waiting + settings.workers * settings.threads_per_worker
+    admitted = admitted_requests(settings, cpu_class(cpu_flags()))
     values = {
         # The workers parse request bytes: the unprivileged user when there is one (privileges.py).
         "user_directive": _user_directive(worker_user),

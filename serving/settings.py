@@ -359,3 +359,8 @@ def waiting_requests(settings: Settings, cpu_class: str) -> int:
         return min(settings.max_waiting_requests, room)
     per_second = settings.cpu_limit / CPU_S_PER_RECORD[cpu_class][settings.precision]
     return min(math.floor(settings.request_timeout_s * per_second), room)
+
+
+def admitted_requests(settings: Settings, cpu_class: str) -> int:
+    """POST /invocations requests nginx lets in at once: those the workers serve and those waiting."""
+    return settings.workers * settings.threads_per_worker + waiting_requests(settings, cpu_class)

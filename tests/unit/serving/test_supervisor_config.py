@@ -122,7 +122,7 @@ def test_gunicorn_config_is_derived_from_the_settings(monkeypatch, tmp_path):
     assert conf.worker_class == "serving.gunicorn_worker.AdmittingWorker"
     assert conf.workers == 3 and conf.threads == 7  # 5 for inference, 2 for /ping and the rest
     assert conf.bind == [f"unix:{tmp_path}/work.sock", f"unix:{tmp_path}/control.sock"]
-    assert conf.backlog >= 1
+    assert conf.backlog >= 3 * 5  # room for every request nginx admits
     assert conf.preload_app is True and conf.loglevel == "warning"
     assert conf.wsgi_app == "serving.app:create_app_from_env()"
     # Stops fit SageMaker's 30 s between SIGTERM and SIGKILL.
@@ -137,7 +137,7 @@ def test_gunicorn_config_assigns_only_gunicorn_settings(monkeypatch, tmp_path):
         "work_socket_path",
         "control_socket_path",
         "Settings",
-        "waiting_requests",
+        "admitted_requests",
         "cpu_class",
         "cpu_flags",
         "CONTROL_THREADS",
