@@ -12,6 +12,10 @@ build/wheels/ and installed offline inside the build, so the build needs no inde
 own (works behind TLS-intercepting proxies and in air gaps once the wheels are cached).
 
 Image:
+  --slim                build the slim image (the Dockerfile's `slim` target): no PyTorch, transformers,
+                        onnx or NNCF; it serves models whose graphs were made ahead of time (shipped
+                        in the model, or baked with --model). Tagged distilbert-qa:<revision>-slim and
+                        distilbert-qa:slim by default
   --tag NAME:TAG        tag the image NAME:TAG instead of the two default tags (repeatable;
                         with --push the repository is NAME of the first)
   --torch-index URL     index for the CPU build of torch (default https://download.pytorch.org/whl/cpu;
@@ -21,7 +25,8 @@ Image:
                         used in the builder stage only, never in the final image
 
 Model (the container serves /opt/ml/model when SageMaker fills it; a baked model is the fallback):
-  --model DIR           bake DIR (save_pretrained output: config.json, tokenizer, *.safetensors)
+  --model DIR           bake DIR (save_pretrained output: config.json, tokenizer, *.safetensors) with
+                        every precision's graphs, made in the build (with --slim too: by the full image)
   --model-id ID         download ID from the Hugging Face Hub on this host and bake it
   --model-revision REV  revision for --model-id
   --no-model            bake nothing (default when the Hub is unreachable; otherwise the default
@@ -38,6 +43,7 @@ Push (the image URI is printed last):
 Environment: PYTHON (default python3) runs pip, huggingface_hub and, without the aws CLI, boto3.
 Examples:
   ./build.sh --no-model
+  ./build.sh --slim --model ./my-model
   ./build.sh --model ./my-model --push --region eu-west-1
 EOF
 }
@@ -50,6 +56,7 @@ python=${PYTHON:-python3}
 default_model_id="distilbert/distilbert-base-uncased-distilled-squad"
 
 tags=()
+target=full
 torch_index="https://download.pytorch.org/whl/cpu"
 online=false
 ca_bundle=""
@@ -65,6 +72,7 @@ need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)";
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --tag) need_value "$@"; tags+=("$2"); shift 2 ;;
+        --slim) target=slim; shift ;;
         --torch-index) need_value "$@"; torch_index="$2"; shift 2 ;;
         --online) online=true; shift ;;
         --ca-bundle) need_value "$@"; ca_bundle="$2"; shift 2 ;;
@@ -110,13 +118,18 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
     revision=$(git rev-parse HEAD)
     version=$(git rev-parse --short=12 HEAD)
     # What goes into the image differs from the commit: say so in the tag, never reuse a clean one.
-    if [[ -n $(git status --porcelain -- Dockerfile requirements.txt entrypoint.py qa serving code docker) ]]; then
+    if [[ -n $(git status --porcelain -- Dockerfile requirements.txt requirements-slim.txt entrypoint.py qa serving code docker) ]]; then
         version="$version-dirty"
     fi
 fi
 if [[ ${#tags[@]} -eq 0 ]]; then
-    tags=("distilbert-qa:latest")
-    [[ $revision != unknown ]] && tags=("distilbert-qa:$version" "distilbert-qa:latest")
+    if [[ $target == slim ]]; then
+        tags=("distilbert-qa:slim")
+        [[ $revision != unknown ]] && tags=("distilbert-qa:$version-slim" "distilbert-qa:slim")
+    else
+        tags=("distilbert-qa:latest")
+        [[ $revision != unknown ]] && tags=("distilbert-qa:$version" "distilbert-qa:latest")
+    fi
 fi
 for t in "${tags[@]}"; do
     [[ "$t" == *:* && "$t" != */* ]] || die "--tag $t: use NAME:TAG without a registry (push with --push or --registry)"
@@ -238,22 +251,32 @@ fi
 tag_args=()
 for t in "${tags[@]}"; do tag_args+=(-t "$t"); done
 start=$SECONDS
-if [[ -z "$model_dir" ]]; then
-    docker build --network host "${build_args[@]}" "${tag_args[@]}" . || die "docker build failed (see above)"
-else
+image_id() {  # TARGET -> builds that target of the Dockerfile, prints its image id
+    local iid
     iid=$(mktemp)
-    docker build --network host "${build_args[@]}" --iidfile "$iid" . || die "docker build failed (see above)"
-    code_image=$(cat "$iid")
+    docker build --network host "${build_args[@]}" --target "$1" --iidfile "$iid" . >&2 \
+        || die "docker build of the $1 image failed (see above)"
+    cat "$iid"
     rm -f "$iid"
-    note "baking $model_dir into /opt/program/model"
+}
+if [[ -z "$model_dir" ]]; then
+    docker build --network host "${build_args[@]}" --target "$target" "${tag_args[@]}" . \
+        || die "docker build failed (see above)"
+else
+    full_image=$(image_id full)
+    base_image=$full_image
+    [[ $target == slim ]] && base_image=$(image_id slim)
+    note "baking $model_dir into /opt/program/model, with its graphs made by the full image"
     # The model is its own build context and layer on top of the code image: no copy of it in
-    # the repository, and a code change does not resend the model.
+    # the repository, and a code change does not resend the model. Every precision's graphs are
+    # made in the build so start-up does not make them (their names hash the weights).
     docker build --network host "${tag_args[@]}" -f - "$model_dir" <<EOF || die "baking the model failed (see above)"
-FROM $code_image
+FROM $full_image AS graphs
 COPY . /opt/program/model/
-# Every precision's graphs, made now so start-up does not (their names hash the weights).
 RUN ["/opt/venv/bin/python", "-m", "qa.graphs", "export", "/opt/program/model"]
-LABEL org.opencontainers.image.description="Extractive question answering (DistilBERT) for SageMaker: nginx + gunicorn; model ${model_id:-$(basename "$model_dir")}"
+FROM $base_image
+COPY --from=graphs /opt/program/model/ /opt/program/model/
+LABEL org.opencontainers.image.description="Extractive question answering for SageMaker ($target image): nginx + gunicorn; model ${model_id:-$(basename "$model_dir")}"
 EOF
 fi
 size=$(docker image inspect --format '{{.Size}}' "${tags[0]}")

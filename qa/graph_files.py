@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
+import sys
 from pathlib import Path
 
 from qa.backends import BackendError
+from qa.errors import ModelLoadError
+from qa.json_files import read_json_object
 
 GRAPH_DIR = "graphs"  # <model_dir>/graphs: where start-up looks before making a graph
 ONNX_OPSET = 17
@@ -23,6 +27,9 @@ GRAPH_KINDS = {
 # What each precision needs made ahead of time, whichever backend the CPU it lands on picks.
 KINDS_FOR_PRECISION = {"fp32": ("fp32",), "bf16": ("fp32",), "int8": ("int8-dynamic", "int8-static")}
 REPORT_FILE = "precision-report.json"  # written next to the graphs by `deploy package`
+# The slim image has no torch, transformers, onnx or NNCF, yet must name graphs as the full image
+# made them: its build writes here the versions the full image has (`python -m qa.graph_files`).
+BUILDER_VERSIONS_FILE = Path(__file__).with_name("builder_versions.json")
 
 
 def graph_kind(backend: str, precision: str) -> str | None:
@@ -54,7 +61,7 @@ def graph_key(model_dir: Path, kind: str, weights: str | None = None) -> str:
     """Hash of the weights and config, the kind and every library that shapes the graph. The
     inputs follow from the model (its forward signature), so the weights and config fix them."""
     libraries = GRAPH_KINDS[kind][1]
-    versions = (EXPORT_FORMAT, ONNX_OPSET, *(importlib.metadata.version(name) for name in libraries))
+    versions = (EXPORT_FORMAT, ONNX_OPSET, *(library_version(name) for name in libraries))
     weights = weights or weights_digest(model_dir)
     return hashlib.sha256(repr((versions, kind, weights)).encode()).hexdigest()[:16]
 
@@ -70,3 +77,29 @@ def find_graph(model_dir: Path, kind: str, cache_dir: Path, weights: str | None 
         if (directory / name).is_file():
             return directory / name
     return None
+
+
+def library_version(name: str) -> str:
+    """The installed version of a library that shapes graphs, else the one the image's graph
+    maker has (the slim image records it at build time)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        recorded = read_json_object(BUILDER_VERSIONS_FILE, ModelLoadError, missing_ok=True)
+    if not isinstance(recorded.get(name), str):
+        raise ModelLoadError(
+            f"cannot name the graphs made for this model: {name} is not installed and "
+            f"{BUILDER_VERSIONS_FILE} does not record the version graphs were made with"
+        )
+    return recorded[name]
+
+
+def builder_versions() -> dict[str, str]:
+    """The versions of every library that shapes a graph, as installed here (the full image)."""
+    names = sorted({name for _, libraries in GRAPH_KINDS.values() for name in libraries})
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+if __name__ == "__main__":  # the Dockerfile: the full image's versions, for the slim image
+    json.dump(builder_versions(), sys.stdout, indent=1, sort_keys=True)
+    sys.stdout.write("\n")

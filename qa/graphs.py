@@ -29,7 +29,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError:
+    if __name__ != "__main__":
+        raise
+    sys.exit(  # `python -m qa.graphs` in the slim image
+        "qa.graphs makes graphs with PyTorch and transformers, which this image does not have (the slim "
+        "image serves graphs made ahead of time): run it with the full image, e.g. "
+        "docker run --rm -v MODEL_DIR:/m FULL_IMAGE python -m qa.graphs export /m"
+    )
 
 from qa.backends import OUTPUT_NAMES, BackendError, OnnxBackend, TorchBackend
 from qa.errors import QAError

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.util
 import json
 import logging
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 from qa.backends import BackendError, create_backend
 from qa.cpu import cpu_flags
 from qa.errors import ModelLoadError
-from qa.graph_files import GRAPH_DIR, REPORT_FILE, GraphMismatch, find_graph, graph_kind
+from qa.graph_files import GRAPH_DIR, REPORT_FILE, GraphMismatch, find_graph, graph_kind, graph_name
 from qa.json_files import read_json_object
 from qa.memory import check_load_fits, load_need_bytes, weight_bytes
 from qa.model import QAModel
@@ -84,6 +85,7 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         log.info("%s: using the graph %s; the PyTorch weights are not loaded", model_dir, graph)
         steps.done("graph_found")
     else:
+        _check_graph_maker(model_dir, kind, options)
         model = load_torch_model(model_dir, use_safetensors, options.torch_threads)
         steps.done("weights")
         if kind is not None:
@@ -175,6 +177,34 @@ def _torch_instead(plan: Plan, options: QAOptions, what: str, exc: GraphMismatch
         plan.precision,
     )
     return fallback
+
+
+# What reading the weights (and making a graph from them) imports; the slim image has neither.
+GRAPH_MAKER_LIBRARIES = ("torch", "transformers")
+MAKE_GRAPHS_HINT = (
+    "make the graphs with the full image and ship them in the model's graphs/ directory: "
+    "`docker run --rm -v MODEL_DIR:/m FULL_IMAGE python -m qa.graphs export /m` "
+    "(or `python -m deploy package --graphs-from-image FULL_IMAGE`)"
+)
+
+
+def _check_graph_maker(model_dir: Path, kind: str | None, options: QAOptions) -> None:
+    """A model whose graph is not there, in an image that cannot make graphs (the slim image):
+    a start-up error that says how to make it, rather than an ImportError."""
+    missing = [name for name in GRAPH_MAKER_LIBRARIES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    if kind is None:
+        raise ModelLoadError(
+            f"QA_BACKEND={options.backend} runs the model with PyTorch, which this image does not have "
+            f"(no {', '.join(missing)}: the slim image serves graphs made ahead of time); use the full "
+            f"image, or QA_BACKEND=auto with the model's graphs shipped"
+        )
+    raise ModelLoadError(
+        f"{model_dir}: no {kind} graph for this model ({GRAPH_DIR}/{graph_name(model_dir, kind)} is not "
+        f"there, nor in {options.graph_cache}), and this image cannot make one: it has no "
+        f"{', '.join(missing)} (the slim image serves graphs made ahead of time). To fix: " + MAKE_GRAPHS_HINT
+    )
 
 
 def _check_memory(model_dir: Path, kind: str | None, graph_found: bool, options: QAOptions) -> None:

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qa.graph_files import GRAPH_DIR
 from qa.tokenizer import SPECIAL_TOKEN_KEYS, TokenizerFilesError, read_json_file
 
 KEPT_NAME = "tokenizer.json"  # in <model_dir>/graphs, beside the graphs made ahead of time
-GRAPH_DIR = "graphs"
 CONVERSION_VERSION = "2"  # in the cache key: a changed conversion is not read from an old cache
 # 4.57.6's SPECIAL_TOKENS_ATTRIBUTES, in its order (the order special tokens were added in).
 SPECIAL_KEYS = (*SPECIAL_TOKEN_KEYS, "additional_special_tokens")
@@ -273,7 +273,15 @@ def _wordpiece_post(backend, options: dict, texts: dict):
 
 
 def _sentencepiece_model(path: Path):
-    from transformers.convert_slow_tokenizer import import_protobuf
+    try:
+        from transformers.convert_slow_tokenizer import import_protobuf
+    except ImportError as exc:
+        raise TokenizerFilesError(
+            f"converting {path} to a tokenizer.json needs transformers, which this image does not have "
+            f"(the slim image): make the model's graphs with the full image (`python -m qa.graphs export`), "
+            f"which keeps the converted tokenizer in {GRAPH_DIR}/{KEPT_NAME}, or save a tokenizer.json "
+            f"beside the model"
+        ) from exc
 
     proto = import_protobuf().ModelProto()
     try:

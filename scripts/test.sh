@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (README): a Python 3.11 venv (.venv) with requirements-dev.txt, the image
-# built by build.sh with no model baked in (the tests mount their own tiny models), then the lint,
+# The one test command (README): a Python 3.11 venv (.venv) with requirements-dev.txt, the full and
+# slim images built by build.sh with no model baked in (the tests mount their own tiny models), then the lint,
 # format and type checks (scripts/check) and the whole pytest suite against the host stack and the
 # image, container tests required.
 #
@@ -11,6 +11,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 python=${PYTHON:-python3.11}
 image=distilbert-qa:test
+slim_image=distilbert-qa:test-slim
 torch_index=https://download.pytorch.org/whl/cpu
 
 command -v "$python" >/dev/null || { echo "test.sh: $python not found (Debian 12: apt-get install python3 python3-venv)" >&2; exit 1; }
@@ -33,5 +34,6 @@ fi
 scripts/check --no-tests  # lint, format and the type check of qa/
 
 PYTHON="$root/.venv/bin/python" ./build.sh --no-model --tag "$image"
+PYTHON="$root/.venv/bin/python" ./build.sh --slim --no-model --tag "$slim_image"
 
-QA_REQUIRE_CONTAINER=1 exec .venv/bin/python -m pytest --image "$image" "$@"
+QA_REQUIRE_CONTAINER=1 exec .venv/bin/python -m pytest --image "$image" --slim-image "$slim_image" "$@"

@@ -3,9 +3,11 @@ server logs attached to failing tests, and start-up times in the summary.
 
     pytest tests/http --targets host                 # the stack on this host
     pytest tests/http --image distilbert-qa:latest   # host and container (tests/container/target.py)
+    pytest tests/http --image distilbert-qa:latest --slim-image distilbert-qa:slim   # and the slim image
 
-Without --image the container target is skipped with a loud reason, or fails when
-QA_REQUIRE_CONTAINER=1 (CI: a skipped container run must not pass).
+The slim target serves the tiny model with graphs the full image (--image) made, as users ship
+them. Without --image (or --slim-image) a container target is skipped with a loud reason, or fails
+when QA_REQUIRE_CONTAINER=1 (CI: a skipped container run must not pass).
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ for path in (ROOT, TESTS):
 
 from targets import TINY_MODEL, start_host_target  # noqa: E402
 
-TARGETS = ("host", "container")
+TARGETS = ("host", "container", "slim")
 STARTUP_TIMES: list[tuple[str, float]] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--image", default=None, help="Docker image for the container target")
+    parser.addoption("--image", default=None, help="Docker image for the container target (the full image)")
+    parser.addoption(
+        "--slim-image", default=None, help="the slim image (./build.sh --slim), for the slim target"
+    )
     parser.addoption(
         "--targets",
-        default="host,container",
-        help="comma-separated targets for the HTTP suite: host, container",
+        default="host,container,slim",
+        help="comma-separated targets for the HTTP suite: host, container, slim",
     )
 
 
@@ -52,6 +57,16 @@ def _selected_targets(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "server" in metafunc.fixturenames:
         metafunc.parametrize("server", _selected_targets(metafunc.config), indirect=True, scope="session")
+
+
+def _image_or_skip(config: pytest.Config, option: str, build: str) -> str:
+    image = config.getoption(option)
+    if not image:
+        reason = f"CONTAINER TARGET NOT RUN: no {option} given (build one with {build}, then pass {option} NAME:TAG)"
+        if os.environ.get("QA_REQUIRE_CONTAINER") == "1":
+            pytest.fail(reason + "; QA_REQUIRE_CONTAINER=1 makes this a failure")
+        pytest.skip(reason)
+    return image
 
 
 def _load_container_target():
@@ -72,14 +87,17 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         target = start_host_target(TINY_MODEL, tmp_path_factory.mktemp("host-target"))
         STARTUP_TIMES.append(("host target, HTTP suite", target.ready_after_s))
     else:
-        image = request.config.getoption("--image")
-        if not image:
-            reason = "CONTAINER TARGET NOT RUN: no --image given (build one with ./build.sh, then pass --image NAME:TAG)"
-            if os.environ.get("QA_REQUIRE_CONTAINER") == "1":
-                pytest.fail(reason + "; QA_REQUIRE_CONTAINER=1 makes this a failure")
-            pytest.skip(reason)
-        target = _load_container_target().start_container_target(image, TINY_MODEL, {})
-        STARTUP_TIMES.append(("container target, HTTP suite", target.ready_after_s))
+        image = _image_or_skip(request.config, "--image", "./build.sh")
+        container = _load_container_target()
+        model = TINY_MODEL
+        if kind == "slim":
+            slim_image = _image_or_skip(request.config, "--slim-image", "./build.sh --slim")
+            model = container.model_with_graphs(
+                image, TINY_MODEL, tmp_path_factory.mktemp("slim-target") / "model", ("fp32",)
+            )
+            image = slim_image
+        target = container.start_container_target(image, model, {})
+        STARTUP_TIMES.append((f"{kind} container target, HTTP suite", target.ready_after_s))
     yield target
     target.stop()
 

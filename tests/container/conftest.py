@@ -1,7 +1,7 @@
-"""Fixtures for the container-only tests: the image under test (--image), containers that are
+"""Fixtures for the container-only tests: the images under test (--image, --slim-image), containers that are
 always removed, their logs attached to a failing test, and start-up times in the summary.
 
-Without --image these tests skip, or fail when QA_REQUIRE_CONTAINER=1 (CI).
+Without them these tests skip, or fail when QA_REQUIRE_CONTAINER=1 (CI).
 """
 
 from __future__ import annotations
@@ -42,6 +42,18 @@ def image(request: pytest.FixtureRequest, docker_engine: None) -> str:
         )
     if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
         pytest.fail(f"--image {name}: no such image in the local Docker engine")
+    return name
+
+
+@pytest.fixture(scope="session")
+def slim_image(request: pytest.FixtureRequest, docker_engine: None) -> str:
+    name = request.config.getoption("--slim-image", default=None)
+    if not name:
+        require_or_skip(
+            "CONTAINER TESTS NOT RUN: no --slim-image given (build one with ./build.sh --slim, then pass --slim-image NAME:TAG)"
+        )
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
+        pytest.fail(f"--slim-image {name}: no such image in the local Docker engine")
     return name
 
 

@@ -18,6 +18,7 @@ and returns the container's exit code; every container started here is removed a
 from __future__ import annotations
 
 import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,3 +184,13 @@ def start_container_target(
     image: str, model_dir: Path | None, env: dict[str, str] | None = None, **kwargs
 ) -> ContainerTarget:
     return started_and_ready(ContainerTarget(image, model_dir, env, **kwargs))
+
+
+def model_with_graphs(full_image: str, model_dir: Path, dest: Path, precisions: tuple[str, ...]) -> Path:
+    """A copy of `model_dir` with the graphs `precisions` need in its graphs/ directory, made by
+    `full_image` as `deploy package --graphs-from-image` makes them: what the slim image serves."""
+    from deploy.package import export_graphs  # the repository root is on sys.path (tests/conftest.py)
+
+    shutil.copytree(model_dir, dest)
+    export_graphs(full_image, dest, dest / "graphs", list(precisions), report=False)
+    return dest

@@ -68,6 +68,7 @@ def test_help_describes_every_option() -> None:
     out = run_build("--help")
     assert out.returncode == 0, explain(out)
     for option in (
+        "--slim",
         "--tag",
         "--model",
         "--model-id",
@@ -123,6 +124,23 @@ def test_baked_model_is_served_and_opt_ml_model_wins(image: str, containers, scr
     mounted = containers(tag, TINY_MODEL)
     assert "serving the model in /opt/ml/model" in mounted.logs()
     assert alone.stop() == 0 and mounted.stop() == 0
+
+
+def test_slim_bakes_a_model_with_graphs_the_full_image_made(
+    slim_image: str, containers, scratch_tags: str
+) -> None:
+    out = run_build("--slim", "--tag", f"{scratch_tags}:slim-baked", "--model", str(TINY_MODEL))
+    assert out.returncode == 0, explain(out)
+    tag = f"{scratch_tags}:slim-baked"
+    probe = "import importlib.util; print(importlib.util.find_spec('torch'))"
+    found = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python", tag, "-c", probe], capture_output=True, text=True
+    )
+    assert found.stdout.strip() == "None", found  # the slim image under the model, not the full one
+
+    int8 = containers(tag, None, {"QA_PRECISION": "int8"})
+    assert "using the graph /opt/program/model/graphs/qa-int8-" in int8.logs(), int8.logs()[-3000:]
+    assert int8.stop() == 0
 
 
 # ---- push to a real registry -----------------------------------------------------------------------
