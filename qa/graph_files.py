@@ -16,7 +16,7 @@ from qa.json_files import read_json_object
 
 GRAPH_DIR = "graphs"  # <model_dir>/graphs: where start-up looks before making a graph
 ONNX_OPSET = 17
-EXPORT_FORMAT = 4  # bump when a making step changes: old graphs stop matching
+EXPORT_FORMAT = 5  # bump when a making step changes: old graphs stop matching
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")  # config.json and weights (and shard indexes)
 # kind -> (file suffix, the libraries whose versions shape that graph)
 GRAPH_KINDS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from qa import graph_files
@@ -98,6 +99,39 @@ def test_static_int8_quantizes_the_encoder_but_not_the_answer_head(tiny, windows
     assert not any(
         op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in graph.get_ops()
     )
+
+
+def test_static_int8_embeddings_stay_int8_and_answer_bit_for_bit_as_before(
+    tiny, windows, tmp_path, monkeypatch
+):
+    """The rows of the int8 tables are gathered before they are scaled (qa/graphs.py), so the CPU
+    plugin cannot fold a table into fp32; the logits are those of the graph as NNCF made it."""
+    import openvino as ov
+
+    from qa.windows import example_inputs
+
+    _, model = tiny
+    qa_graphs.build_graph(model, windows, "int8-static", tmp_path / "rows.xml", few_pairs)
+    monkeypatch.setattr(qa_graphs, "_gather_rows_before_dequantizing", lambda graph: None)
+    qa_graphs.build_graph(model, windows, "int8-static", tmp_path / "tables.xml", few_pairs)
+
+    core = ov.Core()
+    graph = core.read_model(str(tmp_path / "rows.xml"))
+    tables = [
+        op.input_value(0).get_node()
+        for op in graph.get_ops()
+        if op.get_type_name() == "Gather" and op.get_friendly_name().endswith("_embeddings/Gather/int8_rows")
+    ]
+    assert len(tables) == 2, tables  # the words' and the positions'
+    assert all(t.get_type_name() == "Constant" and t.get_element_type() == ov.Type.i8 for t in tables), tables
+
+    inputs = example_inputs(windows, NAMES, (32, 64))
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    logits = [
+        core.compile_model(str(tmp_path / name), "CPU", config)(inputs) for name in ("rows.xml", "tables.xml")
+    ]
+    for a, b in zip(logits[0].values(), logits[1].values(), strict=True):
+        assert np.array_equal(a, b)
 
 
 def test_calibration_windows_are_cut_as_serving_cuts_them(windows):
