@@ -99,10 +99,15 @@ def start_up(server: servers.Server, requests: list) -> dict:
         server.stop()
 
 
-def multi_model(image: str, model: Path, count: int, probe: dict) -> list[int]:
-    """MiB of the endpoint's processes with 0, 1, ... `count` models loaded and answered."""
+def multi_model(image: str, model: Path, count: int, probe: dict, work: Path) -> list[int]:
+    """MiB of the endpoint's processes with 0, 1, ... `count` models loaded and answered. Each
+    model is a copy of its own (one file mapped by all would share its pages and flatter us)."""
     name = f"qa-footprint-{uuid.uuid4().hex[:8]}"
-    mounts = [arg for i in range(count) for arg in ("-v", f"{model.resolve()}:/opt/ml/models/m{i}/model:ro")]
+    copies = []
+    for i in range(count):
+        copies.append(work / f"{image.replace(':', '-')}-m{i}")
+        shutil.copytree(model, copies[-1], ignore=shutil.ignore_patterns("*.onnx"))
+    mounts = [arg for i, copy in enumerate(copies) for arg in ("-v", f"{copy}:/opt/ml/models/m{i}/model:ro")]
     env = ["-e", "SAGEMAKER_MULTI_MODEL=true", *(a for k, v in INT8.items() for a in ("-e", f"{k}={v}"))]
     subprocess.run(
         ["docker", "run", "-d", "--name", name, "--network", "none", *mounts, *env, image, "serve"],
@@ -201,7 +206,7 @@ def main() -> None:
                     flush=True,
                 )
         density = {
-            kind: multi_model(image, args.model, args.models, probe)
+            kind: multi_model(image, args.model, args.models, probe, work)
             for kind, image in (("full", args.image), ("slim", args.slim_image))
         }
         print(json.dumps({"multi_model_mib": density}), flush=True)
@@ -230,7 +235,8 @@ def main() -> None:
         "",
         f"int8 top answers, slim against full: {same} of {len(full)} identical.",
         "",
-        f"Multi-model endpoint (`SAGEMAKER_MULTI_MODEL=true`), memory with 0..{args.models} int8 models loaded and answered:",
+        f"Multi-model endpoint (`SAGEMAKER_MULTI_MODEL=true`), memory with 0..{args.models} int8 models (copies of the model, "
+        "each its own files) loaded and answered:",
         "",
         "| image | "
         + " | ".join(f"{i} models" for i in range(args.models + 1))
