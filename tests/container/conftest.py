@@ -33,28 +33,26 @@ def docker_engine() -> None:
         require_or_skip("CONTAINER TESTS NOT RUN: no Docker engine answers (is dockerd running?)")
 
 
-@pytest.fixture(scope="session")
-def image(request: pytest.FixtureRequest, docker_engine: None) -> str:
-    name = request.config.getoption("--image", default=None)
+def local_image(request: pytest.FixtureRequest, option: str, build_hint: str) -> str:
+    """The image named by `option`, which must be in the local Docker engine (or the tests skip)."""
+    name = request.config.getoption(option, default=None)
     if not name:
         require_or_skip(
-            "CONTAINER TESTS NOT RUN: no --image given (build one with ./build.sh, then pass --image NAME:TAG)"
+            f"CONTAINER TESTS NOT RUN: no {option} given ({build_hint}, then pass {option} NAME:TAG)"
         )
     if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
-        pytest.fail(f"--image {name}: no such image in the local Docker engine")
+        pytest.fail(f"{option} {name}: no such image in the local Docker engine")
     return name
+
+
+@pytest.fixture(scope="session")
+def image(request: pytest.FixtureRequest, docker_engine: None) -> str:
+    return local_image(request, "--image", "build one with ./build.sh")
 
 
 @pytest.fixture(scope="session")
 def slim_image(request: pytest.FixtureRequest, docker_engine: None) -> str:
-    name = request.config.getoption("--slim-image", default=None)
-    if not name:
-        require_or_skip(
-            "CONTAINER TESTS NOT RUN: no --slim-image given (build one with ./build.sh --slim, then pass --slim-image NAME:TAG)"
-        )
-    if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
-        pytest.fail(f"--slim-image {name}: no such image in the local Docker engine")
-    return name
+    return local_image(request, "--slim-image", "build one with ./build.sh --slim")
 
 
 @pytest.fixture

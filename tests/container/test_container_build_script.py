@@ -8,6 +8,7 @@ wheels), so a build costs seconds; every tag made here is removed afterwards.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from subprocesses import run_captured
 from targets import FIXTURE_MODELS, ROOT, TINY_MODEL, free_port
 
 pytestmark = pytest.mark.container
@@ -33,15 +35,31 @@ def run_build(
     *args: str, env: dict[str, str] | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    return subprocess.run(
-        ["bash", str(BUILD_SH), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=ROOT,
-        timeout=timeout,
-        check=False,
-    )
+    return run_captured(["bash", str(BUILD_SH), *args], env=full_env, cwd=ROOT, timeout=timeout)
+
+
+@contextlib.contextmanager
+def serving(name: str, command: list[str], log_path: Path, url: str, ok_status: int | None = None):
+    """`command` running (its output in log_path) from the time `url` answers (with ok_status, if
+    given; 30 s at most) to the end of the with block."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    status = requests.get(url, timeout=2).status_code
+                    if ok_status is None or status == ok_status:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, f"{name} did not answer within 30 s"
+                time.sleep(0.2)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
 
 
 def explain(out: subprocess.CompletedProcess) -> str:
@@ -162,25 +180,10 @@ def local_registry(tmp_path: Path, docker_engine: None):
         f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'storage'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    log = (tmp_path / "registry.log").open("wb")
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     host = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "registry.log").read_text()
-            try:
-                if requests.get(f"http://{host}/v2/", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "docker-registry did not answer within 30 s"
-            time.sleep(0.2)
+    command = [binary, "serve", str(config)]
+    with serving("docker-registry", command, tmp_path / "registry.log", f"http://{host}/v2/", ok_status=200):
         yield host
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
 
 
 def test_push_to_a_registry_on_loopback(image: str, local_registry: str, scratch_tags: str) -> None:
@@ -253,26 +256,10 @@ def moto_server(tmp_path: Path):
     if not binary.exists():
         pytest.fail(f"{binary} not found: install requirements-dev.txt (moto[server])")
     port = free_port()
-    log = (tmp_path / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "moto.log").read_text()
-            try:
-                requests.get(f"{url}/moto-api/", timeout=2)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "moto_server did not answer within 30 s"
-                time.sleep(0.2)
+    command = [str(binary), "-H", "127.0.0.1", "-p", str(port)]
+    with serving("moto_server", command, tmp_path / "moto.log", f"{url}/moto-api/"):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
 
 
 def aws_env(tmp_path: Path, endpoint: str | None, client: str) -> dict[str, str]:

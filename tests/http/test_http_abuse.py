@@ -179,24 +179,13 @@ def call(id, method, path, status, *fragments, allow=None, check=None, bug=None)
     return Case(id, send, status, fragments, check=check, allow=allow, bug=bug)
 
 
-def raw(
-    id,
-    data: bytes,
-    status,
-    *fragments,
-    shut_write=False,
-    head=False,
-    closed_ok=False,
-    check=None,
-    allow=None,
-    bug=None,
-) -> Case:
+def raw(id, data: bytes, status, *fragments, shut_write=False, head=False, **case_options) -> Case:
+    """Bytes sent as they are over a socket; case_options: Case's closed_ok, check, allow, bug."""
+
     def send(client: Client, base_url: str):
         return raw_http.send(base_url, data, shut_write=shut_write, head=head, timeout_s=TIMEOUT_S)
 
-    return Case(
-        id, send, status, fragments, check=check, allow=allow, head=head, closed_ok=closed_ok, bug=bug
-    )
+    return Case(id, send, status, fragments, head=head, **case_options)
 
 
 def raw_post(body: bytes, content_type: str = JSON, **kwargs) -> bytes:

@@ -10,14 +10,12 @@ fuzzed examples each, a fixed seed and no example database, so a run is reproduc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+import hypothesis_home
 import pytest
 import schemathesis
 from http_checks import assert_error
-from hypothesis.configuration import set_hypothesis_home_dir
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 from schemathesis.checks import not_a_server_error
@@ -31,10 +29,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-# Hypothesis caches what it learns (constants of the code under test, Unicode tables) in
-# ./.hypothesis even without an example database: keep that out of the work tree.
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "qa-tests-hypothesis")
+hypothesis_home.keep_out_of_the_tree()
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 MAX_EXAMPLES = 25

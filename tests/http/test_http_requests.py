@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from golden_answers import assert_same_answers
 from http_checks import assert_answer, assert_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
@@ -20,7 +21,6 @@ Q2, C2 = (
     "Who wrote the letter?",
     "The letter was written by Maria Lindqvist in the winter of 1921 in Uppsala.",
 )
-REL_TOL = 1e-4
 # The HTTP suite serves tests/fixtures/models/distilbert-tiny-s0 (tests/targets.py TINY_MODEL).
 GOLDEN = [case for case in load_cases() if case["model"] == "distilbert-tiny-s0"]
 
@@ -32,21 +32,6 @@ def single(client, question: str, context: str, **parameters) -> dict:
     response = client.invoke(body)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def assert_same(got, expected, where: str = "") -> None:
-    if isinstance(expected, dict):
-        assert isinstance(got, dict), f"{where}: {got!r}"
-        assert (got["answer"], got["start"], got["end"]) == (
-            expected["answer"],
-            expected["start"],
-            expected["end"],
-        ), where
-        assert got["score"] == pytest.approx(expected["score"], rel=REL_TOL, abs=1e-12), where
-    else:
-        assert isinstance(got, list) and len(got) == len(expected), f"{where}: {got!r}"
-        for index, (g, e) in enumerate(zip(got, expected)):
-            assert_same(g, e, f"{where}[{index}]")
 
 
 def test_inputs_object_gives_one_answer(client):
@@ -63,24 +48,24 @@ def test_top_k_gives_a_list_best_first(client):
         assert_answer(answer, C1)
     scores = [a["score"] for a in answers]
     assert scores == sorted(scores, reverse=True)
-    assert_same(answers[0], single(client, Q1, C1))
+    assert_same_answers(answers[0], single(client, Q1, C1))
 
 
 def test_batch_under_inputs_answers_each_in_order(client):
     response = client.invoke({"inputs": [{"question": Q1, "context": C1}, {"question": Q2, "context": C2}]})
     assert response.status_code == 200, response.text
     first, second = response.json()
-    assert_same(first, single(client, Q1, C1))
-    assert_same(second, single(client, Q2, C2))
+    assert_same_answers(first, single(client, Q1, C1))
+    assert_same_answers(second, single(client, Q2, C2))
 
 
 def test_plain_object_and_plain_list(client):
     plain = client.invoke({"question": Q1, "context": C1})
     assert plain.status_code == 200, plain.text
-    assert_same(plain.json(), single(client, Q1, C1))
+    assert_same_answers(plain.json(), single(client, Q1, C1))
     listed = client.invoke([{"question": Q1, "context": C1}, {"question": Q2, "context": C2}])
     assert listed.status_code == 200, listed.text
-    assert_same(listed.json(), [single(client, Q1, C1), single(client, Q2, C2)])
+    assert_same_answers(listed.json(), [single(client, Q1, C1), single(client, Q2, C2)])
 
 
 @pytest.mark.parametrize(
@@ -96,7 +81,7 @@ def test_plain_object_and_plain_list(client):
 def test_json_content_types_with_parameters_or_missing(client, content_type):
     response = client.invoke({"inputs": {"question": Q1, "context": C1}}, content_type=content_type)
     assert response.status_code == 200, response.text
-    assert_same(response.json(), single(client, Q1, C1))
+    assert_same_answers(response.json(), single(client, Q1, C1))
 
 
 def test_utf8_text_round_trips(client):
@@ -120,7 +105,7 @@ def test_accept_variants_answer_json(client, accept):
     response = client.invoke({"inputs": {"question": Q1, "context": C1}}, accept=accept)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("application/json")
-    assert_same(response.json(), single(client, Q1, C1))
+    assert_same_answers(response.json(), single(client, Q1, C1))
 
 
 def test_jsonlines_one_result_line_per_input_line(client):
@@ -135,16 +120,16 @@ def test_jsonlines_one_result_line_per_input_line(client):
     assert response.headers["Content-Type"].startswith("application/jsonlines")
     got = [json.loads(line) for line in response.text.splitlines() if line.strip()]
     assert len(got) == 3
-    assert_same(got[0], single(client, Q1, C1))
-    assert_same(got[1], single(client, Q2, C2))
-    assert_same(got[2], single(client, Q2, C1))
+    assert_same_answers(got[0], single(client, Q1, C1))
+    assert_same_answers(got[1], single(client, Q2, C2))
+    assert_same_answers(got[2], single(client, Q2, C1))
 
 
 def test_csv_with_header_row(client):
     body = f'question,context\n"{Q1}","{C1}"\n"{Q2}","{C2}"\n'
     response = client.invoke(body, content_type="text/csv; charset=utf-8", accept="application/json")
     assert response.status_code == 200, response.text
-    assert_same(response.json(), [single(client, Q1, C1), single(client, Q2, C2)])
+    assert_same_answers(response.json(), [single(client, Q1, C1), single(client, Q2, C2)])
 
 
 def test_unknown_headers_are_ignored(client):
@@ -153,7 +138,7 @@ def test_unknown_headers_are_ignored(client):
         headers={"X-Something-Else": "1", "X-Amzn-SageMaker-Target-Model": "ignored.tar.gz", "Foo": "bar"},
     )
     assert response.status_code == 200, response.text
-    assert_same(response.json(), single(client, Q1, C1))
+    assert_same_answers(response.json(), single(client, Q1, C1))
 
 
 def test_custom_attributes_are_echoed(client):
@@ -181,4 +166,4 @@ def test_request_id_is_returned(client):
 def test_golden_answers_over_http(client, case):
     response = client.invoke(case["request"])
     assert response.status_code == 200, response.text
-    assert_same(response.json(), case["expected"], case["id"])
+    assert_same_answers(response.json(), case["expected"], case["id"])

@@ -23,6 +23,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
 import inference  # noqa: E402
+from golden_answers import assert_same_answers  # noqa: E402
 from golden_cases import load_cases, model_dir  # noqa: E402
 
 from serving.settings import Settings  # noqa: E402
@@ -31,7 +32,6 @@ from serving.settings import Settings  # noqa: E402
 pytestmark = pytest.mark.slow
 
 CASES = load_cases()
-REL_TOL = 1e-4
 
 
 EXACT_BACKENDS = [Settings(backend=name, precision="fp32") for name in ("torch", "onnx", "openvino")]
@@ -66,23 +66,6 @@ def run(model, request: dict, settings: Settings | None = None):
     return json.loads(body)
 
 
-def assert_same(got, expected, where: str) -> None:
-    if isinstance(expected, dict):
-        assert isinstance(got, dict), f"{where}: expected a dict, got {got!r}"
-        assert (got["answer"], got["start"], got["end"]) == (
-            expected["answer"],
-            expected["start"],
-            expected["end"],
-        ), f"{where}: got {got!r}, expected {expected!r}"
-        assert got["score"] == pytest.approx(expected["score"], rel=REL_TOL, abs=1e-12), where
-        assert set(got) == {"score", "start", "end", "answer"}, where
-    else:
-        assert isinstance(got, list), f"{where}: expected a list, got {got!r}"
-        assert len(got) == len(expected), f"{where}: got {got!r}, expected {expected!r}"
-        for index, (g, e) in enumerate(zip(got, expected)):
-            assert_same(g, e, f"{where}[{index}]")
-
-
 def test_there_are_enough_cases():
     assert len(CASES) >= 40
     assert len({c["model"] for c in CASES}) >= 2
@@ -90,7 +73,7 @@ def test_there_are_enough_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_case_one_by_one(case, models):
-    assert_same(run(models(case["model"]), case["request"]), case["expected"], case["id"])
+    assert_same_answers(run(models(case["model"]), case["request"]), case["expected"], case["id"])
 
 
 def batched_groups() -> list[tuple[str, str, list, list]]:
@@ -116,7 +99,7 @@ def test_cases_batched_together(group, forward_batch_size, models):
     model_name, params, inputs, expected = group
     request = {"inputs": inputs, "parameters": json.loads(params)}
     settings = Settings(forward_batch_size=forward_batch_size)
-    assert_same(run(models(model_name), request, settings), expected, f"{model_name} {params}")
+    assert_same_answers(run(models(model_name), request, settings), expected, f"{model_name} {params}")
 
 
 def test_every_case_in_one_request_per_model(models):
@@ -136,7 +119,7 @@ def test_every_case_in_one_request_per_model(models):
         lines = out.decode("utf-8").splitlines()
         assert len(lines) == len(cases)
         for line, case in zip(lines, cases):
-            assert_same(json.loads(line), case["expected"], case["id"])
+            assert_same_answers(json.loads(line), case["expected"], case["id"])
 
 
 def test_every_case_at_once_from_many_threads(models):
@@ -160,4 +143,4 @@ def test_every_case_at_once_from_many_threads(models):
         thread.join(60)
     assert not errors, errors[:3]
     for case in cases:
-        assert_same(results[case["id"]], case["expected"], case["id"])
+        assert_same_answers(results[case["id"]], case["expected"], case["id"])

@@ -28,6 +28,7 @@ from golden_cases import (
     FIXTURES_DIR,
     answers_equal,
     architecture_model_names,
+    decode_call_value,
     load_architecture_cases,
     load_cases,
     model_dir,
@@ -156,19 +157,11 @@ def test_a_tokenizer_object_is_only_asked_where_it_came_from(options):
 
 
 def decode(value):
-    """make_golden_pipeline.py's markers: $squad (a SquadExample: transformers 5 has none, so an
-    object with its two attributes), $tuple, $generator."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, inner),) = value.items()
-        if key == "$squad":
-            return types.SimpleNamespace(question_text=inner[0], context_text=inner[1])
-        if key == "$tuple":
-            return tuple(decode(v) for v in inner)
-        if key == "$generator":
-            return (decode(v) for v in inner)
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    return value
+    """make_golden_pipeline.py's markers; $squad (a SquadExample: transformers 5 has none) as an object
+    with its two attributes."""
+    return decode_call_value(
+        value, lambda question, context: types.SimpleNamespace(question_text=question, context_text=context)
+    )
 
 
 def topk_warning(kwargs: dict):

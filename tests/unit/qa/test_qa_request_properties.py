@@ -16,16 +16,13 @@ import contextlib
 import csv
 import io
 import json
-import os
 import string
 import sys
-import tempfile
-from pathlib import Path
 
+import hypothesis_home
 import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 
 from qa.errors import QAError, RequestTooLarge
 from qa.request import (
@@ -39,10 +36,7 @@ from qa.request import (
 )
 from serving.errors import error_response
 
-# Hypothesis caches what it learns (constants of the code under test, Unicode tables) in
-# ./.hypothesis even without an example database: keep that out of the work tree.
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "qa-tests-hypothesis")
+hypothesis_home.keep_out_of_the_tree()
 
 MAX_ITEMS = 64
 
