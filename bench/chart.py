@@ -1,5 +1,5 @@
 """The chart of a bench.run: throughput and p99 against concurrency, per configuration; drawn
-last and skipped, loudly, without matplotlib (the figures are written first)."""
+once the figures are written, and skipped, loudly, without matplotlib."""
 
 from __future__ import annotations
 

@@ -283,18 +283,16 @@ def render(results_dir: Path = RESULTS_DIR, md_path: Path = REPORT, chart_dir: P
 
 
 def write_run(doc: dict, results_dir: Path, md_path: Path, chart_dir: Path) -> Path:
-    """The run's class file first, then BENCHMARKS.md from all class files, then the chart
-    (then the markdown once more, to show it). Returns the class file."""
+    """The run's class file first, then its chart (never raises), then BENCHMARKS.md from all
+    class files. Returns the class file."""
     cls = doc["isa_class"]
     json_path = Path(results_dir) / f"{cls}.json"
     document.write_json(doc, json_path)
     chart_file = chart.chart_path(chart_dir, cls)
     chart_file.unlink(missing_ok=True)  # it shows this class's previous run
+    drawn = chart.draw_chart(doc, chart_file)
     render(results_dir, md_path, chart_dir)
-    print(f"bench: wrote {json_path} and {md_path}", flush=True)
-    if chart.draw_chart(doc, chart_file):
-        render(results_dir, md_path, chart_dir)
-        print(f"bench: wrote {chart_file}", flush=True)
+    print(f"bench: wrote {json_path}, {md_path}" + (f" and {chart_file}" if drawn else ""), flush=True)
     return json_path
 
 

@@ -1,11 +1,11 @@
 """Benchmark: the peer and our configurations on one model, closed-loop load, answers compared.
 
 Files the run under this machine's instruction-set class (from /proc/cpuinfo's flags): writes
-bench/results/<class>.json (the figures, document.py), then BENCHMARKS.md from every class file
-present (render.py), then the chart bench/benchmarks-<class>.png (skipped, loudly, without
-matplotlib). Before the servers, it measures the CPU's fp32 ceiling (single-thread torch.mm) for
-the FLOP columns; after each of ours, the kernel alone on the windows each level answered
-(kernel.py), for the serving overhead column.
+bench/results/<class>.json (the figures, document.py), then the chart
+bench/benchmarks-<class>.png (skipped, loudly, without matplotlib), then BENCHMARKS.md from every
+class file present (render.py). Before the servers, it measures the CPU's fp32 ceiling
+(single-thread torch.mm) for the FLOP columns; after each of ours, the kernel alone on the windows
+each level answered (kernel.py), for the serving overhead column.
 
     pip install -r requirements-dev.txt
     python -m bench.run --target image:distilbert-qa:latest --build --rounds 2 --config default= \\
