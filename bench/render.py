@@ -120,6 +120,11 @@ def _level_rows(doc: dict) -> list[dict]:
 def _results(doc: dict) -> list[str]:
     lines = table(_level_rows(doc), RESULT_COLUMNS)
     lines += [f"- **{r['name']} failed**: {r['error']}" for r in doc["results"] if r["error"]]
+    lines += [
+        f"- {r['name']}: kernel not measured: {r['kernel_error']}"
+        for r in doc["results"]
+        if r.get("kernel_error")
+    ]
     lines += ["", "Peak memory per row is the level's peak; over the whole run (start-up included):"]
     lines += [
         f"- {r['name']}: {r.get('peak_memory_bytes', 0) / MIB:.0f} MiB"

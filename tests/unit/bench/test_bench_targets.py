@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench import document, targets
-from bench.render import markdown
+from bench.render import markdown, section
 
 SPEC = {
     "configurations": {"int8": [{"QA_PRECISION": "int8"}]},
@@ -138,3 +138,14 @@ def test_the_isa_class_is_finer_than_the_plans_cpu_class():
     assert document.isa_class(["avx2", "avx512f"]) == "avx512"
     assert document.isa_class(["avx2", "avx_vnni"]) == "avx2-vnni"
     assert document.isa_class([], "aarch64") == "aarch64"
+
+
+def test_a_section_shows_the_overhead_beside_the_cpu_and_says_when_the_kernel_failed():
+    doc = next(d for d in document.load_runs(document.RESULTS_DIR) if d["isa_class"] == "avx2")
+    ours = next(r for r in doc["results"] if r["kind"] != "peer" and not r["error"])
+    ours["levels"][0]["kernel_cpu_s_per_req"] = ours["levels"][0]["cpu_s_per_req"] / 1.25
+    document.add_derived_figures(doc)
+    doc["results"].append({**ours, "name": "broken", "kernel_error": "RuntimeError: exit 1: no graph"})
+    lines = section(doc, None)
+    assert any(line.startswith(f"| {ours['name']} |") and "| 25.0% |" in line for line in lines)
+    assert "- broken: kernel not measured: RuntimeError: exit 1: no graph" in lines
