@@ -6,7 +6,7 @@ For each precision: the real-time container's best closed-loop throughput (concu
 SQuAD-like requests of ~1 KB), then a Batch Transform container (SAGEMAKER_BATCH=true): the
 mini-batch size it advertises on /execution-parameters, one such mini-batch of the same records
 as JSON Lines (what SageMaker sends with the defaults), timed, and its records per second. Prints
-one JSON line per precision, then the table, which goes to bench/results/<class>.batch.md and so to
+one JSON line per precision, then the table; the figures go to bench/results/<class>.batch.json and so to
 BENCHMARKS.md under this CPU class. Load goes to 127.0.0.1 only.
 """
 
@@ -19,9 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench import loadgen, report, servers
+from bench import loadgen, render, servers
 from bench.loopback import free_port, wait_until_ready
 from bench.make_standin_model import DEFAULT_OUT as DEFAULT_MODEL
+from bench.tables import Column, table
 from qa import corpus
 
 READY_TIMEOUT_S = 600
@@ -72,6 +73,29 @@ def batch_job(server: servers.ImageServer, requests: list) -> dict:
     return {"payload_mb": params["MaxPayloadInMB"], "records": records, "seconds": round(seconds, 1)}
 
 
+TITLE = "Batch Transform against real time"
+COLUMNS = [
+    Column("precision", "precision", left=True),
+    Column("real-time best req/s", "real_time_best_rps"),
+    Column("advertised mini-batch", "payload_mb", lambda mb: f"{mb} MB"),
+    Column("records", "records"),
+    Column("seconds", "seconds"),
+    Column("records/s", "batch_records_per_s"),
+    Column("batch / real time", "batch_vs_real_time", ".0%"),
+]
+
+
+def markdown(doc: dict) -> list[str]:
+    return [
+        f"`python -m bench.batch --image {doc['image']} --precision {' '.join(doc['precisions'])}`, model "
+        f"`{doc['model']}`: the real-time container's best of c=4 and c=16 ({doc['duration_s']:g} s each), then one "
+        "default mini-batch (the size `/execution-parameters` advertises) of the same ~1 KB records as "
+        "JSON Lines to a Batch Transform container (`SAGEMAKER_BATCH=true`, budget 600 s).",
+        "",
+        *table(doc["rows"], COLUMNS),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True)
@@ -101,22 +125,15 @@ def main() -> None:
             row["batch_vs_real_time"] = round(row["batch_records_per_s"] / best, 3)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    table = [
-        f"`python -m bench.batch --image {args.image} --precision {' '.join(args.precision)}`, model "
-        f"`{args.model}`: the real-time container's best of c=4 and c=16 ({args.duration:g} s each), then one "
-        "default mini-batch (the size `/execution-parameters` advertises) of the same ~1 KB records as "
-        "JSON Lines to a Batch Transform container (`SAGEMAKER_BATCH=true`, budget 600 s).",
-        "",
-        "| precision | real-time best req/s | advertised mini-batch | records | seconds | records/s | batch / real time |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        table.append(
-            f"| {r['precision']} | {r['real_time_best_rps']} | {r['payload_mb']} MB | {r['records']} | {r['seconds']} | "
-            f"{r['batch_records_per_s']} | {r['batch_vs_real_time']:.0%} |"
-        )
-    print("\n".join(table))
-    report.write_side_report("batch", "Batch Transform against real time", table)
+    data = {
+        "image": args.image,
+        "precisions": args.precision,
+        "model": str(args.model),
+        "duration_s": args.duration,
+        "rows": rows,
+    }
+    print("\n".join(markdown(data)))
+    render.publish_side_run("batch", data)
 
 
 if __name__ == "__main__":

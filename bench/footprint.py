@@ -10,7 +10,7 @@ container's processes at the first answer and after 20 more (summed PSS: shared 
 them maps libtorch; the top answers of both images on the same requests. Then a multi-model
 endpoint of each image: the memory after each further model is loaded and has answered. The
 peer (the Hugging Face toolkit's stack, in its venv) is measured the same way when --peer-venv is
-given. All at QA_PRECISION=int8. Prints the table, which goes to bench/results/<class>.footprint.md
+given. All at QA_PRECISION=int8. Prints the tables; the figures go to bench/results/<class>.footprint.json
 and so to BENCHMARKS.md. Traffic goes to 127.0.0.1 only (the multi-model containers have no network
 and are asked from inside).
 """
@@ -28,9 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import loadgen, report, servers
+from bench import loadgen, render, servers
 from bench.loopback import free_port, wait_until_ready
 from bench.make_standin_model import DEFAULT_OUT as DEFAULT_MODEL
+from bench.tables import Column, mib, table
 from qa import corpus
 
 MIB = 2**20
@@ -154,7 +155,95 @@ def multi_model(image: str, model: Path, count: int, probe: dict, work: Path) ->
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
-def main() -> None:
+TITLE = "Image size, start-up and memory"
+SIZE_COLUMNS = [
+    Column("image", "image", left=True),
+    Column("uncompressed", "uncompressed_mib", mib),
+    Column("as pushed (gzip)", "pushed_mib", mib),
+]
+START_UP_COLUMNS = [
+    Column("configuration", "configuration", left=True),
+    Column("`docker run` to first answer", "first_answer_s", lambda s: f"{s:.2f} s"),
+    Column("memory at first answer", "first_answer_mib", mib),
+    Column(f"after {WARM_ANSWERS} answers", "memory_mib", mib),
+    Column("libtorch mapped", "libtorch", lambda mapped: "yes" if mapped else "no", left=True),
+]
+
+
+def _density_columns(models: int) -> list[Column]:
+    return [
+        Column("image", "image", left=True),
+        *(Column(f"{i} models", lambda row, i=i: row["mib"][i], mib) for i in range(models + 1)),
+        Column("added per further model", "further", mib),
+    ]
+
+
+def markdown(doc: dict) -> list[str]:
+    """The section of BENCHMARKS.md: sizes, start-up and memory, multi-model density."""
+    same, answered = doc["answers_same"]
+    density = [
+        {
+            "image": kind,
+            "mib": mib_,
+            "further": max((b - a for a, b in zip(mib_[1:], mib_[2:])), default=None),
+        }
+        for kind, mib_ in doc["multi_model_mib"].items()
+    ]
+    models = len(density[0]["mib"]) - 1 if density else 0
+    return [
+        f"`python -m bench.footprint --image {doc['image']} --slim-image {doc['slim_image']}`, model `{doc['model']}`, "
+        f"`QA_PRECISION=int8` (the peer: fp32, its only precision); medians of {doc['rounds']} rounds. Memory: "
+        f"summed PSS of all the container's (or the peer's) processes, at the first answer and after "
+        f"{doc['warm_answers']} more.",
+        "",
+        *table([{"image": kind, **s} for kind, s in doc["sizes"].items()], SIZE_COLUMNS),
+        "",
+        *table(doc["start_up"], START_UP_COLUMNS),
+        "",
+        f"int8 top answers, slim against full: {same} of {answered} identical.",
+        "",
+        f"Multi-model endpoint (`SAGEMAKER_MULTI_MODEL=true`), memory with 0..{models} int8 models (copies of the model, "
+        "each its own files) loaded and answered:",
+        "",
+        *table(density, _density_columns(models)),
+    ]
+
+
+def start_ups(args, requests: list, work: Path) -> dict[str, list[dict]]:
+    """Each configuration started `args.rounds` times, alternating: its runs (answers included)."""
+    bare = work / "model-without-graphs"
+    shutil.copytree(args.model, bare, ignore=shutil.ignore_patterns("graphs"))
+    configs = {
+        "full, graphs shipped": lambda: servers.ImageServer("full", args.model, work, args.image, INT8),
+        "full, graphs made at start-up": lambda: servers.ImageServer(
+            "full-make", bare, work, args.image, INT8
+        ),
+        "slim, graphs shipped": lambda: servers.ImageServer("slim", args.model, work, args.slim_image, INT8),
+    }
+    if args.peer_venv:
+        configs["peer (HF toolkit, fp32)"] = lambda: servers.PeerServer(
+            "peer", args.model, work, args.peer_venv
+        )
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    for round_ in range(args.rounds):
+        for name, make in configs.items():
+            runs[name].append(start_up(make(), requests))
+            shown = {k: v for k, v in runs[name][-1].items() if k != "answers"}
+            print(json.dumps({"round": round_, "config": name, **shown}), flush=True)
+    return runs
+
+
+def medians(name: str, rows: list[dict]) -> dict:
+    return {
+        "configuration": name,
+        "first_answer_s": round(statistics.median(r["first_answer_s"] for r in rows), 2),
+        "first_answer_mib": round(statistics.median(r["first_answer_mib"] for r in rows)),
+        "memory_mib": round(statistics.median(r["memory_mib"] for r in rows)),
+        "libtorch": any(r["libtorch"] for r in rows),
+    }
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True, help="the full image")
     parser.add_argument("--slim-image", required=True)
@@ -169,89 +258,38 @@ def main() -> None:
         parser.error(
             f"{args.model}/graphs has no int8 graphs: make them with the full image (python -m qa.graphs export)"
         )
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     requests = corpus.make_requests(WARM_ANSWERS)
     probe = {"inputs": {"question": requests[0].question, "context": requests[0].context}}
-
     sizes = {"full": image_sizes(args.image), "slim": image_sizes(args.slim_image)}
     print(json.dumps({"sizes": sizes}), flush=True)
     with tempfile.TemporaryDirectory(prefix="qa-bench-footprint-") as tmp:
-        work = Path(tmp)
-        bare = work / "model-without-graphs"
-        shutil.copytree(args.model, bare, ignore=shutil.ignore_patterns("graphs"))
-        configs = {
-            "full, graphs shipped": lambda: servers.ImageServer("full", args.model, work, args.image, INT8),
-            "full, graphs made at start-up": lambda: servers.ImageServer(
-                "full-make", bare, work, args.image, INT8
-            ),
-            "slim, graphs shipped": lambda: servers.ImageServer(
-                "slim", args.model, work, args.slim_image, INT8
-            ),
-        }
-        if args.peer_venv:
-            configs["peer (HF toolkit, fp32)"] = lambda: servers.PeerServer(
-                "peer", args.model, work, args.peer_venv
-            )
-        runs: dict[str, list[dict]] = {name: [] for name in configs}
-        for round_ in range(args.rounds):
-            for name, make in configs.items():
-                runs[name].append(start_up(make(), requests))
-                print(
-                    json.dumps(
-                        {
-                            "round": round_,
-                            "config": name,
-                            **{k: v for k, v in runs[name][-1].items() if k != "answers"},
-                        }
-                    ),
-                    flush=True,
-                )
+        runs = start_ups(args, requests, Path(tmp))
         density = {
-            kind: multi_model(image, args.model, args.models, probe, work)
+            kind: multi_model(image, args.model, args.models, probe, Path(tmp))
             for kind, image in (("full", args.image), ("slim", args.slim_image))
         }
         print(json.dumps({"multi_model_mib": density}), flush=True)
-
     full, slim = runs["full, graphs shipped"][0]["answers"], runs["slim, graphs shipped"][0]["answers"]
-    same = sum(full[k] == slim.get(k) for k in full)
-    table = [
-        f"`python -m bench.footprint --image {args.image} --slim-image {args.slim_image}`, model `{args.model}`, "
-        f"`QA_PRECISION=int8` (the peer: fp32, its only precision); medians of {args.rounds} rounds. Memory: "
-        f"summed PSS of all the container's (or the peer's) processes, at the first answer and after {WARM_ANSWERS} more.",
-        "",
-        "| image | uncompressed | as pushed (gzip) |",
-        "| --- | ---: | ---: |",
-        *(f"| {kind} | {s['uncompressed_mib']} MiB | {s['pushed_mib']} MiB |" for kind, s in sizes.items()),
-        "",
-        "| configuration | `docker run` to first answer | memory at first answer | after 20 answers | libtorch mapped |",
-        "| --- | ---: | ---: | ---: | --- |",
-    ]
-    for name, rows in runs.items():
-        table.append(
-            f"| {name} | {statistics.median(r['first_answer_s'] for r in rows):.2f} s | "
-            f"{statistics.median(r['first_answer_mib'] for r in rows):.0f} MiB | "
-            f"{statistics.median(r['memory_mib'] for r in rows):.0f} MiB | {'yes' if any(r['libtorch'] for r in rows) else 'no'} |"
-        )
-    table += [
-        "",
-        f"int8 top answers, slim against full: {same} of {len(full)} identical.",
-        "",
-        f"Multi-model endpoint (`SAGEMAKER_MULTI_MODEL=true`), memory with 0..{args.models} int8 models (copies of the model, "
-        "each its own files) loaded and answered:",
-        "",
-        "| image | "
-        + " | ".join(f"{i} models" for i in range(args.models + 1))
-        + " | added per further model |",
-        "| --- | " + " | ".join("---:" for _ in range(args.models + 1)) + " | ---: |",
-    ]
-    for kind, mib in density.items():
-        further = [b - a for a, b in zip(mib[1:], mib[2:], strict=False)]
-        table.append(
-            f"| {kind} | "
-            + " | ".join(f"{m} MiB" for m in mib)
-            + f" | {max(further) if further else '—'} MiB |"
-        )
-    print("\n".join(table))
-    report.write_side_report("footprint", "Image size, start-up and memory", table)
+    data = {
+        **{
+            "image": args.image,
+            "slim_image": args.slim_image,
+            "model": str(args.model),
+            "rounds": args.rounds,
+        },
+        "warm_answers": WARM_ANSWERS,
+        "sizes": sizes,
+        "start_up": [medians(name, rows) for name, rows in runs.items()],
+        "answers_same": [sum(full[k] == slim.get(k) for k in full), len(full)],
+        "multi_model_mib": density,
+    }
+    print("\n".join(markdown(data)))
+    render.publish_side_run("footprint", data)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Benchmark: the peer and our configurations on one model, closed-loop load, answers compared.
 
-Files the run under this machine's CPU class (from /proc/cpuinfo's flags): writes
-bench/results/<class>.json (raw figures), then BENCHMARKS.md from every class file present, then
-the chart bench/benchmarks-<class>.png (skipped, loudly, without matplotlib). Before the servers,
-it measures the CPU's fp32 ceiling (single-thread torch.mm) for the FLOP columns.
+Files the run under this machine's instruction-set class (from /proc/cpuinfo's flags): writes
+bench/results/<class>.json (the figures, document.py), then the chart
+bench/benchmarks-<class>.png (skipped, loudly, without matplotlib), then BENCHMARKS.md from every
+class file present (render.py). Before the servers, it measures the CPU's fp32 ceiling
+(single-thread torch.mm) for the FLOP columns; after each of ours, the kernel alone on the windows
+each level answered (kernel.py), for the serving overhead column.
 
     pip install -r requirements-dev.txt
     python -m bench.run --target image:distilbert-qa:latest --build --rounds 2 --config default= \\
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import flops, loadgen, report, servers
+from bench import document, flops, kernel, loadgen, render, servers
 from bench.loopback import NotReady, ServerDied, free_port, wait_until_ready
 from bench.make_standin_model import DEFAULT_OUT as DEFAULT_MODEL
 from bench.make_standin_model import build as build_model
@@ -65,11 +67,44 @@ def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: 
     return time.perf_counter() - server.t_launch
 
 
+def measure_level(server, meter, requests, concurrency: int, args, flop_info) -> tuple[dict, list[int]]:
+    """One concurrency level against a running server: its figures, and the requests it answered."""
+    meter.reset_level()
+    level = loadgen.run_level(
+        server.port,
+        requests,
+        concurrency,
+        args.duration,
+        args.warmup,
+        args.max_requests,
+        on_measure_start=meter.mark_cpu,
+        on_measure_end=meter.mark_cpu_end,
+    )
+    cpu_used = meter.cpu_at_end - meter.cpu_at_mark
+    meter.sample()
+    row = level.summary()
+    answered = level.requests - level.errors
+    row["cpu_s_per_req"] = round(cpu_used / answered, 4) if answered else None
+    row.update(flops.level_flops(flop_info, level.answered))
+    row["peak_memory_bytes"] = meter.level_peak
+    print(
+        f"  {server.name} c={concurrency}: {row['rps']} req/s, p50 {row['p50_ms']} ms, "
+        f"p99 {row['p99_ms']} ms, errors {row['errors']}/{row['requests']}, "
+        f"CPU {row['cpu_s_per_req']} s/req, mem {meter.level_peak / 2**20:.0f} MiB",
+        flush=True,
+    )
+    if level.error_examples:
+        print(f"    errors, e.g.: {level.error_examples[0]}", flush=True)
+    return row, level.answered
+
+
 def measure(
     server: servers.Server, requests: list[corpus.QARequest], args, flop_info: dict | None = None
 ) -> dict:
-    """Start one server, measure it, stop it. Never leaves it running."""
+    """Start one server, measure it, stop it (never leaves it running); then, for ours, the
+    kernel alone on the same windows."""
     result = {"name": server.name, "kind": server.kind, "env": server.extra_env, "levels": [], "error": None}
+    answered: list[list[int]] = []
     try:
         result["describe"] = server.describe()
         server.start(free_port(between=PORTS))
@@ -77,33 +112,9 @@ def measure(
             result["startup_s"] = round(wait_first_answer(server, requests[0], args.startup_timeout), 2)
             print(f"  {server.name}: first answer after {result['startup_s']} s", flush=True)
             for concurrency in args.concurrency:
-                meter.reset_level()
-                level = loadgen.run_level(
-                    server.port,
-                    requests,
-                    concurrency,
-                    args.duration,
-                    args.warmup,
-                    args.max_requests,
-                    on_measure_start=meter.mark_cpu,
-                    on_measure_end=meter.mark_cpu_end,
-                )
-                cpu_used = meter.cpu_at_end - meter.cpu_at_mark
-                meter.sample()
-                row = level.summary()
-                answered = level.requests - level.errors
-                row["cpu_s_per_req"] = round(cpu_used / answered, 4) if answered else None
-                row.update(flops.level_flops(flop_info, level.answered))
-                row["peak_memory_bytes"] = meter.level_peak
+                row, level_answered = measure_level(server, meter, requests, concurrency, args, flop_info)
                 result["levels"].append(row)
-                print(
-                    f"  {server.name} c={concurrency}: {row['rps']} req/s, p50 {row['p50_ms']} ms, "
-                    f"p99 {row['p99_ms']} ms, errors {row['errors']}/{row['requests']}, "
-                    f"CPU {row['cpu_s_per_req']} s/req, mem {meter.level_peak / 2**20:.0f} MiB",
-                    flush=True,
-                )
-                if level.error_examples:
-                    print(f"    errors, e.g.: {level.error_examples[0]}", flush=True)
+                answered.append(level_answered)
                 if not server.alive():
                     raise RuntimeError(f"{server.name} exited during the concurrency {concurrency} level")
             if args.answers:
@@ -115,7 +126,29 @@ def measure(
         print(f"  {server.name} FAILED: {result['error']}\n--- log tail ---\n{server.log_tail()}", flush=True)
     finally:
         server.stop()
+    if args.kernel and server.kind != "peer" and not result["error"]:
+        add_kernel_figures(result, answered, args)
     return result
+
+
+def add_kernel_figures(result: dict, answered: list[list[int]], args) -> None:
+    """Per level, the kernel's CPU per request on the requests the level answered (bench/kernel.py),
+    measured with the server stopped; on failure, the reason, said loudly (the run goes on)."""
+    levels = [{"concurrency": lv["concurrency"], "answered": a} for lv, a in zip(result["levels"], answered)]
+    print(f"  {result['name']}: the kernel alone on the same windows", flush=True)
+    try:
+        figures = kernel.run_child(args.python, args.model, result["env"], args.requests, levels)
+    except Exception as exc:  # the overhead column is optional; the run is not
+        result["kernel_error"] = f"{type(exc).__name__}: {exc}"
+        print(f"  {result['name']}: KERNEL NOT MEASURED: {result['kernel_error']}", flush=True)
+        return
+    for row, figure in zip(result["levels"], figures):
+        row.update({k: v for k, v in figure.items() if k != "concurrency"})
+        print(
+            f"  {result['name']} c={row['concurrency']}: kernel {row['kernel_cpu_s_per_req']} CPU s/req"
+            f" ({row['kernel_in_flight']} in flight), server {row['cpu_s_per_req']}",
+            flush=True,
+        )
 
 
 def median_of_rounds(runs: list[dict]) -> dict:
@@ -202,8 +235,8 @@ def make_servers(args, work_dir: Path) -> list[servers.Server]:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    """What is measured: ours (target, configurations, model) and the peer."""
     p.add_argument(
         "--target", default="host", help="image:TAG (the built image under Docker) or host (default)"
     )
@@ -227,13 +260,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--model", type=Path, default=None, help="model dir (default: the stand-in, built when missing)"
     )
-    p.add_argument("--python", default=sys.executable, help="interpreter for --target host")
+    p.add_argument("--python", default=sys.executable, help="interpreter for --target host and the kernel")
     p.add_argument(
         "--build",
         action="store_true",
         help="first build the --target image: ./build.sh --tag TAG --no-model [--build-args]",
     )
     p.add_argument("--build-args", default="", help="extra ./build.sh arguments, one string")
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    """How it is measured: levels, durations, rounds, the ceiling and the kernel."""
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     p.add_argument("--duration", type=float, default=30.0, help="measured seconds per level")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each level")
@@ -251,34 +288,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds of single-thread fp32 torch.mm for the CPU's ceiling, before the servers (0: skip)",
     )
     p.add_argument(
-        "--cpu-class",
-        default=None,
-        help="file the run under this CPU class (default: from /proc/cpuinfo's flags, e.g. avx2)",
+        "--no-kernel",
+        dest="kernel",
+        action="store_false",
+        help="skip the kernel-alone measurement (and so the serving overhead column)",
     )
-    p.add_argument("--report", type=Path, default=report.REPORT, help="rendered from all class files")
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--results-dir", type=Path, default=report.RESULTS_DIR, help="one <class>.json per CPU class"
+        "--isa-class",
+        default=None,
+        help="file the run under this instruction-set class (default: from /proc/cpuinfo's flags, e.g. avx2)",
     )
-    p.add_argument("--chart-dir", type=Path, default=report.CHART_DIR, help="benchmarks-<class>.png")
+    p.add_argument("--report", type=Path, default=render.REPORT, help="rendered from all class files")
+    p.add_argument("--results-dir", type=Path, default=render.RESULTS_DIR, help="one <class>.json per class")
+    p.add_argument("--chart-dir", type=Path, default=render.CHART_DIR, help="benchmarks-<class>.png")
     p.add_argument(
         "--smoke",
         action="store_true",
         help="harness check: tiny model, c=1,4, 3 s levels, output under build/bench-smoke/",
     )
+
+
+def _apply_smoke(args: argparse.Namespace) -> None:
+    """--smoke: the tiny model, short levels, output under build/bench-smoke/."""
+    out = REPO / "build" / "bench-smoke"
+    args.model = args.model or REPO / "build" / "standin-tiny"
+    if args.concurrency == [1, 4, 16]:
+        args.concurrency = [1, 4]
+    args.duration, args.warmup = min(args.duration, 3.0), min(args.warmup, 1.0)
+    args.answers, args.ceiling_s = min(args.answers, 8), min(args.ceiling_s, 0.5)
+    args.report, args.results_dir, args.chart_dir = out / "BENCHMARKS.md", out / "results", out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    _add_server_args(p)
+    _add_load_args(p)
+    _add_output_args(p)
     args = p.parse_args(argv)
     args.config = args.config or [("default", {})]
     if args.smoke:
-        out = REPO / "build" / "bench-smoke"
-        args.model = args.model or REPO / "build" / "standin-tiny"
-        if args.concurrency == [1, 4, 16]:
-            args.concurrency = [1, 4]
-        args.duration, args.warmup, args.answers, args.ceiling_s = (
-            min(args.duration, 3.0),
-            min(args.warmup, 1.0),
-            min(args.answers, 8),
-            min(args.ceiling_s, 0.5),
-        )
-        args.report, args.results_dir, args.chart_dir = out / "BENCHMARKS.md", out / "results", out
+        _apply_smoke(args)
     args.model = args.model or DEFAULT_MODEL
     if args.target != "host" and not args.target.startswith("image:"):
         p.error("--target must be host or image:TAG")
@@ -300,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
     requests = corpus.make_requests(args.requests)
-    cls = args.cpu_class or report.machine()["cpu_class"]
+    cls = args.isa_class or document.machine()["isa_class"]
     ceiling = fp32_ceiling(args.ceiling_s)
     flop_info = request_flops(args.model, requests)
     runs: dict[str, list[dict]] = {}
@@ -312,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(2)  # let the machine settle between servers
     results = [median_of_rounds(r) for r in runs.values()]
     compare_answers(results, args.reference)
-    doc = report.build(results, args, requests, ceiling, flop_info, cls)
-    report.write(doc, args.results_dir, args.report, args.chart_dir)
-    print(report.summary_text(doc), flush=True)
+    doc = document.build(results, args, requests, ceiling, flop_info, cls)
+    render.write_run(doc, args.results_dir, args.report, args.chart_dir)
+    print("\n".join(render.section(doc, None)), flush=True)
     return 0 if all(not r["error"] for r in results) else 1
 
 

@@ -599,7 +599,7 @@ def _ping(port: int) -> bool:
 
 
 def _cpu() -> dict:
-    from bench.report import cpu_class
+    from bench.document import isa_class as cpu_class
     from qa.cpu import cpu_flags, cpu_name
 
     return {"model_name": cpu_name(), "class": cpu_class(cpu_flags())}
