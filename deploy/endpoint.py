@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from deploy import resources, scaling
 from deploy.resources import RequestError
-from deploy.waiting import WaitError, wait_for_endpoint
+from deploy.waiting import WaitError, WaitSpec, wait_until
 
 
 @dataclass
@@ -26,13 +26,6 @@ class CapacitySpec:
     serverless_memory: int | None = None
     serverless_concurrency: int | None = None
     startup_timeout: int | None = None
-
-
-@dataclass
-class WaitSpec:
-    wait: bool = True
-    timeout: float = 1800.0
-    poll: float = 15.0
 
 
 def create(
@@ -230,4 +223,5 @@ def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = 
 def _maybe_wait(sm, name: str, wait: WaitSpec, log) -> dict:
     if not wait.wait:
         return sm.describe_endpoint(EndpointName=name)
-    return wait_for_endpoint(sm, name, timeout=wait.timeout, poll=wait.poll, log=log)
+    # A failed update rolls back (RollingBack, then InService on the old config): `update` checks that.
+    return wait_until(sm, "endpoint_in_service", f"endpoint {name}", wait, log, EndpointName=name)
