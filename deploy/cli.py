@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 from deploy import aws, endpoint, errors, invoke, package, resources, scaling, waiting
@@ -338,16 +339,16 @@ def _invoke_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--body", help="the raw request body instead (JSON text)")
     p.add_argument("--body-file", type=Path, help="read the raw body from this file ('-': stdin)")
+    p.add_argument(
+        "--async-input",
+        metavar="S3_URI",
+        help="async endpoint: the request body already in S3; prints where the answer will land",
+    )
     p.add_argument("--content-type", default="application/json")
     p.add_argument("--accept", default="application/json")
     p.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes value")
     p.add_argument(
         "--target-model", help="multi-model endpoint: the archive under its S3 prefix, e.g. squad-v1.tar.gz"
-    )
-    p.add_argument(
-        "--async-input",
-        metavar="S3_URI",
-        help="async endpoint: the request body already in S3; prints where the answer will land",
     )
 
 
@@ -400,14 +401,22 @@ def _model_spec(args) -> endpoint.ModelSpec:
     )
 
 
-def _capacity_spec(args) -> endpoint.CapacitySpec:
-    return endpoint.CapacitySpec(
+def _endpoint_specs(args) -> tuple[endpoint.ModelSpec, endpoint.CapacitySpec, waiting.WaitSpec]:
+    """create's and update's model, capacity and waiting, as given."""
+    capacity = endpoint.CapacitySpec(
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         serverless_memory=args.serverless_memory,
         serverless_concurrency=args.serverless_concurrency,
         startup_timeout=args.startup_timeout,
     )
+    wait = waiting.WaitSpec(wait=not args.no_wait, timeout=args.timeout, poll=args.poll)
+    return _model_spec(args), capacity, wait
+
+
+def _given(args, *names: str) -> dict:
+    """The named options as keyword arguments: each option's dest is its parameter's name."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _log(message: str) -> None:
@@ -442,29 +451,14 @@ def _run_package(args, clients) -> dict:
 def _run_create(args, clients) -> dict:
     if args.serverless_memory is not None or args.serverless_concurrency is not None:
         args.instance_type = None
-    return endpoint.create(
-        clients,
-        args.name,
-        _model_spec(args),
-        _capacity_spec(args),
-        async_output=args.async_output,
-        async_failure=args.async_failure,
-        async_max_concurrent=args.async_max_concurrent,
-        wait=waiting.WaitSpec(wait=not args.no_wait, timeout=args.timeout, poll=args.poll),
-        log=_log,
-    )
+    asynchronous = _given(args, "async_output", "async_failure", "async_max_concurrent")
+    return endpoint.create(clients, args.name, *_endpoint_specs(args), **asynchronous, log=_log)
 
 
 def _run_update(args, clients) -> dict:
+    specs = _endpoint_specs(args)
     return endpoint.update(
-        clients,
-        args.name,
-        _model_spec(args),
-        _capacity_spec(args),
-        endpoint_config=args.endpoint_config,
-        delete_old=args.delete_old,
-        wait=waiting.WaitSpec(wait=not args.no_wait, timeout=args.timeout, poll=args.poll),
-        log=_log,
+        clients, args.name, *specs, endpoint_config=args.endpoint_config, delete_old=args.delete_old, log=_log
     )
 
 
@@ -473,17 +467,10 @@ def _run_autoscale(args, clients) -> dict:
         return scaling.remove_autoscaling(clients, args.name, variant=args.variant, log=_log)
     if args.max_capacity is None:
         raise resources.RequestError("autoscale needs --max (or --off)")
-    return scaling.autoscale(
-        clients,
-        args.name,
-        variant=args.variant,
-        min_capacity=args.min_capacity,
-        max_capacity=args.max_capacity,
-        target=args.target,
-        scale_in_cooldown=args.scale_in_cooldown,
-        scale_out_cooldown=args.scale_out_cooldown,
-        log=_log,
+    policy = _given(
+        args, "variant", "min_capacity", "max_capacity", "target", "scale_in_cooldown", "scale_out_cooldown"
     )
+    return scaling.autoscale(clients, args.name, **policy, log=_log)
 
 
 def _run_invoke(args, clients):
@@ -512,17 +499,7 @@ def _read_body(path: Path) -> str:
 
 
 def _run_batch(args, clients) -> dict:
-    job = resources.TransformSpec(
-        input_uri=args.input_uri,
-        output_uri=args.output_uri,
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
-        max_concurrent=args.max_concurrent,
-        max_payload_mb=args.max_payload_mb,
-        batch_strategy=args.batch_strategy,
-        invocation_timeout=args.invocation_timeout,
-        invocation_retries=args.invocation_retries,
-    )
+    job = resources.TransformSpec(**_given(args, *(field.name for field in fields(resources.TransformSpec))))
     return batch(
         clients,
         job,

@@ -33,11 +33,11 @@ def create(
     name: str,
     model: ModelSpec,
     capacity: CapacitySpec,
+    wait: WaitSpec = WaitSpec(),
     *,
     async_output=None,
     async_failure=None,
     async_max_concurrent=None,
-    wait=WaitSpec(),
     log=print,
 ) -> dict:
     """Model + endpoint config (named `name-<time>`) + endpoint `name`."""
@@ -79,10 +79,10 @@ def update(
     name: str,
     model: ModelSpec,
     capacity: CapacitySpec,
+    wait: WaitSpec = WaitSpec(),
     *,
     endpoint_config: str | None = None,
     delete_old: bool = False,
-    wait=WaitSpec(),
     log=print,
 ) -> dict:
     """Point endpoint `name` at a new endpoint config (or an existing one, for a roll-back).
