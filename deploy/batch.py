@@ -13,8 +13,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploy import errors, resources
 from deploy.endpoint import ModelSpec
-from deploy.resources import RequestError
-from deploy.waiting import wait_for_transform
+from deploy.resources import RequestError, TransformSpec
+from deploy.waiting import WaitSpec, wait_until
 
 TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"  # the container's per-invocation budget
 BATCH_TIMEOUT_S = 600  # its default in Batch Transform, and SageMaker's InvocationsTimeoutInSeconds
@@ -24,22 +24,12 @@ READ_CHUNK = 1 << 20
 
 def batch(
     clients,
+    job: TransformSpec,
     *,
-    input_uri: str,
-    output_uri: str,
-    instance_type: str,
-    instance_count: int = 1,
     model_name: str | None = None,
     model: ModelSpec | None = None,
     job_name: str | None = None,
-    max_concurrent: int | None = None,
-    max_payload_mb: int | None = None,
-    batch_strategy: str | None = None,
-    invocation_timeout: int | None = None,
-    invocation_retries: int | None = None,
-    wait: bool = False,
-    timeout: float = 3600.0,
-    poll: float = 30.0,
+    wait: WaitSpec = WaitSpec(wait=False, timeout=3600.0, poll=30.0),
     log=print,
 ) -> dict:
     sm = clients("sagemaker")
@@ -52,40 +42,33 @@ def batch(
         )
     if not model_name:
         model_name = resources.stamped(job_name or "qa-batch")
-        model_request = _model_request(model_name, model, invocation_timeout)
+        model_request = _model_request(model_name, model, job.invocation_timeout)
     if job_name:
         resources.check_name(job_name, "--job-name")
     else:
         job_name = resources.stamped(resources.unstamped(model_name))
-    request = resources.transform_job_request(
-        job_name,
-        model_name,
-        input_uri,
-        output_uri,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        max_concurrent=max_concurrent,
-        max_payload_mb=max_payload_mb,
-        batch_strategy=batch_strategy,
-        invocation_timeout=invocation_timeout,
-        invocation_retries=invocation_retries,
-    )
+    request = resources.transform_job_request(job_name, model_name, job)
     if model_request:
         sm.create_model(**model_request)
         log(f"model {model_name}: created")
         result["model_created"] = True
-    elif invocation_timeout is not None:
-        _check_model_timeout(sm, model_name, invocation_timeout, log)
+    elif job.invocation_timeout is not None:
+        _check_model_timeout(sm, model_name, job.invocation_timeout, log)
     sm.create_transform_job(**request)
-    log(f"transform job {job_name}: created ({input_uri} -> {output_uri})")
+    log(f"transform job {job_name}: created ({job.input_uri} -> {job.output_uri})")
     status = "InProgress"
-    if wait:
-        described = wait_for_transform(sm, job_name, timeout=timeout, poll=poll, log=log)
+    if wait.wait:
+        what = f"transform job {job_name}"
+        described = wait_until(
+            sm, "transform_job_completed_or_stopped", what, wait, log, TransformJobName=job_name
+        )
         status = described["TransformJobStatus"]
         result.update(
-            _report(clients("s3"), job_name, status, output_uri, described.get("CreationTime"), log)
+            _report(clients("s3"), job_name, status, job.output_uri, described.get("CreationTime"), log)
         )
-    result.update({"transform_job": job_name, "model": model_name, "status": status, "output": output_uri})
+    result.update(
+        {"transform_job": job_name, "model": model_name, "status": status, "output": job.output_uri}
+    )
     return result
 
 

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
-from deploy import aws, endpoint, errors, invoke, package, resources, scaling
+from deploy import aws, endpoint, errors, invoke, package, resources, scaling, waiting
 from deploy.batch import batch
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
@@ -155,14 +156,74 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     common = _common()
-
-    p = sub.add_parser(
-        "package",
-        parents=[common],
-        help="model dir (+ code/) -> model.tar.gz, optionally uploaded to S3",
-        description="Build model.tar.gz laid out as "
-        "SageMaker extracts it into /opt/ml/model, and optionally upload it.",
+    subcommands = (
+        _package_parser,
+        _create_parser,
+        _update_parser,
+        _autoscale_parser,
+        _invoke_parser,
+        _batch_parser,
+        _delete_parser,
     )
+    for add_subcommand in subcommands:  # in the order --help lists them
+        add_subcommand(sub, common)
+    return parser
+
+
+# Each subcommand's line in `--help`, and the description its own --help opens with.
+SUBCOMMAND_HELP = {
+    "package": (
+        "model dir (+ code/) -> model.tar.gz, optionally uploaded to S3",
+        "Build model.tar.gz laid out as SageMaker extracts it into /opt/ml/model, and optionally upload it.",
+    ),
+    "create": (
+        "model + endpoint config + endpoint",
+        "Create a model, an endpoint config and an endpoint from an "
+        "image URI and model data, and wait until it is InService.",
+    ),
+    "update": (
+        "new endpoint config, no downtime",
+        "Create a new endpoint config (and a new model when image, "
+        "model data, role or env change) and update the endpoint to it. SageMaker "
+        "updates blue/green: the old fleet serves until the new one is InService. "
+        "The variant name is kept, so autoscaling stays attached.",
+    ),
+    "autoscale": (
+        "target tracking on invocations per instance",
+        "Register the endpoint variant with Application Auto Scaling "
+        "and put a target-tracking policy on SageMakerVariantInvocationsPerInstance.",
+    ),
+    "invoke": (
+        "send one request, print the answer",
+        "Send a QA request to an endpoint and print the answer.",
+    ),
+    "batch": (
+        "Batch Transform over JSON Lines in S3",
+        "Start a Batch Transform job over JSON Lines files in S3 "
+        "(SplitType Line, application/jsonlines): one request object per line in, one answer "
+        'per line out, or an {"error": ...} line for a record that failed. Mini-batch size, '
+        "concurrency and strategy are the container's (GET /execution-parameters: a mini-batch "
+        "that fits its invocation budget) unless given. With --wait, the answered and failed "
+        "records are counted from the .out files.",
+    ),
+    "delete": (
+        "endpoint, its config and its models",
+        "Deregister autoscaling, then delete the endpoint, its endpoint config and its models.",
+    ),
+}
+
+
+def _subcommand(sub, common: argparse.ArgumentParser, runner):
+    """A subcommand named after its runner (_run_NAME), with the common options."""
+    name = runner.__name__.removeprefix("_run_")
+    summary, description = SUBCOMMAND_HELP[name]
+    parser = sub.add_parser(name, parents=[common], help=summary, description=description)
+    parser.set_defaults(handler=runner)
+    return parser
+
+
+def _package_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_package)
     p.add_argument(
         "model_dir",
         type=Path,
@@ -209,13 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --graphs-from-image: skip the precision report (it loads every precision)",
     )
 
-    p = sub.add_parser(
-        "create",
-        parents=[common],
-        help="model + endpoint config + endpoint",
-        description="Create a model, an endpoint config and an endpoint from an "
-        "image URI and model data, and wait until it is InService.",
-    )
+
+def _create_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_create)
     p.add_argument(
         "--name", required=True, help="endpoint name; the model and endpoint config get NAME-<UTC time>"
     )
@@ -240,15 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _wait_options(p, timeout=1800, poll=15)
 
-    p = sub.add_parser(
-        "update",
-        parents=[common],
-        help="new endpoint config, no downtime",
-        description="Create a new endpoint config (and a new model when image, "
-        "model data, role or env change) and update the endpoint to it. SageMaker "
-        "updates blue/green: the old fleet serves until the new one is InService. "
-        "The variant name is kept, so autoscaling stays attached.",
-    )
+
+def _update_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_update)
     p.add_argument("--name", required=True, help="endpoint name")
     _model_options(p, required=False)
     _capacity_options(p, defaults=False)
@@ -260,13 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _wait_options(p, timeout=1800, poll=15)
 
-    p = sub.add_parser(
-        "autoscale",
-        parents=[common],
-        help="target tracking on invocations per instance",
-        description="Register the endpoint variant with Application Auto Scaling "
-        "and put a target-tracking policy on SageMakerVariantInvocationsPerInstance.",
-    )
+
+def _autoscale_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_autoscale)
     p.add_argument("--name", required=True, help="endpoint name")
     p.add_argument("--variant", help="variant name (default: the endpoint's first variant)")
     p.add_argument("--min", type=int, default=1, dest="min_capacity", help="min instances (default: 1)")
@@ -278,12 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds (default: 60)")
     p.add_argument("--off", action="store_true", help="deregister the variant instead")
 
-    p = sub.add_parser(
-        "invoke",
-        parents=[common],
-        help="send one request, print the answer",
-        description="Send a QA request to an endpoint and print the answer.",
-    )
+
+def _invoke_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_invoke)
     p.add_argument("--name", required=True, help="endpoint name")
     p.add_argument("--question")
     p.add_argument("--context")
@@ -295,29 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--body", help="the raw request body instead (JSON text)")
     p.add_argument("--body-file", type=Path, help="read the raw body from this file ('-': stdin)")
+    p.add_argument(
+        "--async-input",
+        metavar="S3_URI",
+        help="async endpoint: the request body already in S3; prints where the answer will land",
+    )
     p.add_argument("--content-type", default="application/json")
     p.add_argument("--accept", default="application/json")
     p.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes value")
     p.add_argument(
         "--target-model", help="multi-model endpoint: the archive under its S3 prefix, e.g. squad-v1.tar.gz"
     )
-    p.add_argument(
-        "--async-input",
-        metavar="S3_URI",
-        help="async endpoint: the request body already in S3; prints where the answer will land",
-    )
 
-    p = sub.add_parser(
-        "batch",
-        parents=[common],
-        help="Batch Transform over JSON Lines in S3",
-        description="Start a Batch Transform job over JSON Lines files in S3 "
-        "(SplitType Line, application/jsonlines): one request object per line in, one answer "
-        'per line out, or an {"error": ...} line for a record that failed. Mini-batch size, '
-        "concurrency and strategy are the container's (GET /execution-parameters: a mini-batch "
-        "that fits its invocation budget) unless given. With --wait, the answered and failed "
-        "records are counted from the .out files.",
-    )
+
+def _batch_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_batch)
     p.add_argument(
         "--input", required=True, dest="input_uri", metavar="S3_URI", help="s3:// prefix of .jsonl files"
     )
@@ -343,16 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600, help="seconds (default: 3600)")
     p.add_argument("--poll", type=float, default=30, help="seconds between checks (default: 30)")
 
-    p = sub.add_parser(
-        "delete",
-        parents=[common],
-        help="endpoint, its config and its models",
-        description="Deregister autoscaling, then delete the endpoint, its endpoint config and its models.",
-    )
+
+def _delete_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = _subcommand(sub, common, _run_delete)
     p.add_argument("--name", required=True, help="endpoint name")
     p.add_argument("--keep-config", action="store_true", help="keep the endpoint config")
     p.add_argument("--keep-model", action="store_true", help="keep the models")
-    return parser
 
 
 def _model_spec(args) -> endpoint.ModelSpec:
@@ -369,141 +401,120 @@ def _model_spec(args) -> endpoint.ModelSpec:
     )
 
 
-def _capacity_spec(args) -> endpoint.CapacitySpec:
-    return endpoint.CapacitySpec(
+def _endpoint_specs(args) -> tuple[endpoint.ModelSpec, endpoint.CapacitySpec, waiting.WaitSpec]:
+    """create's and update's model, capacity and waiting, as given."""
+    capacity = endpoint.CapacitySpec(
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         serverless_memory=args.serverless_memory,
         serverless_concurrency=args.serverless_concurrency,
         startup_timeout=args.startup_timeout,
     )
+    wait = waiting.WaitSpec(wait=not args.no_wait, timeout=args.timeout, poll=args.poll)
+    return _model_spec(args), capacity, wait
 
 
-def _wait_spec(args) -> endpoint.WaitSpec:
-    return endpoint.WaitSpec(wait=not args.no_wait, timeout=args.timeout, poll=args.poll)
+def _given(args, *names: str) -> dict:
+    """The named options as keyword arguments: each option's dest is its parameter's name."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(args, clients):
-    """Dispatch one parsed command; returns what to print on stdout."""
-    if args.command == "package":
-        if args.upload:
-            package.check_bucket(clients("s3"), args.upload, args.output)
-        with tempfile.TemporaryDirectory(prefix="qa-graphs-") as graphs_dir:
-            graphs = {}
-            if args.graphs_from_image:
-                _log(f"making graphs ({', '.join(args.precision)}) with {args.graphs_from_image}")
-                graphs = package.export_graphs(
-                    args.graphs_from_image,
-                    args.model_dir,
-                    Path(graphs_dir),
-                    args.precision,
-                    samples=args.samples,
-                    report=not args.no_precision_report,
-                    log=_log,
-                )
-            members = package.build_archive(args.model_dir, args.output, args.code, graphs)
-        _log(f"{args.output}: {len(members)} files")
-        result = {"archive": str(args.output), "files": members}
-        if args.upload:
-            result["model_data"] = package.upload(clients("s3"), args.output, args.upload)
-            _log(f"uploaded: {result['model_data']}")
-        return result
-    if args.command == "create":
-        if args.serverless_memory is not None or args.serverless_concurrency is not None:
-            args.instance_type = None
-        return endpoint.create(
-            clients,
-            args.name,
-            _model_spec(args),
-            _capacity_spec(args),
-            async_output=args.async_output,
-            async_failure=args.async_failure,
-            async_max_concurrent=args.async_max_concurrent,
-            wait=_wait_spec(args),
-            log=_log,
-        )
-    if args.command == "update":
-        return endpoint.update(
-            clients,
-            args.name,
-            _model_spec(args),
-            _capacity_spec(args),
-            endpoint_config=args.endpoint_config,
-            delete_old=args.delete_old,
-            wait=_wait_spec(args),
-            log=_log,
-        )
-    if args.command == "autoscale":
-        if args.off:
-            return scaling.remove_autoscaling(clients, args.name, variant=args.variant, log=_log)
-        if args.max_capacity is None:
-            raise resources.RequestError("autoscale needs --max (or --off)")
-        return scaling.autoscale(
-            clients,
-            args.name,
-            variant=args.variant,
-            min_capacity=args.min_capacity,
-            max_capacity=args.max_capacity,
-            target=args.target,
-            scale_in_cooldown=args.scale_in_cooldown,
-            scale_out_cooldown=args.scale_out_cooldown,
-            log=_log,
-        )
-    if args.command == "invoke":
-        if args.async_input:
-            return invoke.invoke_async(
-                clients, args.name, args.async_input, content_type=args.content_type, accept=args.accept
+def _run_package(args, clients) -> dict:
+    if args.upload:
+        package.check_bucket(clients("s3"), args.upload, args.output)
+    with tempfile.TemporaryDirectory(prefix="qa-graphs-") as graphs_dir:
+        graphs = {}
+        if args.graphs_from_image:
+            _log(f"making graphs ({', '.join(args.precision)}) with {args.graphs_from_image}")
+            graphs = package.export_graphs(
+                args.graphs_from_image,
+                args.model_dir,
+                Path(graphs_dir),
+                args.precision,
+                samples=args.samples,
+                report=not args.no_precision_report,
+                log=_log,
             )
-        raw = args.body
-        if args.body_file is not None:
-            try:
-                raw = sys.stdin.read() if str(args.body_file) == "-" else args.body_file.read_text("utf-8")
-            except UnicodeDecodeError as exc:
-                raise resources.RequestError(
-                    f"--body-file {args.body_file}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                    "save it as UTF-8"
-                ) from exc
-        body = invoke.build_body(
-            question=args.question, context=args.context, body=raw, parameters=invoke.parse_params(args.param)
-        )
-        return invoke.invoke(
-            clients,
-            args.name,
-            body,
-            content_type=args.content_type,
-            accept=args.accept,
-            custom_attributes=args.custom_attributes,
-            target_model=args.target_model,
-        )
-    if args.command == "batch":
-        return batch(
-            clients,
-            input_uri=args.input_uri,
-            output_uri=args.output_uri,
-            instance_type=args.instance_type,
-            instance_count=args.instance_count,
-            model_name=args.model_name,
-            model=_model_spec(args),
-            job_name=args.job_name,
-            max_concurrent=args.max_concurrent,
-            max_payload_mb=args.max_payload_mb,
-            batch_strategy=args.batch_strategy,
-            invocation_timeout=args.invocation_timeout,
-            invocation_retries=args.invocation_retries,
-            wait=args.wait,
-            timeout=args.timeout,
-            poll=args.poll,
-            log=_log,
-        )
-    if args.command == "delete":
-        return endpoint.delete(
-            clients, args.name, keep_config=args.keep_config, keep_model=args.keep_model, log=_log
-        )
-    raise AssertionError(args.command)
+        members = package.build_archive(args.model_dir, args.output, args.code, graphs)
+    _log(f"{args.output}: {len(members)} files")
+    result = {"archive": str(args.output), "files": members}
+    if args.upload:
+        result["model_data"] = package.upload(clients("s3"), args.output, args.upload)
+        _log(f"uploaded: {result['model_data']}")
+    return result
+
+
+def _run_create(args, clients) -> dict:
+    if args.serverless_memory is not None or args.serverless_concurrency is not None:
+        args.instance_type = None
+    asynchronous = _given(args, "async_output", "async_failure", "async_max_concurrent")
+    return endpoint.create(clients, args.name, *_endpoint_specs(args), **asynchronous, log=_log)
+
+
+def _run_update(args, clients) -> dict:
+    specs = _endpoint_specs(args)
+    return endpoint.update(
+        clients, args.name, *specs, endpoint_config=args.endpoint_config, delete_old=args.delete_old, log=_log
+    )
+
+
+def _run_autoscale(args, clients) -> dict:
+    if args.off:
+        return scaling.remove_autoscaling(clients, args.name, variant=args.variant, log=_log)
+    if args.max_capacity is None:
+        raise resources.RequestError("autoscale needs --max (or --off)")
+    policy = _given(
+        args, "variant", "min_capacity", "max_capacity", "target", "scale_in_cooldown", "scale_out_cooldown"
+    )
+    return scaling.autoscale(clients, args.name, **policy, log=_log)
+
+
+def _run_invoke(args, clients):
+    target = invoke.Target(args.name, content_type=args.content_type, accept=args.accept)
+    if args.async_input:
+        return invoke.invoke_async(clients, target, args.async_input)
+    body = invoke.build_body(
+        question=args.question,
+        context=args.context,
+        body=_read_body(args.body_file) if args.body_file is not None else args.body,
+        parameters=invoke.parse_params(args.param),
+    )
+    return invoke.invoke(
+        clients, target, body, custom_attributes=args.custom_attributes, target_model=args.target_model
+    )
+
+
+def _read_body(path: Path) -> str:
+    """--body-file's text ('-': stdin)."""
+    try:
+        return sys.stdin.read() if str(path) == "-" else path.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise resources.RequestError(
+            f"--body-file {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from exc
+
+
+def _run_batch(args, clients) -> dict:
+    job = resources.TransformSpec(**_given(args, *(field.name for field in fields(resources.TransformSpec))))
+    return batch(
+        clients,
+        job,
+        model_name=args.model_name,
+        model=_model_spec(args),
+        job_name=args.job_name,
+        wait=waiting.WaitSpec(wait=args.wait, timeout=args.timeout, poll=args.poll),
+        log=_log,
+    )
+
+
+def _run_delete(args, clients) -> dict:
+    return endpoint.delete(
+        clients, args.name, keep_config=args.keep_config, keep_model=args.keep_model, log=_log
+    )
 
 
 def main(argv: list[str] | None = None, clients=None, environ=os.environ) -> int:
@@ -517,7 +528,7 @@ def main(argv: list[str] | None = None, clients=None, environ=os.environ) -> int
         # AWS_REGION first, as the AWS CLI does: boto3 itself reads only AWS_DEFAULT_REGION.
         region = args.region or environ.get("AWS_REGION") or None
         clients = clients or aws.Clients(profile=args.profile, region=region)
-        result = run(args, clients)
+        result = args.handler(args, clients)  # the subcommand's _run_NAME: what to print on stdout
         if isinstance(result, str):
             print(result)
         else:

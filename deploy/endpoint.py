@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from deploy import resources, scaling
 from deploy.resources import RequestError
-from deploy.waiting import WaitError, wait_for_endpoint
+from deploy.waiting import WaitError, WaitSpec, wait_until
 
 
 @dataclass
@@ -28,23 +28,16 @@ class CapacitySpec:
     startup_timeout: int | None = None
 
 
-@dataclass
-class WaitSpec:
-    wait: bool = True
-    timeout: float = 1800.0
-    poll: float = 15.0
-
-
 def create(
     clients,
     name: str,
     model: ModelSpec,
     capacity: CapacitySpec,
+    wait: WaitSpec = WaitSpec(),
     *,
     async_output=None,
     async_failure=None,
     async_max_concurrent=None,
-    wait=WaitSpec(),
     log=print,
 ) -> dict:
     """Model + endpoint config (named `name-<time>`) + endpoint `name`."""
@@ -86,10 +79,10 @@ def update(
     name: str,
     model: ModelSpec,
     capacity: CapacitySpec,
+    wait: WaitSpec = WaitSpec(),
     *,
     endpoint_config: str | None = None,
     delete_old: bool = False,
-    wait=WaitSpec(),
     log=print,
 ) -> dict:
     """Point endpoint `name` at a new endpoint config (or an existing one, for a roll-back).
@@ -230,4 +223,5 @@ def delete(clients, name: str, *, keep_config: bool = False, keep_model: bool = 
 def _maybe_wait(sm, name: str, wait: WaitSpec, log) -> dict:
     if not wait.wait:
         return sm.describe_endpoint(EndpointName=name)
-    return wait_for_endpoint(sm, name, timeout=wait.timeout, poll=wait.poll, log=log)
+    # A failed update rolls back (RollingBack, then InService on the old config): `update` checks that.
+    return wait_until(sm, "endpoint_in_service", f"endpoint {name}", wait, log, EndpointName=name)

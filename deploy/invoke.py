@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from deploy.resources import RequestError
 
@@ -38,25 +39,35 @@ def parse_params(pairs: list[str] | None) -> dict:
     return params
 
 
+@dataclass
+class Target:
+    """The endpoint a request goes to, and the media types it is sent and answered in."""
+
+    name: str
+    content_type: str = "application/json"
+    accept: str = "application/json"
+
+    def params(self) -> dict:
+        return {"EndpointName": self.name, "ContentType": self.content_type, "Accept": self.accept}
+
+
 def invoke(
     clients,
-    name: str,
+    target: Target,
     body: bytes,
     *,
-    content_type: str = "application/json",
-    accept: str = "application/json",
     custom_attributes: str | None = None,
     target_model: str | None = None,
 ):
     """The decoded answer: parsed JSON when the endpoint answered JSON, else text."""
-    args = {"EndpointName": name, "Body": body, "ContentType": content_type, "Accept": accept}
+    args = {**target.params(), "Body": body}
     if custom_attributes:
         args["CustomAttributes"] = custom_attributes
     if target_model:
         args["TargetModel"] = target_model
     response = clients("sagemaker-runtime").invoke_endpoint(**args)
     payload = response["Body"].read().decode("utf-8")
-    if "json" in response.get("ContentType", accept) and "jsonlines" not in accept:
+    if "json" in response.get("ContentType", target.accept) and "jsonlines" not in target.accept:
         try:
             return json.loads(payload)
         except json.JSONDecodeError:
@@ -64,17 +75,10 @@ def invoke(
     return payload
 
 
-def invoke_async(
-    clients,
-    name: str,
-    input_location: str,
-    *,
-    content_type: str = "application/json",
-    accept: str = "application/json",
-) -> dict:
+def invoke_async(clients, target: Target, input_location: str) -> dict:
     """Queue a request whose body already lies in S3; the answer lands under the async output path."""
     response = clients("sagemaker-runtime").invoke_endpoint_async(
-        EndpointName=name, InputLocation=input_location, ContentType=content_type, Accept=accept
+        **target.params(), InputLocation=input_location
     )
     return {
         "inference_id": response.get("InferenceId"),

@@ -193,11 +193,17 @@ def check_bucket(s3_client, uri: str, archive: Path) -> None:
         s3_client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
-            raise S3UploadFailedError(f"Failed to upload {archive} to {bucket}/{key}: {exc}") from exc
+            failed = S3UploadFailedError(f"Failed to upload {archive} to {bucket}/{key}: {exc}")
+            failed.upload = (archive, bucket, key)  # type: ignore[attr-defined]
+            raise failed from exc
 
 
 def upload(s3_client, archive: Path, uri: str) -> str:
     """Upload the archive (multipart for big files); returns the s3:// URI of the object."""
     bucket, key = parse_s3_uri(uri)
-    s3_client.upload_file(str(archive), bucket, key)
+    try:
+        s3_client.upload_file(str(archive), bucket, key)
+    except S3UploadFailedError as exc:
+        exc.upload = (archive, bucket, key)  # type: ignore[attr-defined]  # for deploy.errors
+        raise
     return f"s3://{bucket}/{key}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 VARIANT_NAME = "AllTraffic"
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
@@ -176,46 +177,48 @@ def variant_from_description(described: dict) -> dict:
     return {key: described[key] for key in keep if key in described}
 
 
-def transform_job_request(
-    job_name: str,
-    model_name: str,
-    input_uri: str,
-    output_uri: str,
-    *,
-    instance_type: str,
-    instance_count: int = 1,
-    max_concurrent: int | None = None,
-    max_payload_mb: int | None = None,
-    batch_strategy: str | None = None,
-    invocation_timeout: int | None = None,
-    invocation_retries: int | None = None,
-) -> dict:
+@dataclass
+class TransformSpec:
+    """What a Batch Transform job reads and writes, on what instances, in what mini-batches."""
+
+    input_uri: str
+    output_uri: str
+    instance_type: str
+    instance_count: int = 1
+    max_concurrent: int | None = None
+    max_payload_mb: int | None = None
+    batch_strategy: str | None = None
+    invocation_timeout: int | None = None
+    invocation_retries: int | None = None
+
+
+def transform_job_request(job_name: str, model_name: str, job: TransformSpec) -> dict:
     """Batch Transform over JSON Lines: one request per line in, one answer per line out.
 
     MaxPayloadInMB, MaxConcurrentTransforms and BatchStrategy are sent only when given (the
     strategy is MultiRecord when a size is given without it); left out, SageMaker takes the
     container's GET /execution-parameters. ModelClientConfig only with a timeout or retries."""
-    if not input_uri.startswith("s3://") or not output_uri.startswith("s3://"):
+    if not job.input_uri.startswith("s3://") or not job.output_uri.startswith("s3://"):
         raise RequestError("--input and --output must be s3:// URIs")
-    sizing = _transform_sizing(max_concurrent, max_payload_mb, batch_strategy)
+    sizing = _transform_sizing(job.max_concurrent, job.max_payload_mb, job.batch_strategy)
     request: dict = {
         "TransformJobName": job_name,
         "ModelName": model_name,
         **sizing,
         "TransformInput": {
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": job.input_uri}},
             "ContentType": "application/jsonlines",
             "SplitType": "Line",
             "CompressionType": "None",
         },
         "TransformOutput": {
-            "S3OutputPath": output_uri,
+            "S3OutputPath": job.output_uri,
             "Accept": "application/jsonlines",
             "AssembleWith": "Line",
         },
-        "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
+        "TransformResources": {"InstanceType": job.instance_type, "InstanceCount": job.instance_count},
     }
-    client_config = model_client_config(invocation_timeout, invocation_retries)
+    client_config = model_client_config(job.invocation_timeout, job.invocation_retries)
     if client_config:
         request["ModelClientConfig"] = client_config
     return request

@@ -1,72 +1,62 @@
-"""Poll a SageMaker resource until it reaches a final status, printing each status change."""
+"""Wait for a SageMaker resource by boto3's own waiter rules, printing each status change.
+
+boto3's waiters report nothing while they wait and return nothing when done, so this calls the
+waiter's describe operation itself (for the progress lines and the final description) and lets
+the waiter's acceptors decide which status is success and which is failure.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore import xform_name
 
 
 class WaitError(RuntimeError):
     """The resource failed or did not finish in time; the message says which and why."""
 
 
-def wait_for(
-    describe: Callable[[], dict],
-    *,
+@dataclass
+class WaitSpec:
+    wait: bool = True
+    timeout: float = 1800.0  # seconds
+    poll: float = 15.0  # seconds between describe calls
+
+
+def wait_until(
+    client,
+    waiter_name: str,
     what: str,
-    status_key: str,
-    done: set[str],
-    failed: set[str],
-    timeout: float,
-    poll: float,
+    spec: WaitSpec,
     log: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
+    **params,
 ) -> dict:
+    """The final description once `waiter_name` (e.g. "endpoint_in_service") accepts it as success.
+
+    `params` are the describe call's (EndpointName=...). A failure state, or `spec.timeout`
+    seconds without a final state, raise WaitError naming `what`."""
+    config = client.get_waiter(waiter_name).config
+    describe = getattr(client, xform_name(config.operation))
+    status_key = next(acceptor.argument for acceptor in config.acceptors if acceptor.matcher == "path")
     start = time.monotonic()
     last = None
     while True:
-        described = describe()
+        described = describe(**params)
         status = described[status_key]
         elapsed = time.monotonic() - start
         if status != last:
             log(f"{what}: {status} ({elapsed:.0f} s)")
             last = status
-        if status in done:
+        state = next((a.state for a in config.acceptors if a.matcher_func(described)), "retry")
+        if state == "success":
             return described
-        if status in failed:
-            reason = described.get("FailureReason", "no reason given")
-            raise WaitError(f"{what} is {status}: {reason}")
-        if elapsed >= timeout:
+        if state == "failure":
+            raise WaitError(f"{what} is {status}: {described.get('FailureReason', 'no reason given')}")
+        if elapsed >= spec.timeout:
             raise WaitError(
-                f"{what} still {status} after {timeout:.0f} s: it goes on in AWS; "
+                f"{what} still {status} after {spec.timeout:.0f} s: it goes on in AWS; "
                 "check the console or describe it later"
             )
-        sleep(poll)
-
-
-def wait_for_endpoint(sm, name: str, *, timeout: float, poll: float, log) -> dict:
-    return wait_for(
-        lambda: sm.describe_endpoint(EndpointName=name),
-        what=f"endpoint {name}",
-        status_key="EndpointStatus",
-        done={"InService"},
-        # RollingBack is not final: a failed update returns to InService on the old
-        # config, which `update` reports as a failure.
-        failed={"Failed", "OutOfService", "UpdateRollbackFailed"},
-        timeout=timeout,
-        poll=poll,
-        log=log,
-    )
-
-
-def wait_for_transform(sm, name: str, *, timeout: float, poll: float, log) -> dict:
-    return wait_for(
-        lambda: sm.describe_transform_job(TransformJobName=name),
-        what=f"transform job {name}",
-        status_key="TransformJobStatus",
-        done={"Completed"},
-        failed={"Failed", "Stopped"},
-        timeout=timeout,
-        poll=poll,
-        log=log,
-    )
+        time.sleep(spec.poll)

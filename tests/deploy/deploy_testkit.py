@@ -14,6 +14,22 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/qa-serving:abc1234"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
 
 
+def create_args(role: str = ROLE, *extra: str) -> list[str]:
+    """`create` of endpoint qa from IMAGE and model data in S3, then `extra` options."""
+    return [
+        "create",
+        "--name",
+        "qa",
+        "--image",
+        IMAGE,
+        "--role",
+        role,
+        "--model-data",
+        "s3://m/model.tar.gz",
+        *extra,
+    ]
+
+
 def offline_env(tmp: Path) -> dict[str, str]:
     """The caller's environment without any AWS settings, and no config files to fall back on."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

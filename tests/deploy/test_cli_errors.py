@@ -19,7 +19,7 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 from botocore.stub import Stubber
-from deploy_testkit import IMAGE, REGION, run_deploy
+from deploy_testkit import REGION, create_args, run_deploy
 
 from deploy import cli, errors, package
 
@@ -92,20 +92,7 @@ def test_debug_shows_the_traceback_after_the_line(aws, model_dir, tmp_path, befo
 
 
 def test_malformed_role_is_one_line_and_nothing_is_created(aws):
-    proc = run_deploy(
-        [
-            "create",
-            "--name",
-            "qa",
-            "--image",
-            IMAGE,
-            "--role",
-            BAD_ROLE,
-            "--model-data",
-            "s3://m/model.tar.gz",
-        ],
-        aws.env,
-    )
+    proc = run_deploy(create_args(BAD_ROLE), aws.env)
     assert proc.returncode == 2
     assert one_error_line(proc) == (
         f"error: --role '{BAD_ROLE}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME); pass "
@@ -153,10 +140,6 @@ def sagemaker_stub():
         stub.assert_no_pending_responses()
 
 
-def create_args(role: str = UNASSUMABLE) -> list[str]:
-    return ["create", "--name", "qa", "--image", IMAGE, "--role", role, "--model-data", "s3://m/model.tar.gz"]
-
-
 def test_role_sagemaker_cannot_assume_is_one_line(sagemaker_stub, capsys):
     clients, stub = sagemaker_stub
     stub.add_client_error(
@@ -166,7 +149,7 @@ def test_role_sagemaker_cannot_assume_is_one_line(sagemaker_stub, capsys):
         service_message=f"Could not assume role {UNASSUMABLE}. Please ensure that the role exists "
         "and allows principal 'sagemaker.amazonaws.com' to assume the role.",
     )
-    assert cli.main(create_args(), clients=clients, environ={}) == 1
+    assert cli.main(create_args(UNASSUMABLE), clients=clients, environ={}) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
@@ -182,7 +165,7 @@ def test_role_refused_without_naming_it_names_the_role_given(sagemaker_stub, cap
     stub.add_client_error(
         "create_model", service_error_code="NoSuchEntity", service_message="The role cannot be found."
     )
-    assert cli.main(create_args(), clients=clients, environ={}) == 1
+    assert cli.main(create_args(UNASSUMABLE), clients=clients, environ={}) == 1
     assert capsys.readouterr().err.endswith(
         f"(trust policy for sagemaker.amazonaws.com), not {UNASSUMABLE}\n"
     )
@@ -279,6 +262,16 @@ def client_error(
             "CreateModel failed (ValidationException): Could not find model data at s3://m/model.tar.gz; "
             "check --model-data: upload the archive with `python -m deploy package MODEL_DIR --upload "
             "s3://BUCKET/PREFIX/`, in the endpoint's region, readable by the role",
+        ),
+        (
+            client_error(
+                "ValidationException",
+                "Requested image 1.dkr.ecr.us-east-1.amazonaws.com/qa:x not found.",
+                "CreateModel",
+            ),
+            1,
+            "CreateModel failed (ValidationException): Requested image 1.dkr.ecr.us-east-1.amazonaws.com/qa:x "
+            "not found; check --image: push it to ECR first, in the endpoint's region, readable by the role",
         ),
         (
             client_error("ResourceLimitExceeded", "The account-level service limit is 2 Instances."),

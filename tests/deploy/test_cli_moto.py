@@ -10,7 +10,7 @@ import os
 import tarfile
 
 import pytest
-from deploy_testkit import IMAGE, REGION, ROLE, run_deploy
+from deploy_testkit import IMAGE, REGION, ROLE, create_args, run_deploy
 
 SUBCOMMANDS = ["package", "create", "update", "autoscale", "invoke", "batch", "delete"]
 
@@ -242,21 +242,7 @@ def test_create_async_endpoint(aws):
 )
 def test_create_rejects_bad_options_before_any_call(aws, args, message):
     before = inventory(aws)
-    proc = run_deploy(
-        [
-            "create",
-            "--name",
-            "qa",
-            "--image",
-            IMAGE,
-            "--role",
-            ROLE,
-            "--model-data",
-            "s3://m/model.tar.gz",
-            *args,
-        ],
-        aws.env,
-    )
+    proc = run_deploy(create_args(ROLE, *args), aws.env)
     assert proc.returncode == 2
     assert message in proc.stderr and proc.stderr.count("\n") == 1
     assert inventory(aws) == before

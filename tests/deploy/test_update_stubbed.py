@@ -17,7 +17,7 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from deploy_testkit import IMAGE, REGION, ROLE
+from deploy_testkit import IMAGE, REGION, ROLE, create_args
 
 from deploy import cli, resources
 
@@ -90,31 +90,48 @@ def old_model() -> dict:
     }
 
 
+def expect_current(sm: Stubber, config: dict | None = None) -> None:
+    """The endpoint as the update finds it: InService on the old config (`config` describes it)."""
+    config = config or endpoint_config(OLD, OLD)
+    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
+    sm.add_response("describe_endpoint_config", config, {"EndpointConfigName": OLD})
+
+
 def expect_wait(sm: Stubber, config: str) -> None:
     sm.add_response("describe_endpoint", endpoint("Updating", config), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint", endpoint("InService", config), {"EndpointName": "qa"})
 
 
-def expect_new_config_for_old_model(sm: Stubber, instance_type: str, count: int) -> None:
-    """A capacity-only update: a new endpoint config around the same model, then the switch."""
+def expect_switch(sm: Stubber, model: str, variant: dict, *, in_service: bool = True, **config) -> None:
+    """A new endpoint config NEW around `model` (one variant: `variant` on top of the basics), the
+    switch to it with UpdateEndpoint, then (`in_service`) the wait until it serves on NEW.
+    `config` are other CreateEndpointConfig fields."""
     sm.add_response(
         "create_endpoint_config",
         {"EndpointConfigArn": arn("endpoint-config", NEW)},
         {
             "EndpointConfigName": NEW,
+            **config,
             "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": OLD,
-                    "InitialVariantWeight": 1.0,
-                    "InstanceType": instance_type,
-                    "InitialInstanceCount": count,
-                }
+                {"VariantName": "AllTraffic", "ModelName": model, "InitialVariantWeight": 1.0, **variant}
             ],
         },
     )
     sm.add_response(
         "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
+    )
+    if in_service:
+        expect_wait(sm, NEW)
+
+
+def expect_new_model(sm: Stubber, image: str, model_data: str, env: dict[str, str]) -> None:
+    """The update's new model NEW, after the old one is described."""
+    sm.add_response("describe_model", old_model(), {"ModelName": OLD})
+    container = {"Image": image, "Mode": "SingleModel", "ModelDataUrl": model_data, "Environment": env}
+    sm.add_response(
+        "create_model",
+        {"ModelArn": arn("model", NEW)},
+        {"ModelName": NEW, "ExecutionRoleArn": ROLE, "PrimaryContainer": container},
     )
 
 
@@ -124,55 +141,25 @@ def run(clients, capsys, *args: str) -> tuple[int, dict | None, str]:
     return code, (json.loads(captured.out) if code == 0 else None), captured.err
 
 
+def run_update(clients, capsys, *options: str) -> tuple[int, dict | None, str]:
+    """`update` of endpoint qa, polling without a pause."""
+    return run(clients, capsys, "update", "--name", "qa", *options, "--poll", "0")
+
+
 def test_update_new_image_and_capacity_is_blue_green(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    sm.add_response("describe_model", old_model(), {"ModelName": OLD})
-    sm.add_response(
-        "create_model",
-        {"ModelArn": arn("model", NEW)},
-        {
-            "ModelName": NEW,
-            "ExecutionRoleArn": ROLE,
-            "PrimaryContainer": {
-                "Image": NEW_IMAGE,
-                "Mode": "SingleModel",
-                "ModelDataUrl": "s3://m/v1/model.tar.gz",
-                "Environment": {
-                    "SAGEMAKER_MODEL_SERVER_WORKERS": "4",
-                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "DEBUG",
-                },
-            },
-        },
+    expect_current(sm)
+    expect_new_model(
+        sm,
+        NEW_IMAGE,
+        "s3://m/v1/model.tar.gz",
+        {"SAGEMAKER_MODEL_SERVER_WORKERS": "4", "SAGEMAKER_CONTAINER_LOG_LEVEL": "DEBUG"},
     )
-    sm.add_response(
-        "create_endpoint_config",
-        {"EndpointConfigArn": arn("endpoint-config", NEW)},
-        {
-            "EndpointConfigName": NEW,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": NEW,
-                    "InitialVariantWeight": 1.0,
-                    "InstanceType": "ml.c5.2xlarge",
-                    "InitialInstanceCount": 3,
-                }
-            ],
-        },
-    )
-    sm.add_response(
-        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
-    )
-    expect_wait(sm, NEW)
-    code, out, err = run(
+    expect_switch(sm, NEW, {"InstanceType": "ml.c5.2xlarge", "InitialInstanceCount": 3})
+    code, out, err = run_update(
         clients,
         capsys,
-        "update",
-        "--name",
-        "qa",
         "--image",
         NEW_IMAGE,
         "--env",
@@ -183,8 +170,6 @@ def test_update_new_image_and_capacity_is_blue_green(stubbed, capsys):
         "ml.c5.2xlarge",
         "--instance-count",
         "3",
-        "--poll",
-        "0",
     )
     assert code == 0, err
     assert out == {
@@ -200,11 +185,10 @@ def test_update_new_image_and_capacity_is_blue_green(stubbed, capsys):
 def test_update_capacity_only_reuses_the_model(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    expect_new_config_for_old_model(sm, "ml.m5.xlarge", 4)
-    expect_wait(sm, NEW)
-    code, out, err = run(clients, capsys, "update", "--name", "qa", "--instance-count", "4", "--poll", "0")
+    expect_current(sm)
+    # A capacity-only update: a new endpoint config around the same model.
+    expect_switch(sm, OLD, {"InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 4})
+    code, out, err = run_update(clients, capsys, "--instance-count", "4")
     assert code == 0, err
     assert "model" not in out
 
@@ -221,30 +205,9 @@ def test_update_serverless_memory_stays_serverless(stubbed, capsys):
             "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
         }
     ]
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", old, {"EndpointConfigName": OLD})
-    sm.add_response(
-        "create_endpoint_config",
-        {"EndpointConfigArn": arn("endpoint-config", NEW)},
-        {
-            "EndpointConfigName": NEW,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": OLD,
-                    "InitialVariantWeight": 1.0,
-                    "ServerlessConfig": {"MemorySizeInMB": 4096, "MaxConcurrency": 5},
-                }
-            ],
-        },
-    )
-    sm.add_response(
-        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
-    )
-    expect_wait(sm, NEW)
-    code, _, err = run(
-        clients, capsys, "update", "--name", "qa", "--serverless-memory", "4096", "--poll", "0"
-    )
+    expect_current(sm, old)
+    expect_switch(sm, OLD, {"ServerlessConfig": {"MemorySizeInMB": 4096, "MaxConcurrency": 5}})
+    code, _, err = run_update(clients, capsys, "--serverless-memory", "4096")
     assert code == 0, err
 
 
@@ -255,92 +218,27 @@ def test_update_keeps_async_inference_config(stubbed, capsys):
         "OutputConfig": {"S3OutputPath": "s3://answers/out/"},
         "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
     }
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response(
-        "describe_endpoint_config",
-        {**endpoint_config(OLD, OLD), "AsyncInferenceConfig": async_config},
-        {"EndpointConfigName": OLD},
+    expect_current(sm, {**endpoint_config(OLD, OLD), "AsyncInferenceConfig": async_config})
+    expect_switch(
+        sm,
+        OLD,
+        {"InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 2},
+        AsyncInferenceConfig=async_config,
     )
-    sm.add_response(
-        "create_endpoint_config",
-        {"EndpointConfigArn": arn("endpoint-config", NEW)},
-        {
-            "EndpointConfigName": NEW,
-            "AsyncInferenceConfig": async_config,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": OLD,
-                    "InitialVariantWeight": 1.0,
-                    "InstanceType": "ml.m5.xlarge",
-                    "InitialInstanceCount": 2,
-                }
-            ],
-        },
-    )
-    sm.add_response(
-        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
-    )
-    expect_wait(sm, NEW)
-    code, _, err = run(clients, capsys, "update", "--name", "qa", "--instance-count", "2", "--poll", "0")
+    code, _, err = run_update(clients, capsys, "--instance-count", "2")
     assert code == 0, err
 
 
 def test_update_delete_old_after_in_service(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    sm.add_response("describe_model", old_model(), {"ModelName": OLD})
-    sm.add_response(
-        "create_model",
-        {"ModelArn": arn("model", NEW)},
-        {
-            "ModelName": NEW,
-            "ExecutionRoleArn": ROLE,
-            "PrimaryContainer": {
-                "Image": IMAGE,
-                "Mode": "SingleModel",
-                "ModelDataUrl": "s3://m/v2/model.tar.gz",
-                "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
-            },
-        },
-    )
-    sm.add_response(
-        "create_endpoint_config",
-        {"EndpointConfigArn": arn("endpoint-config", NEW)},
-        {
-            "EndpointConfigName": NEW,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": NEW,
-                    "InitialVariantWeight": 1.0,
-                    "InstanceType": "ml.m5.xlarge",
-                    "InitialInstanceCount": 1,
-                }
-            ],
-        },
-    )
-    sm.add_response(
-        "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": NEW}
-    )
-    expect_wait(sm, NEW)
+    expect_current(sm)
+    expect_new_model(sm, IMAGE, "s3://m/v2/model.tar.gz", {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    expect_switch(sm, NEW, {"InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 1})
     sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": OLD})
     sm.add_response("describe_endpoint_config", endpoint_config(NEW, NEW), {"EndpointConfigName": NEW})
     sm.add_response("delete_model", {}, {"ModelName": OLD})
-    code, out, err = run(
-        clients,
-        capsys,
-        "update",
-        "--name",
-        "qa",
-        "--model-data",
-        "s3://m/v2/model.tar.gz",
-        "--delete-old",
-        "--poll",
-        "0",
-    )
+    code, out, err = run_update(clients, capsys, "--model-data", "s3://m/v2/model.tar.gz", "--delete-old")
     assert code == 0, err
     assert out["model"] == NEW
 
@@ -354,7 +252,7 @@ def test_update_roll_back_to_existing_config(stubbed, capsys):
         "update_endpoint", {"EndpointArn": arn("endpoint")}, {"EndpointName": "qa", "EndpointConfigName": OLD}
     )
     expect_wait(sm, OLD)
-    code, out, err = run(clients, capsys, "update", "--name", "qa", "--endpoint-config", OLD, "--poll", "0")
+    code, out, err = run_update(clients, capsys, "--endpoint-config", OLD)
     assert code == 0, err
     assert out["endpoint_config"] == OLD and out["previous_endpoint_config"] == NEW
 
@@ -362,25 +260,13 @@ def test_update_roll_back_to_existing_config(stubbed, capsys):
 def test_update_failure_reports_reason_and_keeps_old(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
-    expect_new_config_for_old_model(sm, "ml.g5.xlarge", 1)
+    expect_current(sm)
+    expect_switch(sm, OLD, {"InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 1}, in_service=False)
     sm.add_response("describe_endpoint", endpoint("Updating", NEW), {"EndpointName": "qa"})
     sm.add_response("describe_endpoint", endpoint("RollingBack", NEW), {"EndpointName": "qa"})
     # SageMaker rolls a failed update back: the endpoint keeps serving the old config.
     sm.add_response("describe_endpoint", endpoint("InService", OLD), {"EndpointName": "qa"})
-    code, _, err = run(
-        clients,
-        capsys,
-        "update",
-        "--name",
-        "qa",
-        "--instance-type",
-        "ml.g5.xlarge",
-        "--delete-old",
-        "--poll",
-        "0",
-    )
+    code, _, err = run_update(clients, capsys, "--instance-type", "ml.g5.xlarge", "--delete-old")
     assert code == 1
     last = err.splitlines()[-1]
     assert last.startswith(f"error: update of endpoint qa failed and was rolled back to {OLD}")
@@ -390,8 +276,7 @@ def test_update_failure_reports_reason_and_keeps_old(stubbed, capsys):
 def test_update_refuses_mixing_roll_back_with_changes(stubbed, capsys):
     clients, stubs = stubbed
     sm = stubs["sagemaker"]
-    sm.add_response("describe_endpoint", endpoint("InService"), {"EndpointName": "qa"})
-    sm.add_response("describe_endpoint_config", endpoint_config(OLD, OLD), {"EndpointConfigName": OLD})
+    expect_current(sm)
     code, _, err = run(
         clients, capsys, "update", "--name", "qa", "--endpoint-config", OLD, "--instance-count", "2"
     )
@@ -408,19 +293,7 @@ def test_access_denied_is_one_line(stubbed, capsys, error_code):
         service_message="User: arn:aws:iam::1:user/dev is not authorized to perform: "
         "sagemaker:CreateModel on resource: arn:aws:sagemaker:us-east-1:1:model/x",
     )
-    code, _, err = run(
-        clients,
-        capsys,
-        "create",
-        "--name",
-        "qa",
-        "--image",
-        IMAGE,
-        "--role",
-        ROLE,
-        "--model-data",
-        "s3://m/model.tar.gz",
-    )
+    code, _, err = run(clients, capsys, *create_args(ROLE))
     assert code == 1
     assert err.startswith(f"error: permission denied for CreateModel ({error_code}): User: ")
     assert err.count("\n") == 1
@@ -461,21 +334,7 @@ def test_create_failed_endpoint_reports_failure_reason(stubbed, capsys):
         ),
         {"EndpointName": "qa"},
     )
-    code, _, err = run(
-        clients,
-        capsys,
-        "create",
-        "--name",
-        "qa",
-        "--image",
-        IMAGE,
-        "--role",
-        ROLE,
-        "--model-data",
-        "s3://m/model.tar.gz",
-        "--poll",
-        "0",
-    )
+    code, _, err = run(clients, capsys, *create_args(ROLE, "--poll", "0"))
     assert code == 1
     assert err.splitlines()[-1] == (
         "error: endpoint qa is Failed: The primary container for "
@@ -494,22 +353,6 @@ def test_wait_timeout_says_it_goes_on(stubbed, capsys):
         }[operation]
         sm.add_response(operation, {key: arn("x", NEW)})
     sm.add_response("describe_endpoint", endpoint("Creating", NEW), {"EndpointName": "qa"})
-    code, _, err = run(
-        clients,
-        capsys,
-        "create",
-        "--name",
-        "qa",
-        "--image",
-        IMAGE,
-        "--role",
-        ROLE,
-        "--model-data",
-        "s3://m/model.tar.gz",
-        "--timeout",
-        "0",
-        "--poll",
-        "0",
-    )
+    code, _, err = run(clients, capsys, *create_args(ROLE, "--timeout", "0", "--poll", "0"))
     assert code == 1
     assert "still Creating after 0 s" in err
