@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from botocore import xform_name
 
 
+# Final states the waiters' rules do not call failures: a transform job someone stopped did not do
+# what was asked (the waiter counts it a success), and an endpoint out of service or whose update
+# rollback failed stays so (the waiter would go on polling until the timeout).
+ALSO_FAILED = {"Stopped", "OutOfService", "UpdateRollbackFailed"}
+
+
 class WaitError(RuntimeError):
     """The resource failed or did not finish in time; the message says which and why."""
 
@@ -50,6 +56,8 @@ def wait_until(
             log(f"{what}: {status} ({elapsed:.0f} s)")
             last = status
         state = next((a.state for a in config.acceptors if a.matcher_func(described)), "retry")
+        if status in ALSO_FAILED:
+            state = "failure"
         if state == "success":
             return described
         if state == "failure":

@@ -26,9 +26,11 @@ def transform_job(status: str) -> dict:
     }
 
 
-def wait_for_job(statuses: list[str], timeout: float = 60) -> tuple[dict, list[str]]:
+def wait_for_job(
+    statuses: list[str], timeout: float = 60, logged: list[str] | None = None
+) -> tuple[dict, list[str]]:
     sm = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t")
-    logged: list[str] = []
+    logged = [] if logged is None else logged
     with Stubber(sm) as stub:
         for status in statuses:
             stub.add_response("describe_transform_job", transform_job(status), {"TransformJobName": "qa-1"})
@@ -44,9 +46,10 @@ def wait_for_job(statuses: list[str], timeout: float = 60) -> tuple[dict, list[s
     return described, logged
 
 
-def test_a_stopped_job_is_final_and_each_status_change_is_printed_once():
-    described, logged = wait_for_job(["InProgress", "InProgress", "Stopping", "Stopped"])
-    assert described["TransformJobStatus"] == "Stopped"
+def test_a_stopped_job_fails_the_wait_and_each_status_change_is_printed_once():
+    logged: list[str] = []
+    with pytest.raises(WaitError, match=r"^transform job qa-1 is Stopped"):
+        wait_for_job(["InProgress", "InProgress", "Stopping", "Stopped"], logged=logged)
     assert [line.split(" (")[0] for line in logged] == [
         "transform job qa-1: InProgress",
         "transform job qa-1: Stopping",
@@ -57,3 +60,29 @@ def test_a_stopped_job_is_final_and_each_status_change_is_printed_once():
 def test_a_failed_job_raises_with_its_reason():
     with pytest.raises(WaitError, match=r"^transform job qa-1 is Failed: no reason given$"):
         wait_for_job(["Failed"])
+
+
+@pytest.mark.parametrize("status", ["OutOfService", "UpdateRollbackFailed"])
+def test_an_endpoint_that_stays_broken_fails_the_wait_at_once(status):
+    """The waiter has no rule for these: without one the wait would poll until its timeout."""
+    sm = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t")
+    endpoint = {
+        "EndpointName": "qa",
+        "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/qa",
+        "EndpointConfigName": "qa-1",
+        "EndpointStatus": status,
+        "CreationTime": NOW,
+        "LastModifiedTime": NOW,
+    }
+    with Stubber(sm) as stub:
+        stub.add_response("describe_endpoint", endpoint, {"EndpointName": "qa"})
+        with pytest.raises(WaitError, match=rf"^endpoint qa is {status}"):
+            wait_until(
+                sm,
+                "endpoint_in_service",
+                "endpoint qa",
+                WaitSpec(timeout=600, poll=0),
+                print,
+                EndpointName="qa",
+            )
+        stub.assert_no_pending_responses()
