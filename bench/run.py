@@ -53,7 +53,7 @@ def parse_config(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: float) -> float:
+def wait_first_answer(server: servers.Server, probe: corpus.CorpusQuestion, timeout: float) -> float:
     """Seconds from launch to the first correct answer; raises if the server dies or times out."""
     left = timeout - (time.perf_counter() - server.t_launch)
     try:
@@ -66,7 +66,7 @@ def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: 
 
 
 def measure(
-    server: servers.Server, requests: list[corpus.QARequest], args, flop_info: dict | None = None
+    server: servers.Server, requests: list[corpus.CorpusQuestion], args, flop_info: dict | None = None
 ) -> dict:
     """Start one server, measure it, stop it. Never leaves it running."""
     result = {"name": server.name, "kind": server.kind, "env": server.extra_env, "levels": [], "error": None}
@@ -165,7 +165,7 @@ def fp32_ceiling(seconds: float) -> dict:
     return ceiling
 
 
-def request_flops(model: Path, requests: list[corpus.QARequest]) -> dict:
+def request_flops(model: Path, requests: list[corpus.CorpusQuestion]) -> dict:
     """Tokens and GFLOP per request for this model; on failure, the reason, said loudly."""
     try:
         info = flops.request_flops(model, requests)
