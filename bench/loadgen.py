@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from qa.corpus import QARequest
+from qa.corpus import CorpusQuestion
 
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 REQUEST_TIMEOUT_S = 60.0
@@ -111,7 +111,7 @@ class Client:
             self.conn = None
 
 
-def ask(client: Client, req: QARequest) -> tuple[bool, dict | str, float]:
+def ask(client: Client, req: CorpusQuestion) -> tuple[bool, dict | str, float]:
     """Send one request: (True, top answer, 0) on success, else (False, reason, the pause before
     the next request: the answer's Retry-After, at most MAX_RETRY_AFTER_S, else ERROR_BACKOFF_S)."""
     try:
@@ -134,7 +134,7 @@ def ask(client: Client, req: QARequest) -> tuple[bool, dict | str, float]:
 
 def run_level(
     port: int,
-    requests: Sequence[QARequest],
+    requests: Sequence[CorpusQuestion],
     concurrency: int,
     duration: float,
     warmup: float,
@@ -202,7 +202,9 @@ def run_level(
     )
 
 
-def collect_answers(port: int, requests: Sequence[QARequest], concurrency: int = 4) -> dict[int, dict | None]:
+def collect_answers(
+    port: int, requests: Sequence[CorpusQuestion], concurrency: int = 4
+) -> dict[int, dict | None]:
     """Top answer {answer, start, end, score} for every request (None on failure), for the compare step."""
     counter = itertools.count()
     lock = threading.Lock()
@@ -230,7 +232,7 @@ def collect_answers(port: int, requests: Sequence[QARequest], concurrency: int =
     return answers
 
 
-def first_answer(port: int, req: QARequest) -> bool:
+def first_answer(port: int, req: CorpusQuestion) -> bool:
     """One request for the readiness poll: True once the server answers it correctly."""
     client = Client(port)
     try:

@@ -55,7 +55,7 @@ def parse_config(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def wait_first_answer(server: servers.Server, probe: corpus.QARequest, timeout: float) -> float:
+def wait_first_answer(server: servers.Server, probe: corpus.CorpusQuestion, timeout: float) -> float:
     """Seconds from launch to the first correct answer; raises if the server dies or times out."""
     left = timeout - (time.perf_counter() - server.t_launch)
     try:
@@ -99,7 +99,7 @@ def measure_level(server, meter, requests, concurrency: int, args, flop_info) ->
 
 
 def measure(
-    server: servers.Server, requests: list[corpus.QARequest], args, flop_info: dict | None = None
+    server: servers.Server, requests: list[corpus.CorpusQuestion], args, flop_info: dict | None = None
 ) -> dict:
     """Start one server, measure it, stop it (never leaves it running); then, for ours, the
     kernel alone on the same windows."""
@@ -198,7 +198,7 @@ def fp32_ceiling(seconds: float) -> dict:
     return ceiling
 
 
-def request_flops(model: Path, requests: list[corpus.QARequest]) -> dict:
+def request_flops(model: Path, requests: list[corpus.CorpusQuestion]) -> dict:
     """Tokens and GFLOP per request for this model; on failure, the reason, said loudly."""
     try:
         info = flops.request_flops(model, requests)

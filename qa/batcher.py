@@ -19,11 +19,13 @@ CPUs busy at concurrency 4 with one lane). Big batches do not run side by side: 
 is shared.
 
 The queue holds the windows of the requests the worker serves at once (serving/gunicorn_worker.py
-bounds them). A request still queued at its deadline fails with 504 and its windows are dropped.
+bounds them). A request still waiting at its deadline (the caller's: the serving runtime's time
+budget; none for a library call) fails with DeadlineExceeded, and its queued windows are dropped.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -32,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from qa import accounting
-from qa.errors import DeadlineExceeded, Overloaded
+from qa.errors import DeadlineExceeded
 
 Logits = tuple[np.ndarray, np.ndarray]
 
@@ -78,7 +80,6 @@ class Batcher:
         max_tokens: int,
         max_wait_s: float,
         max_padding: float,
-        timeout_s: float,
         parallel: int = 1,
         width_step: int = 1,
         max_width: int | None = None,
@@ -86,10 +87,8 @@ class Batcher:
         self.forward = forward  # padded batch of windows -> (start, end), each (batch, width)
         self.max_windows, self.max_tokens, self.max_wait_s = max_windows, max_tokens, max_wait_s
         self.max_padding = max_padding
-        self.timeout_s = timeout_s
         self._cond = threading.Condition()
         self._queue: list[_Entry] = []  # in arrival order
-        self._closed = False
         self.parallel = parallel
         # width_step > 1: every window is padded to a multiple of it, and batches hold one width only.
         self.width_step, self.max_width = width_step, max_width
@@ -101,14 +100,13 @@ class Batcher:
         self, windows: Sequence, deadline: float | None = None, max_windows: int | None = None
     ) -> list[Logits]:
         """(start, end) float32 logits per window, unpadded, in the order given; at most
-        `max_windows` rows in any forward pass that holds one of these windows."""
+        `max_windows` rows in any forward pass that holds one of these windows. `deadline`
+        (time.monotonic(); None: no limit) is when to give up waiting."""
         if not windows:
             return []
         now = time.monotonic()
-        job = _Job(len(windows), deadline if deadline is not None else now + self.timeout_s)
+        job = _Job(len(windows), math.inf if deadline is None else deadline)
         with self._cond:
-            if self._closed:
-                raise Overloaded("this worker is shutting down: retry", retry_after_s=1)
             self._ensure_threads()
             if job.account is not None:
                 job.account.submitted, job.account.queued_before = now, len(self._queue)
@@ -126,26 +124,13 @@ class Batcher:
                 for i in order
             )
             self._cond.notify()
-        if not job.done.wait(max(job.deadline - time.monotonic(), 0.0)):
+        if not job.done.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
             with self._cond:  # drop what is still queued; a running batch finishes regardless
                 self._queue = [e for e in self._queue if e.job is not job]
             job.fail(DeadlineExceeded("the request did not reach the model within its time budget"))
         if job.error is not None:
             raise job.error
         return job.results  # type: ignore[return-value]  # every slot is filled once done is set
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the lanes; queued requests fail with 503."""
-        with self._cond:
-            self._closed = True
-            for entry in self._queue:
-                entry.job.fail(Overloaded("this worker is shutting down: retry", retry_after_s=1))
-            self._queue.clear()
-            self._cond.notify_all()
-            threads = self._threads if self._pid == os.getpid() else []
-        deadline = time.monotonic() + timeout_s
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _ensure_threads(self) -> None:
         # Started on first use, again in a forked worker (threads do not survive fork), and again
@@ -161,14 +146,11 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not (self._queue and self._fits(self._queue[0])):
+                while not (self._queue and self._fits(self._queue[0])):
                     self._cond.wait()
-                if self._closed:
-                    return
                 # (A request that times out meanwhile takes its windows away: the queue may empty.)
                 while (
                     self._queue
-                    and not self._closed
                     and not self._full()
                     and (wait := self._queue[0].queued + self.max_wait_s - time.monotonic()) > 0
                 ):

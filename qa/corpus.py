@@ -187,8 +187,8 @@ FILLER = [
 
 
 @dataclass(frozen=True)
-class QARequest:
-    """One benchmark request: question, context and the expected answer text (from the template)."""
+class CorpusQuestion:
+    """A question with its context and the expected answer text (from the template): one benchmark request."""
 
     index: int
     question: str
@@ -229,7 +229,7 @@ def _capitalise(sentence: str) -> str:
     return sentence[0].upper() + sentence[1:]
 
 
-def make_request(index: int, rng: random.Random) -> QARequest:
+def make_request(index: int, rng: random.Random) -> CorpusQuestion:
     slots = _slots(rng)
     target_words = rng.randint(MIN_WORDS, MAX_WORDS)
     facts = rng.sample(FACTS, len(FACTS))
@@ -250,13 +250,13 @@ def make_request(index: int, rng: random.Random) -> QARequest:
             break
     rng.shuffle(sentences)
     context = " ".join(sentences)
-    return QARequest(index, asked[1].format(**slots), context, slots[asked[2]])
+    return CorpusQuestion(index, asked[1].format(**slots), context, slots[asked[2]])
 
 
-def make_requests(count: int = 400, seed: int = SEED) -> list[QARequest]:
+def make_requests(count: int = 400, seed: int = SEED) -> list[CorpusQuestion]:
     """`count` requests, the same for a given seed; contexts of MIN_WORDS..MAX_WORDS words."""
     rng = random.Random(seed)
-    out: list[QARequest] = []
+    out: list[CorpusQuestion] = []
     while len(out) < count:
         req = make_request(len(out), rng)
         if MIN_WORDS <= len(req.context.split()) <= MAX_WORDS:

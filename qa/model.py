@@ -47,7 +47,6 @@ class QAModel:
             max_tokens=options.batch_max_tokens,
             max_wait_s=options.batch_wait_ms / 1000,
             max_padding=options.batch_max_padding_percent / 100,
-            timeout_s=options.request_timeout_s,
             parallel=lanes,
             width_step=self.width_step,
             max_width=self.max_positions,
@@ -64,7 +63,8 @@ class QAModel:
 
     def predict(self, request: QARequest, options: QAOptions | None = None, deadline: float | None = None):
         """Answers in the pipeline's shapes: per query a dict/list, or a list per item if batched.
-        `deadline` (time.monotonic()) bounds the wait for the model: past it, a 504."""
+        `deadline` (time.monotonic(); None: no limit) bounds the wait for the model: past it,
+        DeadlineExceeded."""
         options = options or self.options
         if request.line_oriented and options.batch_transform:
             return self._stream(request, options, deadline)

@@ -46,7 +46,6 @@ import operator
 import os
 import sys
 import threading
-import time
 import types
 import warnings
 import weakref
@@ -72,7 +71,6 @@ TASK = "question-answering"
 # effect on fast tokenizers), besides its deprecated `topk`.
 INT_PARAMETERS = ("top_k", "max_answer_len", "max_seq_len", "doc_stride")
 BOOL_PARAMETERS = ("handle_impossible_answer", "align_to_words")
-NO_DEADLINE_S = 365 * 24 * 3600.0  # 4.57.6 had no time budget (the batcher's default is the server's)
 
 
 class InputError(InvalidRequest, ValueError):
@@ -135,8 +133,7 @@ class QuestionAnsweringPipeline:
         try:
             query = request_from_object({"inputs": items}, max_items=len(items)).queries[0]
             request = QARequest(queries=(dataclasses.replace(query, params=params),), media_type=JSON)
-            deadline = time.monotonic() + NO_DEADLINE_S
-            return list(self.qa_model.predict(request, self._options, deadline=deadline))
+            return list(self.qa_model.predict(request, self._options))  # no time budget, as in 4.57.6
         except InvalidRequest as exc:  # a ValueError for the script, as 4.57.6 raised
             raise InputError(exc.message) from exc
 

@@ -1,9 +1,13 @@
 """Cutting a request's items into model windows, as transformers' QA pipeline cuts them.
 
 Each item (question, context) becomes one or more windows of at most `max_seq_len` tokens: the
-context is cut with `doc_stride` tokens of overlap, the question repeated in each. Tokens are
-counted first, cheaply and capped, so a request that would need more windows than allowed is
-refused before it is tokenized whole.
+context is cut with `doc_stride` tokens of overlap, the question repeated in each. Each text is
+tokenized once: the pair without special tokens, which gives the counts that plan the windows
+(refusing what the tokenizer cannot cut, and requests over their window budget, before any window
+is made), then the windows are cut from those same tokens by the tokenizer's own post-processing
+(truncation with stride, special tokens), as encoding the pair with truncation would cut them. A
+text too long to count whole cheaply is first counted in pieces, up to what the request's windows
+can hold, so that a huge one is refused after about that many tokens.
 """
 
 from __future__ import annotations
@@ -62,9 +66,11 @@ class Windower:
 
     def __init__(self, tokenizer: QATokenizer, config: Mapping):
         self.max_positions = max_positions(config, tokenizer.model_max_length)
-        # Our own copies of the Rust tokenizer: one that is never reconfigured counts tokens from
-        # any thread; the windowing one gets per-call truncation settings under a lock.
+        # Our own copies of the Rust tokenizer: one that is never reconfigured tokenizes from any
+        # thread (without post-processing: the windowing one adds it to the tokens); the windowing
+        # one gets per-call truncation settings under a lock.
         self._counter = tokenizer.copy_of_backend()
+        self._counter.post_processor = None
         self._tokenizer = tokenizer.copy_of_backend()
         self._tokenizer_lock = threading.Lock()
 
@@ -84,7 +90,8 @@ class Windower:
 
     def tokenizer_json(self) -> str:
         """The tokenizer as a tokenizer.json document (one made by conversion is kept so)."""
-        return self._counter.to_str()
+        with self._tokenizer_lock:  # (no truncation set outside a call)
+            return self._tokenizer.to_str()
 
     # ---- parameters -------------------------------------------------------------------------
 
@@ -112,25 +119,53 @@ class Windower:
     # ---- tokenization -----------------------------------------------------------------------
 
     def count_tokens(self, text: str, cap: int) -> int:
-        """Tokens in `text`, exactly; or any number above `cap` once it is known to exceed it.
-
-        A long text is first counted in pieces, so a huge context is rejected after tokenizing
-        about `cap` tokens rather than all of it (a 6 MB context takes seconds to tokenize).
-        """
-        if len(text) > LONG_TEXT_CHARS:
-            seen = 0
-            pieces = split_at_whitespace(text, LONG_TEXT_CHARS)
-            for begin in range(0, len(pieces), PIECES_PER_CALL):
-                encodings = self._counter.encode_batch(
-                    pieces[begin : begin + PIECES_PER_CALL], add_special_tokens=False
-                )
-                seen += sum(len(e.ids) for e in encodings)
-                if seen > cap:
-                    return seen
+        """Tokens in `text`, exactly; or any number above `cap` once it is known to exceed it."""
         # encode_batch, unlike encode, lets other threads run while it works.
-        return len(self._counter.encode_batch([text], add_special_tokens=False)[0].ids)
+        return self.tokens_over(text, cap) or len(
+            self._counter.encode_batch([text], add_special_tokens=False)[0].ids
+        )
 
-    def _encode_pairs(self, pairs: Sequence[tuple[str, str]], max_seq_len: int, doc_stride: int) -> list:
+    def tokens_over(self, text: str, cap: int) -> int:
+        """A number of tokens above `cap` if `text` is known to hold more, else 0. A long text is
+        counted in pieces, so a huge context is refused after tokenizing about `cap` tokens rather
+        than all of it (a 6 MB context takes seconds to tokenize); a shorter one is not counted."""
+        if len(text) <= LONG_TEXT_CHARS:
+            return 0
+        seen = 0
+        pieces = split_at_whitespace(text, LONG_TEXT_CHARS)
+        for begin in range(0, len(pieces), PIECES_PER_CALL):
+            encodings = self._counter.encode_batch(
+                pieces[begin : begin + PIECES_PER_CALL], add_special_tokens=False
+            )
+            seen += sum(len(e.ids) for e in encodings)
+            if seen > cap:
+                return seen
+        return 0
+
+    def _tokens(self, question: str, context: str) -> tuple:
+        """The pair tokenized once, without special tokens: (its Encoding, tokens in the question,
+        tokens in the context)."""
+        pair = self._counter.encode_batch([self._pair(question, context)], add_special_tokens=False)[0]
+        first = pair.type_ids.count(0)
+        second = len(pair.ids) - first
+        return (pair, first, second) if self.question_first else (pair, second, first)
+
+    def _split(self, pair, question: str, context: str) -> tuple:
+        """(question's, context's) tokens, each an Encoding as the tokenizer encodes its sequence of
+        a pair (the second one's type ids are 1), cut from the pair's one tokenization."""
+        first_text = question if self.question_first else context
+        first = pair.type_ids.count(0)
+        if first == 1 and len(pair.ids) == 2:  # too short to cut apart: its one token again
+            pair.truncate(1, 0, "right")
+            head = self._counter.encode_batch([first_text], add_special_tokens=False)[0]
+            tail = pair.overflowing[0]
+        else:
+            head, tail = split_pair(pair, first)
+        return (head, tail) if self.question_first else (tail, head)
+
+    def _cut(self, items: Sequence[tuple], max_seq_len: int, doc_stride: int) -> list:
+        """Each (question tokens, context tokens) cut into windows: an Encoding per item, the others
+        in its `overflowing`, exactly as encoding the pair with this truncation would make them."""
         with self._tokenizer_lock:
             self._tokenizer.enable_truncation(
                 max_seq_len,
@@ -139,49 +174,63 @@ class Windower:
                 direction=self.truncation_side,
             )
             try:
-                return self._tokenizer.encode_batch(list(pairs), add_special_tokens=True)
+                return [
+                    self._tokenizer.post_process(*self._pair(question, context), add_special_tokens=True)
+                    for question, context in items
+                ]
             finally:
                 self._tokenizer.no_truncation()
 
     def windows_for(self, request: QARequest, max_windows: int) -> list[list[Window]]:
         """The windows of each item (items flattened over queries), within `max_windows` in all."""
-        lengths = []
         planned = 0
+        queries = []
         for query in request.queries:
             max_seq_len, doc_stride = self.window_lengths(query.params, query.where)
-            lengths.append((max_seq_len, doc_stride))
+            tokens = []
             for item in query.items:
-                q_tokens = self.count_tokens(item.question, max_seq_len)
-                room = max_seq_len - q_tokens - self.pair_special_tokens
-                if room > doc_stride:
-                    # The longest context that still fits in the windows left.
-                    cap = room + (max_windows - planned - 1) * (room - doc_stride)
-                else:
-                    cap = max_seq_len  # enough to tell whether it must be cut (then it is an error)
-                c_tokens = self.count_tokens(item.context, max(cap, 0))
+                self._refuse_long_texts(item, max_seq_len, doc_stride, max_windows - planned)
+                pair, q_tokens, c_tokens = self._tokens(item.question, item.context)
                 planned += self._plan_windows(item, q_tokens, c_tokens, max_seq_len, doc_stride)
-                if planned > max_windows:
-                    raise RequestTooLarge(
-                        f"the request needs more than {max_windows} model windows of {max_seq_len} tokens "
-                        f"(limit QA_MAX_WINDOWS_PER_REQUEST={max_windows}); send shorter contexts or fewer "
-                        f"items per request"
-                    )
+                self._check_budget(planned, max_windows, max_seq_len)
+                tokens.append(self._split(pair, item.question, item.context))
+            queries.append((tokens, max_seq_len, doc_stride))
 
         windows: list[list[Window]] = []
-        for query, (max_seq_len, doc_stride) in zip(request.queries, lengths):
-            pairs = [self._pair(item.question, item.context) for item in query.items]
-            for encoding in self._encode_pairs(pairs, max_seq_len, doc_stride):
+        for tokens, max_seq_len, doc_stride in queries:
+            for encoding in self._cut(tokens, max_seq_len, doc_stride):
                 windows.append(self._item_windows(len(windows), encoding))
         made = sum(map(len, windows))
         if made != planned:  # _plan_windows no longer mirrors the tokenizer's overflow rule
             log.warning("planned %d windows, the tokenizer made %d", planned, made)
         return windows
 
+    def _refuse_long_texts(self, item, max_seq_len: int, doc_stride: int, windows_left: int) -> None:
+        """Refuses an item whose long text holds more tokens than the windows left can take,
+        counting it in pieces up to that (its exact count is not known yet: a question of one
+        token is assumed, the most room it can leave)."""
+        q_tokens = self.tokens_over(item.question, max_seq_len)
+        room = max_seq_len - max(q_tokens, 1) - self.pair_special_tokens
+        # The longest context that still fits in the windows left; else enough to tell whether
+        # it must be cut (then it is an error).
+        cap = room + (windows_left - 1) * (room - doc_stride) if room > doc_stride else max_seq_len
+        c_tokens = self.tokens_over(item.context, max(cap, 0))
+        if q_tokens or c_tokens:
+            windows = self._plan_windows(item, q_tokens or 1, c_tokens or 1, max_seq_len, doc_stride)
+            self._check_budget(windows, windows_left, max_seq_len)
+
+    def _check_budget(self, planned: int, max_windows: int, max_seq_len: int) -> None:
+        if planned > max_windows:
+            raise RequestTooLarge(
+                f"the request needs more than {max_windows} model windows of {max_seq_len} tokens "
+                f"(limit QA_MAX_WINDOWS_PER_REQUEST={max_windows}); send shorter contexts or fewer "
+                f"items per request"
+            )
+
     def windows_of(self, question: str, context: str, max_seq_len: int, doc_stride: int = 0) -> list[Window]:
         """One pair's windows, cut with these lengths; no limits checked (examples, calibration)."""
-        return self._item_windows(
-            0, self._encode_pairs([self._pair(question, context)], max_seq_len, doc_stride)[0]
-        )
+        tokens = self._split(self._tokens(question, context)[0], question, context)
+        return self._item_windows(0, self._cut([tokens], max_seq_len, doc_stride)[0])
 
     def _pair(self, question: str, context: str) -> tuple[str, str]:
         # The pipeline put the question first unless the tokenizer pads on the left (XLNet).
@@ -291,3 +340,31 @@ def split_at_whitespace(text: str, size: int) -> list[str]:
         begin = match.start()
     pieces.append(text[begin:])
     return pieces
+
+
+def split_pair(pair, first_length: int) -> tuple:
+    """The two sequences of a pair encoded without special tokens, each an Encoding of its own, as
+    the tokenizer made it before joining them (token for token, type ids, offsets, words), cut
+    apart without tokenizing again. `Encoding.truncate` cuts an encoding into parts of a length,
+    overlapping by a stride; the first part keeps the others as its `overflowing`, every other
+    part is clean. So each sequence is taken as the second part of a cut made to fall on it."""
+    total = len(pair.ids)
+    first, second = first_length, total - first_length
+    if second > first:
+        pair.truncate(second, second - first, "right")  # [0, second), then [first, total)
+        tail = pair.overflowing[0]
+        step = second - first
+        length = max(first, step)
+        pair.truncate(length, length - step, "left")  # of [0, second): its end, then [0, first)
+        return pair.overflowing[0], tail
+    if first > second:
+        pair.truncate(first, first - second, "left")  # [second, total), then [0, first)
+        head = pair.overflowing[0]
+        step = first - second
+        length = max(second, step)
+        pair.truncate(length, length - step, "right")  # of [second, total): its start, then [first, total)
+        return head, pair.overflowing[0]
+    pair.truncate(first + 1, 1, "right")  # equal lengths: [0, first + 1), then [first, total)
+    tail = pair.overflowing[0]
+    pair.truncate(first, first - 1, "left")  # of [0, first + 1): [1, first + 1), then [0, first)
+    return pair.overflowing[0], tail

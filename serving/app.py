@@ -3,8 +3,8 @@
 Routes: GET /ping, POST /invocations, GET /execution-parameters. The app knows nothing of the
 model: it passes the raw body, Content-Type and Accept to the worker's runtime (runtime.py:
 loading, readiness, the in-flight bound, time budgets) and sends back what the handler returns.
-Every error leaves through the error table (`serving.errors.error_response`); an unexpected one is
-a 500 whose traceback goes to the log only.
+Every error leaves through the error table (`serving.errors.as_serving_error`), which also says
+whether it was expected: an unexpected one is a 500 whose traceback goes to the log only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import falcon
 from qa import accounting
 from qa.accounting import RequestAccount
 from qa.cpu import cpu_class, cpu_flags
-from qa.errors import QAError
 from serving import logs, metrics
 from serving.errors import (
     ROUTES,
@@ -30,7 +29,7 @@ from serving.errors import (
     NotFound,
     ServiceUnavailable,
     ServingError,
-    error_response,
+    as_serving_error,
 )
 from serving.handler import CUSTOM_ATTRIBUTES, Context
 from serving.runtime import LOADING_RETRY_AFTER_S, HandlerLike, Runtime, fatal_exit
@@ -70,15 +69,6 @@ class _Invocations:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.runtime.start()
-        context = Context(
-            settings=self.runtime.settings,
-            model_dir=self.runtime.handler.model_dir
-            if self.runtime.handler
-            else self.runtime.settings.model_dir,
-            request_id=logs.request_id_var.get(),
-            custom_attributes=req.get_header(CUSTOM_ATTRIBUTES),
-            deadline=req.context.started + self.runtime.settings.request_timeout_s,
-        )
         body = req.bounded_stream.read()
         content_type = req.content_type or "application/json"
         accept = req.get_header("Accept") or None
@@ -86,7 +76,14 @@ class _Invocations:
         req.context.account = RequestAccount() if self.runtime.settings.request_metrics else None
         token = accounting.current.set(req.context.account)
         try:
-            data, out_type = self.runtime.invoke(body, content_type, accept, context)
+            data, out_type = self.runtime.invoke(
+                body,
+                content_type,
+                accept,
+                arrived=req.context.started,
+                request_id=logs.request_id_var.get(),
+                custom_attributes=req.get_header(CUSTOM_ATTRIBUTES),
+            )
         finally:
             accounting.current.reset(token)
         resp.data = data
@@ -158,8 +155,9 @@ def arrived(request_start: str | None, wall_now: float, now: float) -> float:
 
 
 def _send_error(req: falcon.Request, resp: falcon.Response, error: BaseException) -> None:
-    status, headers, body = error_response(error, logs.request_id_var.get())
-    if not isinstance(error, (ServingError, QAError)):
+    served, expected = as_serving_error(error, logs.request_id_var.get())
+    status = served.status
+    if not expected:
         log.error(
             "%s %s -> 500: unexpected error\n%s",
             req.method,
@@ -167,14 +165,15 @@ def _send_error(req: falcon.Request, resp: falcon.Response, error: BaseException
             "".join(traceback.format_exception(error)),
         )
     elif req.path == "/invocations" and req.context.get("account") is not None:
-        req.context.error = getattr(error, "message", "")  # in the request's own line (metrics.py)
+        req.context.error = served.message  # in the request's own line (metrics.py)
     elif req.path != "/ping":  # polled every few seconds while loading: not worth a line each
-        message = getattr(error, "message", "")
-        (log.warning if status >= 500 else log.info)("%s %s -> %d: %s", req.method, req.path, status, message)
+        (log.warning if status >= 500 else log.info)(
+            "%s %s -> %d: %s", req.method, req.path, status, served.message
+        )
     resp.status = status
     resp.content_type = "application/json"
-    resp.data = body
-    for name, value in headers.items():
+    resp.data = served.body()
+    for name, value in served.headers.items():
         resp.set_header(name, value)
 
 

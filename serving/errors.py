@@ -3,10 +3,12 @@
     {"code": <status>, "type": <the status's name below>, "message": <what to change>}
 
 The QA library raises `qa.errors` types (no HTTP there); the web layer and users' hooks raise
-the `ServingError` types here. `error_response` turns any of them, or anything else (a 500 whose
-details stay in the log), into (status, headers, body): the web app and the MMS service both
-answer through it, and nginx's own error pages are rendered from the same table at start-up
-(`nginx_error_pages`). The statuses and when each happens: docs/contract.md#errors.
+the `ServingError` types here. `as_serving_error` turns any of them, or anything else (a 500 whose
+details stay in the log), into the table's terms and says whether it was expected (else its
+traceback is logged); `error_response` gives the (status, headers, body) of that answer. The web
+app and the MMS service both answer through them, and nginx's own error pages are rendered from
+the same table at start-up (`nginx_error_pages`). The statuses and when each happens:
+docs/contract.md#errors.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class ServingError(Exception):
     def type(self) -> str:
         return TYPES[self.status]
 
+    def body(self) -> bytes:
+        return error_body(self.status, self.message)
+
 
 class BadRequest(ServingError):
     status = 400
@@ -134,7 +139,8 @@ class GatewayTimeout(ServingError):
 
 def as_serving_error(error: BaseException, request_id: str | None = None) -> tuple[ServingError, bool]:
     """(the error in the table's terms, whether it was expected). Unexpected errors become a
-    500 that names the request id, never their own text (no paths or tracebacks to clients)."""
+    500 that names the request id, never their own text (no paths or tracebacks to clients): the
+    caller logs their traceback."""
     if isinstance(error, ServingError):
         return error, True
     if isinstance(error, qa_errors.QAError):
@@ -154,9 +160,9 @@ def error_body(status: int, message: str) -> bytes:
 
 
 def error_response(error: BaseException, request_id: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) for any error; both web layers answer errors through this."""
+    """(status, headers, body) for any error."""
     served, _ = as_serving_error(error, request_id)
-    return served.status, served.headers, error_body(served.status, served.message)
+    return served.status, served.headers, served.body()
 
 
 def raw_error_response(status: int) -> bytes:

@@ -422,8 +422,13 @@ class Handler:
         user's hooks, which may expect another request schema (the Hugging Face container sends
         none), a failure is only logged: their model loaded, and that is what /ping waits for."""
         try:
+            # Bounded as a request is: a model that cannot answer in time fails the load.
+            deadline = time.monotonic() + self.settings.request_timeout_s
             self.invoke(
-                WARMUP_BODY, "application/json", "application/json", self.context(request_id="warm-up")
+                WARMUP_BODY,
+                "application/json",
+                "application/json",
+                self.context(request_id="warm-up", deadline=deadline),
             )
         except Exception as exc:
             if not self.has_user_hooks:

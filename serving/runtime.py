@@ -1,14 +1,22 @@
-"""Per-worker runtime state: the handler once loaded, readiness and the executor. The routes
+"""Per-worker runtime state: the handler once loaded, readiness, and the time budget. The routes
 (app.py) ask it; it knows nothing of HTTP beyond the errors it raises.
 
 The model loads in a background thread so /ping answers 503 at once while loading; /ping is 200
 only after the model loaded and a warm-up request passed in this worker (and, at start-up, in
-every worker). Requests run on an executor of `threads_per_worker` threads, so a request over its
-time budget gets a 504 while its work finishes in the background. How many requests a worker takes
-at once is gunicorn_worker.py's; how many wait, nginx's. A request whose budget (counted from when
-nginx had read it: the X-Request-Start header, app.py) ran out while it waited, or has less left
-than requests take here lately, is dropped with a 503 before any work, never computed only to time
-out.
+every worker). How many requests a worker takes at once is gunicorn_worker.py's; how many wait,
+nginx's.
+
+The time budget (SAGEMAKER_MODEL_SERVER_TIMEOUT) is owned here: a request's deadline is counted
+from when nginx had read it (the X-Request-Start header, app.py), set once in its `Context`, and
+this module alone decides the answer when it is spent. Before any work: a request whose budget ran
+out while it waited, or has less left than requests take here lately, is dropped with a 503, never
+computed only to time out. During the work: the request runs on an executor of
+`threads_per_worker` threads and the request thread answers 504 at the deadline, whatever the
+handler is doing (a user's hook cannot be interrupted; its thread stays taken until it returns, so
+the requests behind it wait and are dropped at their own deadlines without running). The batcher
+gives up at the same deadline (qa/batcher.py: the request's windows leave its queue, the executor
+thread is freed); its DeadlineExceeded is answered as the same 504. nginx's proxy_read_timeout
+(serving/nginx.py) is a few seconds longer: a safety net for a worker that cannot answer at all.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from qa.errors import DeadlineExceeded
 from serving import metrics
 from serving.errors import GatewayTimeout, ServiceUnavailable
 from serving.handler import Context
@@ -102,7 +111,7 @@ class Readiness:
 
 
 class Runtime:
-    """Per-worker state: the handler once loaded, readiness and the executor."""
+    """Per-worker state: the handler once loaded, readiness and the time budget."""
 
     def __init__(
         self, settings: Settings, handler_factory: Callable[[], HandlerLike], on_fatal: Callable[[], None]
@@ -150,19 +159,30 @@ class Runtime:
         return self.handler is not None and self.readiness.is_ready()
 
     def invoke(
-        self, body: bytes, content_type: str, accept: str | None, context: Context
+        self,
+        body: bytes,
+        content_type: str,
+        accept: str | None,
+        *,
+        arrived: float,
+        request_id: str | None = None,
+        custom_attributes: str | None = None,
     ) -> tuple[bytes, str]:
+        """The handler's answer to one request that arrived at `arrived` (time.monotonic())."""
         handler = self.handler
         if handler is None or not self.readiness.ready.is_set() or self._executor is None:
             raise ServiceUnavailable(
                 "the model is still loading: retry shortly", retry_after_s=LOADING_RETRY_AFTER_S
             )
-        deadline = (
-            context.deadline
-            if context.deadline is not None
-            else time.monotonic() + self.settings.request_timeout_s
-        )
+        deadline = arrived + self.settings.request_timeout_s
         self._check_budget_left(deadline)
+        context = Context(
+            settings=self.settings,
+            model_dir=handler.model_dir,
+            request_id=request_id,
+            custom_attributes=custom_attributes,
+            deadline=deadline,
+        )
 
         def run_in_budget() -> tuple[bytes, str]:
             self._check_budget_left(deadline)  # it may have waited for a thread (work past its budget)
@@ -179,10 +199,14 @@ class Runtime:
         except concurrent.futures.TimeoutError:
             if future.cancel():  # it never started
                 self._check_budget_left(deadline)
-            raise GatewayTimeout(
-                f"the request did not finish within its time budget of {self.settings.request_timeout_s} s "
-                f"(SAGEMAKER_MODEL_SERVER_TIMEOUT): send less work per request or raise the budget"
-            ) from None
+        except DeadlineExceeded:
+            if time.monotonic() < deadline:
+                raise  # a hook's own, not this budget's
+            # the batcher gave up at this deadline: the budget's one answer below
+        raise GatewayTimeout(
+            f"the request did not finish within its time budget of {self.settings.request_timeout_s} s "
+            f"(SAGEMAKER_MODEL_SERVER_TIMEOUT): send less work per request or raise the budget"
+        )
 
     def _check_budget_left(self, deadline: float) -> None:
         """A request with less of its budget left than requests take here lately is dropped before

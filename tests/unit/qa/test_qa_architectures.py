@@ -82,22 +82,16 @@ RUNS = [
 def test_every_case_equals_the_reference(name, backend, tmp_path_factory):
     cache = tmp_path_factory.mktemp("graphs")
     model = load(name, backend, cache)
-    try:
-        assert mismatches(model, BY_MODEL[name]) == []
-        # All cases in one request, padded together four windows at a time.
-        body = "".join(json.dumps(c["request"]) + "\n" for c in BY_MODEL[name]).encode()
-        request = parse_request(body, "application/jsonlines", max_items=1000)
-        batched = load(name, backend, cache, forward_batch_size=4, max_windows_per_request=10_000)
-        try:
-            lines = batched.predict(request)
-        finally:
-            batched.batcher.close()
-        wrong = [
-            c["id"] for c, got in zip(BY_MODEL[name], lines) if not answers_equal(_plain(got), c["expected"])
-        ]
-        assert wrong == []
-    finally:
-        model.batcher.close()
+    assert mismatches(model, BY_MODEL[name]) == []
+    # All cases in one request, padded together four windows at a time.
+    body = "".join(json.dumps(c["request"]) + "\n" for c in BY_MODEL[name]).encode()
+    request = parse_request(body, "application/jsonlines", max_items=1000)
+    batched = load(name, backend, cache, forward_batch_size=4, max_windows_per_request=10_000)
+    lines = batched.predict(request)
+    wrong = [
+        c["id"] for c, got in zip(BY_MODEL[name], lines) if not answers_equal(_plain(got), c["expected"])
+    ]
+    assert wrong == []
 
 
 def _plain(value):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from qa.batcher import Batcher
-from qa.errors import DeadlineExceeded, Overloaded
+from qa.errors import DeadlineExceeded
 from serving.errors import error_response
 
 
@@ -56,7 +56,6 @@ def make(model, **overrides) -> Batcher:
         "max_tokens": 400,
         "max_wait_s": 0.005,
         "max_padding": 1.0,
-        "timeout_s": 10,
     }
     options.update(overrides)
     return Batcher(model, **options)
@@ -92,7 +91,6 @@ def test_concurrent_submissions_equal_one_by_one(parallel):
         t.start()
     for t in threads:
         t.join(30)
-    batcher.close()
 
     serial = FakeModel()
     for index, windows in enumerate(requests):
@@ -121,7 +119,6 @@ def test_lanes_run_forward_passes_at_the_same_time():
     batcher = make(model, parallel=2, max_padding=0.0)
     # A window of 10 and one of 20 may not share a pass (padding): two passes, one per lane.
     got = batcher.submit([window(10, 1), window(20, 2)])
-    batcher.close()
     assert [len(start) for start, _ in got] == [10, 20]
     assert sorted(map(tuple, model.batches)) == [(10,), (20,)]
     assert not inside.broken
@@ -153,7 +150,6 @@ def test_lanes_share_one_token_budget(length, overlap):
         t.start()
     for t in threads:
         t.join(10)
-    batcher.close()
     assert sum(len(b) for b in model.batches) == 6
     assert model.most == (2 if overlap else 1)
 
@@ -172,7 +168,6 @@ def test_windows_of_similar_length_go_together():
     model.gate.set()
     for t in [blocker, *threads]:
         t.join(5)
-    batcher.close()
     assert sorted(map(sorted, model.batches[1:])) == [[10, 11, 12], [98, 100]]
 
 
@@ -192,7 +187,6 @@ def test_a_batch_pads_at_most_its_share(max_padding, want):
     batcher = make(model, max_wait_s=0, max_tokens=10**6, max_padding=max_padding)
     lengths = [150, 100, 200, 110, 104]
     got = batcher.submit([window(n, n) for n in lengths])
-    batcher.close()
     assert [len(start) for start, _ in got] == lengths
     assert model.batches == want
 
@@ -204,13 +198,25 @@ def test_deadline_while_queued_is_a_504_and_drops_the_windows():
     began = time.monotonic()
     with pytest.raises(DeadlineExceeded) as caught:
         batcher.submit([window(5, 1), window(7, 2)], deadline=time.monotonic() + 0.1)
-    assert 0.09 < time.monotonic() - began < 5.0  # at its deadline, not after the 10 s timeout
+    assert 0.09 < time.monotonic() - began < 5.0  # at its deadline, not once the held pass ends
     assert error_response(caught.value)[0] == 504
     assert batcher._queue == []
     model.gate.set()
     blocker.join(5)
-    batcher.close()
     assert [5, 7] not in model.batches and [7, 5] not in model.batches
+
+
+def test_without_a_deadline_a_request_waits_out_a_long_pass():
+    """A library call has no time budget (the serving runtime gives each request its own)."""
+    model = FakeModel()
+    batcher = make(model)
+    blocker = hold(batcher, model)
+    release = threading.Timer(0.3, model.gate.set)
+    release.start()
+    began = time.monotonic()
+    assert len(batcher.submit([window(5, 1)])) == 1
+    assert time.monotonic() - began >= 0.25
+    blocker.join(5)
 
 
 def test_a_request_that_times_out_while_the_batch_waits_for_company_leaves_the_thread_working():
@@ -220,7 +226,6 @@ def test_a_request_that_times_out_while_the_batch_waits_for_company_leaves_the_t
     time.sleep(0.3)  # the thread wakes from its wait to an empty queue
     assert all(t.is_alive() for t in batcher._threads)
     assert len(batcher.submit([window(5, 2)])) == 1
-    batcher.close()
 
 
 def test_forward_errors_reach_every_request_of_the_batch():
@@ -231,41 +236,11 @@ def test_forward_errors_reach_every_request_of_the_batch():
         batcher.submit([window(5, 1)])
     model.fail_with = None
     assert len(batcher.submit([window(5, 1)])) == 1  # the thread survives
-    batcher.close()
-
-
-def test_close_stops_the_thread_and_fails_queued_requests():
-    model = FakeModel()
-    batcher = make(model)
-    blocker = hold(batcher, model)
-    errors = []
-
-    def queued() -> None:
-        try:
-            batcher.submit([window(5, 1)])
-        except Overloaded as exc:
-            errors.append(exc)
-
-    waiter = threading.Thread(target=queued)
-    waiter.start()
-    while not batcher._queue:
-        time.sleep(0.001)
-    closer = threading.Thread(target=batcher.close)
-    closer.start()
-    waiter.join(5)
-    assert len(errors) == 1 and error_response(errors[0])[0] == 503
-    model.gate.set()
-    closer.join(5)
-    blocker.join(5)
-    assert not any(t.is_alive() for t in batcher._threads)
-    with pytest.raises(Overloaded):
-        batcher.submit([window(5, 2)])
 
 
 def test_no_thread_until_first_use():
     batcher = make(FakeModel())
     assert batcher._threads == []
-    batcher.close()
     assert batcher.submit([]) == []
 
 
@@ -274,7 +249,6 @@ def test_a_request_alone_is_cut_shortest_first_within_its_own_cap():
     batcher = make(model, max_wait_s=0, max_tokens=10**6)
     lengths = [30, 5, 17, 9, 40, 12, 22]
     got = batcher.submit([window(n, n) for n in lengths], max_windows=3)
-    batcher.close()
     assert [len(start) for start, _ in got] == lengths
     assert model.batches == [[5, 9, 12], [17, 22, 30], [40]]
 

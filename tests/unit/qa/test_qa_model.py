@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import types
 
 import inference
 import pytest
@@ -395,3 +396,75 @@ def test_a_huge_context_is_rejected_by_the_window_bound(qa_model):
         status=413,
         names=("QA_MAX_WINDOWS_PER_REQUEST",),
     )
+
+
+@pytest.mark.parametrize("name", ["distilbert-tiny-s0", "roberta-tiny", "xlnet-tiny"])
+def test_each_text_is_tokenized_once_into_the_windows_the_tokenizer_cuts(name, tmp_path):
+    """The windows cut from one tokenization of each pair equal the tokenizer's own encoding of
+    the pair with truncation, token for token, type ids, offsets, sequence ids and words: for a
+    question-first and a context-first tokenizer, for sequences shorter, longer and as long as
+    each other, down to one token each."""
+    import tokenizers
+    from golden_cases import model_dir
+
+    from qa.loading import load_windows, read_model_config
+
+    directory = model_dir(name)
+    windows = load_windows(directory, read_model_config(directory), tmp_path)
+    reference = tokenizers.Tokenizer.from_str(windows.tokenizer_json())
+    calls = []
+    windows._counter = _Counting(windows._counter, calls)
+
+    def parts(encoding):
+        return [
+            (
+                e.ids,
+                e.type_ids,
+                e.attention_mask,
+                e.offsets,
+                e.sequence_ids,
+                e.word_ids,
+                e.special_tokens_mask,
+            )
+            for e in [encoding, *encoding.overflowing]
+        ]
+
+    pairs = [
+        ("a", "b"),
+        ("Who?", "Ada did."),
+        ("ab cd", "ef gh"),
+        ("Who designed the lighthouse?", LONG_CONTEXT),
+    ]
+    pairs += [(LONG_CONTEXT[:300], "Oort."), (CONTEXT, CONTEXT)]
+    for question, context in pairs:
+        for max_seq_len, doc_stride in ((384, 128), (64, 16), (40, 0)):
+            calls.clear()
+            pair, q_tokens, c_tokens = windows._tokens(question, context)
+            try:  # what the request would be refused for (the tokenizer cannot cut it)
+                windows._plan_windows(ITEM_NAMED, q_tokens, c_tokens, max_seq_len, doc_stride)
+            except InvalidRequest:
+                continue
+            reference.enable_truncation(
+                max_seq_len,
+                stride=doc_stride,
+                strategy="only_second" if windows.question_first else "only_first",
+                direction=windows.truncation_side,
+            )
+            want = reference.encode(*windows._pair(question, context))
+            got = windows._cut([windows._split(pair, question, context)], max_seq_len, doc_stride)[0]
+            assert parts(got) == parts(want), (name, question[:20], context[:20], max_seq_len)
+            assert calls == [1] or (question, context) == ("a", "b"), calls  # one pass over the texts
+
+
+ITEM_NAMED = types.SimpleNamespace(where="inputs")
+
+
+class _Counting:
+    """A tokenizer that records how many texts each encode_batch call tokenizes."""
+
+    def __init__(self, tokenizer, calls: list):
+        self.tokenizer, self.calls = tokenizer, calls
+
+    def encode_batch(self, inputs, **kwargs):
+        self.calls.append(len(inputs))
+        return self.tokenizer.encode_batch(inputs, **kwargs)

@@ -53,8 +53,6 @@ def models(request, tmp_path_factory):
         return loaded[name]
 
     yield get
-    for model in loaded.values():
-        model.batcher.close()
 
 
 def run(model, request: dict, settings: Settings | None = None):
