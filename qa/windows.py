@@ -118,13 +118,6 @@ class Windower:
 
     # ---- tokenization -----------------------------------------------------------------------
 
-    def count_tokens(self, text: str, cap: int) -> int:
-        """Tokens in `text`, exactly; or any number above `cap` once it is known to exceed it."""
-        # encode_batch, unlike encode, lets other threads run while it works.
-        return self.tokens_over(text, cap) or len(
-            self._counter.encode_batch([text], add_special_tokens=False)[0].ids
-        )
-
     def tokens_over(self, text: str, cap: int) -> int:
         """A number of tokens above `cap` if `text` is known to hold more, else 0. A long text is
         counted in pieces, so a huge context is refused after tokenizing about `cap` tokens rather

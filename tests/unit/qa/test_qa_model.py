@@ -384,8 +384,10 @@ def test_long_texts_are_counted_in_pieces_up_to_the_cap(qa_model):
     assert "".join(pieces) == text and len(pieces) > 2
     assert all(p[:1].isspace() for p in pieces[1:])
     exact = len(qa_model.windows._counter.encode(text, add_special_tokens=False).ids)
-    assert qa_model.windows.count_tokens(text, cap=10**9) == exact
-    assert exact > qa_model.windows.count_tokens(text, cap=100) > 100
+    # Counted whole only when the cap is crossed by the last piece; a text within the cap: 0.
+    assert qa_model.windows.tokens_over(text, cap=exact - 1) == exact
+    assert qa_model.windows.tokens_over(text, cap=exact) == 0
+    assert exact > qa_model.windows.tokens_over(text, cap=100) > 100
 
 
 def test_a_huge_context_is_rejected_by_the_window_bound(qa_model):
