@@ -3,7 +3,7 @@
 
 The model loads in a background thread so /ping answers 503 at once while loading; /ping is 200
 only after the model loaded and a warm-up request passed in this worker (and, at start-up, in
-every worker). Requests run on an executor of `threads_per_worker` threads, so a request over its
+every worker). Requests run on an executor of `requests_per_worker` threads, so a request over its
 time budget gets a 504 while its work finishes in the background. How many requests a worker takes
 at once is gunicorn_worker.py's; how many wait, nginx's. A request whose budget (counted from when
 nginx had read it: the X-Request-Start header, app.py) ran out while it waited, or has less left
@@ -125,7 +125,7 @@ class Runtime:
                 return
             self._started_in = os.getpid()
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.settings.threads_per_worker, thread_name_prefix="invoke"
+                self.settings.requests_per_worker, thread_name_prefix="invoke"
             )
             threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
