@@ -34,11 +34,10 @@ class Setting:
         """What is wrong with this value, in the words every message uses, or None."""
         if value is None:
             return None
-        if self.bounds is not None and not self.bounds[0] <= value <= (
-            self.bounds[1] if upper_bounds else value
-        ):
+        if self.bounds is not None:
             lo, hi = self.bounds
-            return f"{self.var}={value} is out of range: it must be between {lo} and {hi}"
+            if value < lo or (upper_bounds and value > hi):
+                return f"{self.var}={value} is out of range: it must be between {lo} and {hi}"
         if self.choices is not None and value not in self.choices:
             return f"{self.var}={value!r} is not supported: allowed values are {', '.join(self.choices)}"
         return None
