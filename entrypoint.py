@@ -17,6 +17,7 @@ config template.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from serving.handler import HandlerError, install_user_requirements
 from serving.mms_launch import serve_multi_model
 from serving.model_source import ModelSourceError, resolve_model
 from serving.privileges import hand_over, worker_identity
-from serving.settings import Settings, SettingsError
+from serving.settings import RESOLVED_SETTINGS, Settings, SettingsError
 from serving.supervisor import ChildSpec, Supervisor
 
 APP_ROOT = Path(__file__).resolve().parent
@@ -52,9 +53,9 @@ def _prepare_run_dir(settings: Settings) -> None:
         socket.unlink(missing_ok=True)
 
 
-def _drop_privileges(settings: Settings, model_dir: Path) -> dict[str, str]:
+def _choose_worker_user(settings: Settings, model_dir: Path) -> Settings:
     """Decide who the request-handling processes run as (serving/privileges.py), give them the
-    directories they write, and return the environment gunicorn starts with."""
+    directories they write and the settings to read, and return the settings with the decision."""
     identity = None
     for root in dict.fromkeys([model_dir, settings.model_dir / "code"]):
         if root.exists():
@@ -68,18 +69,33 @@ def _drop_privileges(settings: Settings, model_dir: Path) -> dict[str, str]:
         identity,
     )
     log.info("request-handling processes run as %s", identity.name if identity else "this process's user")
+    settings = dataclasses.replace(settings, workers_run_as=identity.name if identity else None)
+    saved = settings.save()
+    if identity is not None:
+        os.chown(saved, identity.uid, identity.gid)
+    return settings
+
+
+def _gunicorn_env(settings: Settings) -> dict[str, str]:
+    """gunicorn's environment: ours, with the resolved settings, and a HOME and metrics directory
+    its workers may write (prometheus_client's multiprocess files: serving/metrics.py)."""
     return {
         **os.environ,
-        "QA_WORKER_USER": identity.name if identity else "root",
-        "HOME": str(home),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        RESOLVED_SETTINGS: str(settings.resolved_file),
+        "HOME": str(settings.run_dir / "home"),
+        "PROMETHEUS_MULTIPROC_DIR": str(settings.run_dir / "metrics"),
     }
 
 
-def _check_handler() -> None:
+def _check_handler(settings: Settings) -> None:
     """Import and compose the hooks in a child process: fails fast on a bad inference.py without
     loading torch into this long-lived supervisor."""
-    result = subprocess.run([sys.executable, "-m", "serving.handler", "check"], cwd=APP_ROOT, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.handler", "check"],
+        cwd=APP_ROOT,
+        env={**os.environ, RESOLVED_SETTINGS: str(settings.resolved_file)},
+        check=False,
+    )
     if result.returncode != 0:
         raise HandlerError("the inference code failed its start-up check (see the error above)")
 
@@ -111,7 +127,8 @@ def serve(env: dict[str, str]) -> int:
         phases["model_s"], began = time.monotonic() - began, time.monotonic()
         install_user_requirements(settings)
         phases["requirements_s"], began = time.monotonic() - began, time.monotonic()
-        _check_handler()
+        settings = _choose_worker_user(settings, model_dir)
+        _check_handler(settings)
         phases["hook_check_s"] = time.monotonic() - began
         log.info(
             "start-up: model found in %.2f s, its requirements in %.2f s, the hooks checked in %.2f s",
@@ -122,8 +139,7 @@ def serve(env: dict[str, str]) -> int:
             raise FileNotFoundError(
                 f"nginx not found at {nginx.NGINX_BINARY}: install it (Debian: apt-get install nginx)"
             )
-        gunicorn_env = _drop_privileges(settings, model_dir)
-        conf = nginx.write_config(settings, worker_user=gunicorn_env["QA_WORKER_USER"])
+        conf = nginx.write_config(settings, worker_user=settings.workers_run_as or "root")
     except (ModelSourceError, HandlerError, OSError) as exc:
         log.error("start-up failed: %s", exc)
         return exit_codes.STARTUP_ERROR
@@ -137,7 +153,7 @@ def serve(env: dict[str, str]) -> int:
                 signal.SIGTERM,
                 exit_codes.GUNICORN_DIED,
                 cwd=APP_ROOT,
-                env=gunicorn_env,
+                env=_gunicorn_env(settings),
                 ready=lambda: all(socket.exists() for socket in sockets),
             ),
             ChildSpec("nginx", nginx.command(settings), signal.SIGQUIT, exit_codes.NGINX_DIED),

@@ -74,7 +74,7 @@ def measure(model_dir: Path, env: dict[str, str], request_count: int, levels: li
     for level in levels:
         answered = [requests[i] for i in level["answered"]]
         in_flight = max(
-            1, min(settings.threads_per_worker, math.ceil(level["concurrency"] / settings.workers))
+            1, min(settings.requests_per_worker, math.ceil(level["concurrency"] / settings.workers))
         )
         per_request = request_windows(model, answered)
         cpu_s = passes_cpu_s(model, per_request, in_flight)

@@ -86,7 +86,7 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
         steps.done("graph_found")
     else:
         _check_graph_maker(model_dir, kind, options)
-        model = load_torch_model(model_dir, use_safetensors, options.torch_threads)
+        model = load_torch_model(model_dir, use_safetensors, options.inference_threads)
         steps.done("weights")
         if kind is not None:
             try:

@@ -328,11 +328,11 @@ def _object_model(model, tokenizer, options: QAOptions) -> QAModel:
         loaded = _by_model.setdefault(model, {})
         if key not in loaded:
             windows = load_windows(tokenizer_dir, model.config.to_dict(), options.graph_cache)
-            torch.set_num_threads(options.torch_threads)  # as load_model does
+            torch.set_num_threads(options.inference_threads)  # as load_model does
             backend = create_backend(
                 "torch",
                 "fp32",
-                options.torch_threads,
+                options.inference_threads,
                 model=model,
                 warmup=lambda names: example_inputs(windows, names, WARMUP_WIDTHS),
             )

@@ -82,7 +82,7 @@ def resolve_plan(options: QAOptions, flags: set[str]) -> Plan:
     else:
         backend, chosen_by = options.backend, f"QA_BACKEND={options.backend}"
     lanes = options.parallel_batches or LANES[backend][options.precision]
-    return Plan(backend, options.precision, options.torch_threads, lanes, klass, chosen_by)
+    return Plan(backend, options.precision, options.inference_threads, lanes, klass, chosen_by)
 
 
 def check_cpu(precision: str, flags: set[str]) -> None:

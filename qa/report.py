@@ -145,7 +145,7 @@ def make_report(model_dir: Path, options: QAOptions, samples: Samples, source: s
         "isa": sorted(
             flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
         ),
-        "threads": options.torch_threads,
+        "threads": options.inference_threads,
         "source": source,
         "requests": len(samples.pairs),
         "timed_windows": len(windows),

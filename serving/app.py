@@ -237,7 +237,7 @@ def create_app_from_env() -> ServingApp:
     from serving.handler import Handler
     from serving.model_source import resolve_model
 
-    settings = Settings.from_env(os.environ)
+    settings = Settings.load(os.environ)
     logs.configure(settings.log_level, log_format=settings.log_format)
 
     def load_handler() -> Handler:

@@ -1,4 +1,5 @@
-"""gunicorn's configuration: plain Python assigning only gunicorn's own names, from the Settings.
+"""gunicorn's configuration: plain Python assigning only gunicorn's own names, from the Settings
+the entrypoint resolved (serving/settings.py, `Settings.load`).
 
 Loaded by `python -m gunicorn -c serving/gunicorn_conf.py` (started by serving/supervisor.py with
 the app root as working directory). Raw reads, then derived values, then assignments.
@@ -19,7 +20,7 @@ from serving.nginx import control_socket_path, work_socket_path
 from serving.privileges import lookup
 from serving.settings import Settings, admitted_requests
 
-_settings = Settings.from_env(os.environ)
+_settings = Settings.load(os.environ)
 
 wsgi_app = "serving.app:create_app_from_env()"
 # Inference on one socket, /ping and the rest on the other (serving/gunicorn_worker.py).
@@ -28,7 +29,7 @@ umask = 0o077
 worker_class = "serving.gunicorn_worker.AdmittingWorker"
 workers = _settings.workers
 # One thread per request a worker serves at once, plus the control routes' own.
-threads = _settings.threads_per_worker + CONTROL_THREADS
+threads = _settings.requests_per_worker + CONTROL_THREADS
 # The waiting requests wait in the work socket's queue. Room for all nginx admits: a worker may
 # not have taken the next request yet when nginx lets the one after it in.
 backlog = admitted_requests(_settings, cpu_class(cpu_flags()))
@@ -46,7 +47,7 @@ loglevel = _settings.log_level_name
 proc_name = "qa-serving"
 # The workers parse request bytes: they run as the user the entrypoint chose (serving/privileges.py),
 # with that user's groups only, not root's.
-_worker = lookup(_settings.worker_user)
+_worker = lookup(_settings.workers_run_as or "")
 if _worker is not None:
     user = _worker.uid
     group = _worker.gid

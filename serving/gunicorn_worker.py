@@ -2,7 +2,7 @@
 
 Every worker listens on two sockets (serving/nginx.py): nginx sends POST /invocations to the work
 socket and everything else (/ping, /metrics, /execution-parameters) to the control socket. A worker
-accepts from the work socket only while it serves fewer than `threads_per_worker` requests; the
+accepts from the work socket only while it serves fewer than `requests_per_worker` requests; the
 others wait in the kernel's queue of that socket, which every worker shares, so they are served in
 arrival order by whichever worker frees up first (gthread alone accepts up to
 `worker_connections`, 1,000, into its own thread pool's queue: one worker could hold everything
@@ -32,7 +32,7 @@ CONTROL_THREADS = 2
 class AdmittingWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.work_address = str(work_socket_path(Settings.from_env(os.environ)))
+        self.work_address = str(work_socket_path(Settings.load(os.environ)))
         self.work_limit = max(1, self.cfg.threads - CONTROL_THREADS)
         self.work_held = 0  # inference requests on this worker's threads
         self.work_paused = False  # the work socket is off the poller: no room here

@@ -451,7 +451,7 @@ def _check_main(argv: list[str]) -> int:
         print("usage: python -m serving.handler check", file=sys.stderr)
         return 2
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.load(os.environ)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

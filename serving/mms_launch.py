@@ -20,7 +20,7 @@ from qa.cpu import cpu_class, cpu_flags
 from serving import exit_codes, logs
 from serving.mms_unregister import LAUNCHER_PID
 from serving.model_memory import ModelMemoryReporter
-from serving.settings import Settings, waiting_requests
+from serving.settings import RESOLVED_SETTINGS, Settings, waiting_requests
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,16 @@ def serve_multi_model(settings: Settings) -> int:
     SageMaker loads and unloads models at run time (`POST /models` with a directory under
     /opt/ml/models); MMS starts a worker per model running serving/mms_service.py. MMS reads the
     port, the timeout, the workers per model and the JVM's options from the environment, so ours
-    are written there. Exits 0 after SIGTERM, else non-zero: an MMS that dies on its own (its JVM
+    are written there; its workers read the rest from our resolved settings (RESOLVED_SETTINGS).
+    Exits 0 after SIGTERM, else non-zero: an MMS that dies on its own (its JVM
     out of memory, say) must take the container down with it, so that SageMaker replaces it.
     """
     if shutil.which("java") is None:
         log.error("start-up failed: Multi Model Server needs a Java runtime (java not on PATH)")
         return exit_codes.STARTUP_ERROR
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(
+        {RESOLVED_SETTINGS: str(settings.save())},
         SAGEMAKER_MULTI_MODEL="true",
         SAGEMAKER_BIND_TO_PORT=str(settings.port),
         SAGEMAKER_MODEL_SERVER_WORKERS=str(settings.workers),

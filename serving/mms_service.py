@@ -40,7 +40,7 @@ class QAService:
 
     def initialize(self, context: Any) -> None:
         """Load this worker's model and answer one warm-up request, or fail the load."""
-        settings = Settings.from_env(os.environ)
+        settings = Settings.load(os.environ)
         # MMS's worker logs to stdout (basicConfig), which its front end tags INFO, and stderr WARN:
         # one handler, ours, on stdout, or every line shows twice, once as a warning.
         for handler in list(logging.getLogger().handlers):

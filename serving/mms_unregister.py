@@ -52,7 +52,7 @@ def start(model_name: str, port: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    settings = Settings.from_env(os.environ)
+    settings = Settings.load(os.environ)
     logs.configure(settings.log_level, stream=sys.stdout, log_format=settings.log_format)
     model_name, port = argv[0], int(argv[1])
     url = f"http://127.0.0.1:{port}/models/{urllib.parse.quote(model_name, safe='')}"

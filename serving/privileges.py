@@ -4,8 +4,9 @@ SageMaker starts the container as root, and root is what the supervisor needs (b
 installing a model's requirements). The processes that parse request bytes do not: nginx's
 worker and gunicorn's workers run as QA_WORKER_USER (`qa` in the image) when there is one and it
 can read the whole model. Otherwise they stay root, with a warning that says why, so that a model
-archive with owner-only files still serves. Multi Model Server has no such setting: its workers
-keep the supervisor's user.
+archive with owner-only files still serves. The entrypoint decides once; the decision reaches
+gunicorn as a resolved setting (`Settings.workers_run_as`), not as QA_WORKER_USER. Multi Model
+Server has no such setting: its workers keep the supervisor's user.
 """
 
 from __future__ import annotations

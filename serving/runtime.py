@@ -11,7 +11,7 @@ from when nginx had read it (the X-Request-Start header, app.py), set once in it
 this module alone decides the answer when it is spent. Before any work: a request whose budget ran
 out while it waited, or has less left than requests take here lately, is dropped with a 503, never
 computed only to time out. During the work: the request runs on an executor of
-`threads_per_worker` threads and the request thread answers 504 at the deadline, whatever the
+`requests_per_worker` threads and the request thread answers 504 at the deadline, whatever the
 handler is doing (a user's hook cannot be interrupted; its thread stays taken until it returns, so
 the requests behind it wait and are dropped at their own deadlines without running). The batcher
 gives up at the same deadline (qa/batcher.py: the request's windows leave its queue, the executor
@@ -134,7 +134,7 @@ class Runtime:
                 return
             self._started_in = os.getpid()
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                self.settings.threads_per_worker, thread_name_prefix="invoke"
+                self.settings.requests_per_worker, thread_name_prefix="invoke"
             )
             threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 

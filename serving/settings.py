@@ -1,24 +1,35 @@
 """The one settings object: every variable the container reads (docs/contract.md#configuration).
 
-Each process of the stack builds its own with `Settings.from_env(os.environ)` (the entrypoint,
-gunicorn's config and workers, MMS's workers: they share the environment, not objects); tests
-pass a plain dict or build `Settings(...)` directly. Either way a `Settings` checks itself when
-built: a malformed or out-of-range value raises `SettingsError` naming the variable and what it
-accepts. The QA library's part is `settings.qa` (qa/options.py).
+Each setting is declared once, as a field with its variable, default, bounds and doc
+(qa/setting.py): the QA library's in `QAOptions` (qa/options.py), the serving layer's below. From
+the declarations come `Settings`, its parsing from the environment, its checks and messages,
+`settings.qa`, and the README's and the contract's tables (serving/settings_docs.py).
+
+The entrypoint resolves them once, `Settings.from_env(os.environ)`, decides what only it can
+(who the workers run as), and hands the result down as a JSON file (`save`) whose path is in
+RESOLVED_SETTINGS: gunicorn's config and workers and MMS's workers read it back with
+`Settings.load(os.environ)`, which falls back to `from_env` in a process started without it (tests,
+scripts). Tests also build `Settings(...)` directly. Either way a `Settings` checks itself when
+built: a malformed or out-of-range value raises `SettingsError` naming the variable.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Any, get_args, get_type_hints
 
 from qa.cpu import CPU_S_PER_RECORD, RECORDS_PER_MB
-from qa.options import BACKENDS, JSONLINES_ERRORS, MEMORY_CHECKS, PRECISIONS, OptionsError, QAOptions
+from qa.options import OptionsError, QAOptions
+from qa.setting import Setting, first_problem, setting, settings_of
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -28,85 +39,32 @@ class SettingsError(ValueError):
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-SUPPORTED_TASK = "question-answering"
 # Heap from the container's memory limit, a tenth of it (MMS's front end only routes requests),
 # and exit on running out of it: the container then exits non-zero and SageMaker replaces it.
 MMS_JVM_OPTIONS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=10 -XX:+ExitOnOutOfMemoryError"
-BATCH_STRATEGIES = ("MULTI_RECORD", "SINGLE_RECORD")
-LOG_FORMATS = ("text", "json")
 # On SIGTERM nginx drains first; gunicorn then gets this long to stop its (idle) workers.
 GUNICORN_STOP_S = 5
 # The kernel's cap on a listening socket's queue (net.core.somaxconn, 4096 since Linux 5.4), where
 # waiting requests wait: more would be refused by the kernel, not by nginx's cheap 503.
 MAX_WAITING_REQUESTS = 4096
-# Integer settings: field -> (variable, lowest, highest). Checked however Settings is built.
-INT_BOUNDS = {
-    "port": ("SAGEMAKER_BIND_TO_PORT", 1, 65535),
-    "workers": ("SAGEMAKER_MODEL_SERVER_WORKERS", 1, 64),
-    "request_timeout_s": ("SAGEMAKER_MODEL_SERVER_TIMEOUT", 1, 3600),
-    "max_payload_mb": ("SAGEMAKER_MAX_PAYLOAD_IN_MB", 1, 100),
-    "max_concurrent_transforms": ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 1, 1024),
-    "threads_per_worker": ("QA_THREADS_PER_WORKER", 1, 256),
-    "max_waiting_requests": ("QA_MAX_WAITING_REQUESTS", 0, MAX_WAITING_REQUESTS),
-    "torch_threads": ("QA_TORCH_THREADS", 1, 256),
-    "max_items_per_request": ("QA_MAX_ITEMS_PER_REQUEST", 1, 100000),
-    "max_windows_per_request": ("QA_MAX_WINDOWS_PER_REQUEST", 1, 1000000),
-    "forward_batch_size": ("QA_FORWARD_BATCH_SIZE", 1, 1024),
-    "shutdown_timeout_s": ("QA_SHUTDOWN_TIMEOUT_S", 1, 3600),
-    "batch_wait_ms": ("QA_BATCH_WAIT_MS", 0, 1000),
-    "batch_max_tokens": ("QA_BATCH_MAX_TOKENS", 1, 10_000_000),
-    "batch_max_padding_percent": ("QA_BATCH_MAX_PADDING_PERCENT", 0, 100),
-    "parallel_batches": ("QA_PARALLEL_BATCHES", 1, 64),
-    "model_memory_report_s": ("QA_MODEL_MEMORY_REPORT_S", 1, 3600),
-}
-# The QA library's options (qa/options.py), taken as they are from the fields of the same name.
-QA_FIELDS = tuple(f.name for f in dataclasses.fields(QAOptions) if f.name != "graph_cache")
+# The path of the entrypoint's resolved settings (`Settings.save`), for the processes it starts.
+RESOLVED_SETTINGS = "QA_RESOLVED_SETTINGS"
 
 
-def _int(env: Mapping[str, str], field: str, default: int | None) -> int | None:
-    key = INT_BOUNDS[field][0]
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not an integer") from None
-
-
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise SettingsError(f"{key}={raw!r} is not a boolean: use true or false")
-
-
-def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    if raw not in allowed:
-        raise SettingsError(f"{key}={raw!r} is not supported: allowed values are {', '.join(allowed)}")
-    return raw
-
-
-def _log_level(env: Mapping[str, str], key: str) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return logging.INFO
+def _log_level(raw: str) -> int:
     if raw.isdigit():
         return int(raw)
-    level = LOG_LEVELS.get(raw.upper())
-    if level is None:
-        raise SettingsError(
-            f"{key}={raw!r} is not a log level: use a number or one of {', '.join(LOG_LEVELS)}"
-        )
-    return level
+    if raw.upper() not in LOG_LEVELS:
+        raise ValueError(f"is not a log level: use a number or one of {', '.join(LOG_LEVELS)}")
+    return LOG_LEVELS[raw.upper()]
+
+
+def _program(raw: str) -> str:
+    """A file in <model_dir>/code, with or without its .py (the SageMaker SDK sets it when it
+    repacks an entry_point other than inference.py)."""
+    if "/" in raw or raw.startswith("."):
+        raise ValueError("must be a file name in <model_dir>/code, such as inference.py")
+    return raw if raw.endswith(".py") else f"{raw}.py"
 
 
 def container_cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
@@ -131,84 +89,243 @@ def container_cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
     return max(cpus, 1.0)
 
 
+# The QA library's options as the container resolves them: defaults that depend on other settings.
+_IN_THE_CONTAINER = {
+    # An equal share of the CPUs per worker: never more threads in all than the container may use.
+    "inference_threads": dict(
+        derive=lambda r: max(1, math.floor(r["cpu_limit"] / r["workers"])),
+        default_doc="CPUs / workers, at least 1",
+    ),
+    # SageMaker waits InvocationsTimeoutInSeconds (600 s by default) per mini-batch.
+    "request_timeout_s": dict(
+        derive=lambda r: 600 if r["batch_transform"] else 60, default_doc="`60`; `600` in Batch Transform"
+    ),
+    # One bad record must not sink a million-record job: in Batch Transform it answers alone.
+    "jsonlines_errors": dict(
+        derive=lambda r: "record" if r["batch_transform"] else "request",
+        default_doc="`request`; `record` in Batch Transform",
+    ),
+    # A multi-model endpoint answers 507 and SageMaker unloads another model; elsewhere one model
+    # that does not fit fails either way.
+    "memory_check": dict(
+        derive=lambda r: "refuse" if r["multi_model"] else "warn",
+        default_doc="`refuse` on multi-model endpoints, else `warn`",
+    ),
+}
+_QA_HINTS = get_type_hints(QAOptions)
+_QASettings = dataclasses.make_dataclass(
+    "_QASettings",
+    [
+        (
+            name,
+            _QA_HINTS[name],
+            dataclasses.field(
+                default=QAOptions.__dataclass_fields__[name].default,
+                metadata={"setting": dataclasses.replace(spec, **_IN_THE_CONTAINER.get(name, {}))},
+            ),
+        )
+        for name, spec in settings_of(QAOptions).items()
+    ],
+    frozen=True,
+)
+
+
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    # SageMaker's variables
-    port: int = 8080
-    workers: int = 1
-    request_timeout_s: int = 60
-    max_payload_mb: int = 6
-    batch_strategy: str = "MULTI_RECORD"
-    max_concurrent_transforms: int = 1
-    multi_model: bool = False  # served by Multi Model Server (serving/mms_service.py)
-    # A Batch Transform container (SAGEMAKER_BATCH): jsonlines requests stream (qa/options.py), a
-    # 600 s budget as SageMaker's invocation timeout, per-record errors.
-    batch_transform: bool = False
-    # MMS's JVM (the front end only: models run in Python workers). The toolkit's default turns
-    # container support off (-XX:-UseContainerSupport), sizing the heap from the host's memory.
-    mms_jvm_options: str = MMS_JVM_OPTIONS
-    log_level: int = logging.INFO
-    log_format: str = "text"  # or json: one JSON object per line, for CloudWatch Logs Insights
-    # CloudWatch embedded-metric-format lines on stdout, one per request, under this namespace (None: off).
-    cloudwatch_emf_namespace: str | None = None
-    hf_model_id: str | None = None
-    hf_model_revision: str | None = None
-    hf_token: str | None = None
-    # Project knobs (README, "Configuration")
-    bind_host: str = "0.0.0.0"
-    model_dir: Path = Path("/opt/ml/model")
-    baked_model_dir: Path = Path("/opt/program/model")
-    run_dir: Path = Path("/tmp/qa-serving")
-    # Requests each worker serves at once (their windows share the batcher's forward passes).
-    threads_per_worker: int = 16
-    # /invocations requests waiting for a worker, in arrival order, past those being served; nginx
-    # answers the rest 503 at once. None: what the instance answers within the budget (waiting_requests).
-    max_waiting_requests: int | None = None
-    torch_threads: int = 1
-    preload: bool = False
-    max_items_per_request: int = 64
-    max_windows_per_request: int = 256
-    forward_batch_size: int = 16
-    allow_pickle_weights: bool = False
-    install_user_requirements: bool = True
-    # The user's entry point in <model_dir>/code (SAGEMAKER_PROGRAM, as the AWS toolkits name it).
-    user_program: str = "inference.py"
-    # Who nginx's and gunicorn's workers run as when the container runs as root (privileges.py).
-    worker_user: str = "qa"
-    shutdown_timeout_s: int = 25
-    cpu_limit: float = 1.0
-    backend: str = "auto"
-    precision: str = "fp32"
-    graph_cache_dir: Path | None = None  # None: <run_dir>/graphs
-    batch_wait_ms: int = 2
-    batch_max_tokens: int = 1024  # why these batch bounds: qa/options.py
-    batch_max_padding_percent: int = 10
-    jsonlines_errors: str = "request"  # or record: a bad jsonlines line answers alone (qa/options.py)
-    # A load that would not fit (qa/memory.py): refused on a multi-model endpoint (507, and SageMaker
-    # unloads another model), else logged: one model that does not fit fails either way.
-    memory_check: str = "warn"
-    # Multi-model endpoints: how often each loaded model's memory goes out as an EMF metric.
-    model_memory_report_s: int = 60
-    # Per-request accounting: the structured log line, the metrics, EMF (off only to measure its cost).
-    request_metrics: bool = True
-    # Forward passes at once per worker (the batcher's lanes), each with QA_TORCH_THREADS threads;
-    # None: the execution plan's number for the backend (qa/plan.py).
-    parallel_batches: int | None = None
+class Settings(_QASettings):
+    """The QA library's settings (qa/options.py, inherited), then the serving layer's."""
+
+    port: int = setting(
+        "SAGEMAKER_BIND_TO_PORT", 8080, "the port nginx (or MMS) listens on", bounds=(1, 65535)
+    )
+    # One worker per 4 CPUs, each with an equal share of them as inference threads: on 2 CPUs one
+    # worker with 2 threads beat two workers (p99 at concurrency 4: 283 vs 460 ms, half the
+    # memory; BENCHMARKS.md).
+    workers: int = setting(
+        "SAGEMAKER_MODEL_SERVER_WORKERS",
+        1,
+        "gunicorn worker processes, each loading the model (MMS: workers per model; measured in `BENCHMARKS.md`)",
+        bounds=(1, 64),
+        derive=lambda r: max(1, math.floor(r["cpu_limit"] / 4)),
+        default_doc="one per 4 CPUs, at least 1",
+    )
+    max_payload_mb: int = setting(
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, "body limit in MB, enforced by nginx (413)", bounds=(1, 100)
+    )
+    batch_strategy: str = setting(
+        "SAGEMAKER_BATCH_STRATEGY",
+        "MULTI_RECORD",
+        "a Batch Transform hint, reported by `/execution-parameters`",
+        choices=("MULTI_RECORD", "SINGLE_RECORD"),
+    )
+    max_concurrent_transforms: int = setting(
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",
+        1,
+        "a Batch Transform hint, reported by `/execution-parameters` (with a `MaxPayloadInMB` that fits the budget)",
+        bounds=(1, 1024),
+        derive=lambda r: r["workers"],
+        default_doc="the number of workers",
+    )
+    multi_model: bool = setting(
+        "SAGEMAKER_MULTI_MODEL",
+        False,
+        "`true`: a multi-model endpoint, served by Multi Model Server (serving/mms_service.py)",
+    )
+    # The toolkit's default turns container support off (-XX:-UseContainerSupport), sizing the heap
+    # from the host's memory.
+    mms_jvm_options: str = setting(
+        "SAGEMAKER_MODEL_SERVER_VMARGS",
+        MMS_JVM_OPTIONS,
+        "multi-model mode: options of MMS's JVM (the front end only: models run in Python workers)",
+        allowed_doc="any JVM options",
+    )
+    log_level: int = setting(
+        "SAGEMAKER_CONTAINER_LOG_LEVEL",
+        logging.INFO,
+        "log level, a number or a name",
+        parse=_log_level,
+        default_doc="`INFO`",
+        allowed_doc="a non-negative number, or `DEBUG`, `INFO`, `WARNING`/`WARN`, `ERROR`, `CRITICAL` (any case)",
+    )
+    log_format: str = setting(
+        "QA_LOG_FORMAT",
+        "text",
+        "`json`: every log line a JSON object (app, gunicorn, nginx's access log but not its own "
+        "error lines; on multi-model "
+        "endpoints MMS, its workers and what its JVM prints), for CloudWatch Logs Insights",
+        choices=("text", "json"),
+    )
+    cloudwatch_emf_namespace: str | None = setting(
+        "QA_CLOUDWATCH_EMF_NAMESPACE",
+        None,
+        "a CloudWatch namespace: one embedded-metric-format line per request on stdout (Latency, "
+        "QueueTime, ForwardTime in ms, Windows, Errors; dimension Status), metrics with no agent",
+        default_doc="off",
+        allowed_doc="a namespace",
+    )
+    hf_model_id: str | None = setting(
+        "HF_MODEL_ID",
+        None,
+        "a Hub model id, downloaded at start-up when `/opt/ml/model` holds no model",
+        allowed_doc="a Hub model id",
+    )
+    hf_model_revision: str | None = setting(
+        "HF_MODEL_REVISION",
+        None,
+        "the revision of `HF_MODEL_ID` to download",
+        default_doc="`main`",
+        allowed_doc="a branch, tag or commit",
+    )
+    hf_token: str | None = setting(
+        "HF_TOKEN",
+        None,
+        "a Hub token for `HF_MODEL_ID`; shown as `***` in the log",
+        also_read="HF_API_TOKEN",
+        allowed_doc="a Hub token",
+    )
+    hf_task: str | None = setting(
+        "HF_TASK",
+        None,
+        "the pipeline task: this image serves only question answering",
+        choices=("question-answering",),
+    )
+    bind_host: str = setting(
+        "QA_BIND_HOST", "0.0.0.0", "the address nginx listens on", allowed_doc="an address"
+    )
+    model_dir: Path = setting(
+        "QA_MODEL_DIR",
+        Path("/opt/ml/model"),
+        "the model's directory (for running outside the image)",
+        allowed_doc="a directory",
+    )
+    baked_model_dir: Path = setting(
+        "QA_BAKED_MODEL_DIR",
+        Path("/opt/program/model"),
+        "the model `build.sh` baked in, served when neither `QA_MODEL_DIR` nor `HF_MODEL_ID` gives one",
+        allowed_doc="a directory",
+    )
+    run_dir: Path = setting(
+        "QA_RUN_DIR",
+        Path("/tmp/qa-serving"),
+        "where the stack keeps its sockets, nginx's config, downloads and readiness markers",
+        allowed_doc="a writable directory",
+    )
+    requests_per_worker: int = setting(
+        "QA_REQUESTS_PER_WORKER",
+        16,
+        "requests each worker serves at once (their windows share forward passes); the next ones "
+        "wait in one queue, in arrival order",
+        bounds=(1, 256),
+        renamed_from="QA_THREADS_PER_WORKER",
+    )
+    # Past those being served; nginx answers the rest 503 at once (waiting_requests).
+    max_waiting_requests: int | None = setting(
+        "QA_MAX_WAITING_REQUESTS",
+        None,
+        "requests allowed to wait for a worker; the next is refused by nginx, 503 with "
+        '`Retry-After: 1`, before its body is read (the README\'s "Overload")',
+        bounds=(0, MAX_WAITING_REQUESTS),
+        default_doc="what the instance answers within the budget (2 AVX-512 CPUs, 60 s: fp32 521, int8 1,935)",
+    )
+    preload: bool = setting(
+        "QA_PRELOAD",
+        False,
+        "gunicorn `preload_app`: load the model once in gunicorn's master, before forking",
+    )
+    install_user_requirements: bool = setting(
+        "QA_INSTALL_USER_REQUIREMENTS",
+        True,
+        "pip-install `/opt/ml/model/code/requirements.txt` at start-up (multi-model: each model's "
+        "`code/requirements.txt` as it loads)",
+    )
+    user_program: str = setting(
+        "SAGEMAKER_PROGRAM",
+        "inference.py",
+        "the user's entry point in `/opt/ml/model/code`, `.py` may be left out (the SageMaker SDK sets it "
+        "for an `entry_point` of another name)",
+        parse=_program,
+        allowed_doc="a file name in `code/`, `.py` optional",
+    )
+    worker_user: str = setting(
+        "QA_WORKER_USER",
+        "qa",
+        "who nginx's and gunicorn's workers (the processes that parse requests) run as when the "
+        "container starts as root; they stay root, with a warning naming the file, when that user "
+        "cannot read the model; `root` keeps root",
+        allowed_doc="a user name",
+    )
+    shutdown_timeout_s: int = setting(
+        "QA_SHUTDOWN_TIMEOUT_S",
+        25,
+        "SIGTERM drain budget in seconds (SageMaker kills at 30 s)",
+        bounds=(1, 3600),
+    )
+    graph_cache_dir: Path | None = setting(
+        "QA_GRAPH_CACHE_DIR",
+        None,
+        "where graphs made at start-up are kept (a model's own `graphs/` is looked at first)",
+        default_doc="`<QA_RUN_DIR>/graphs`",
+        allowed_doc="a directory",
+    )
+    model_memory_report_s: int = setting(
+        "QA_MODEL_MEMORY_REPORT_S",
+        60,
+        "multi-model with `QA_CLOUDWATCH_EMF_NAMESPACE`: seconds between two EMF records of each loaded model's memory",
+        bounds=(1, 3600),
+    )
+    request_metrics: bool = setting(
+        "QA_REQUEST_METRICS",
+        True,
+        "`false` turns off the per-request log line, its metrics and EMF (only to measure what they cost)",
+    )
+    # Resolved at start-up, not read from a variable.
+    cpu_limit: float = 1.0  # CPUs the container may use (container_cpu_limit)
+    # Who the entrypoint decided the workers run as, from QA_WORKER_USER (serving/privileges.py);
+    # None: the user of the process that started them.
+    workers_run_as: str | None = None
 
     def __post_init__(self) -> None:
-        for field, (key, lo, hi) in INT_BOUNDS.items():
-            value = getattr(self, field)
-            if value is not None and not lo <= value <= hi:
-                raise SettingsError(f"{key}={value} is out of range: it must be between {lo} and {hi}")
-        if self.log_format not in LOG_FORMATS:
-            raise SettingsError(
-                f"QA_LOG_FORMAT={self.log_format!r} is not supported: allowed values are text, json"
-            )
-        if self.batch_strategy not in BATCH_STRATEGIES:
-            raise SettingsError(
-                f"SAGEMAKER_BATCH_STRATEGY={self.batch_strategy!r} is not supported: allowed values are "
-                + ", ".join(BATCH_STRATEGIES)
-            )
+        if (problem := first_problem(self)) is not None:
+            raise SettingsError(problem)
         try:
             self.qa  # noqa: B018 - built now, so that a bad combination fails here and not at model load
         except OptionsError as exc:
@@ -217,12 +334,17 @@ class Settings:
     @cached_property
     def qa(self) -> QAOptions:
         """The QA library's options (qa/options.py)."""
-        return QAOptions(graph_cache=self.graph_cache, **{name: getattr(self, name) for name in QA_FIELDS})
+        return QAOptions(graph_cache=self.graph_cache, **{name: getattr(self, name) for name in _QA_FIELDS})
 
     @property
     def graph_cache(self) -> Path:
         """Where graphs made at start-up are kept (qa/graphs.py)."""
         return self.graph_cache_dir or self.run_dir / "graphs"
+
+    @property
+    def resolved_file(self) -> Path:
+        """Where the entrypoint saves the settings it resolved, for the processes it starts."""
+        return self.run_dir / "settings.json"
 
     @property
     def log_level_name(self) -> str:
@@ -239,81 +361,27 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cpu_limit: float | None = None) -> Settings:
-        cpus = container_cpu_limit() if cpu_limit is None else cpu_limit
-        task = env.get("HF_TASK", "").strip()
-        if task and task != SUPPORTED_TASK:
-            raise SettingsError(
-                f"HF_TASK={task!r} is not supported: this image serves only {SUPPORTED_TASK!r}"
-            )
+        """Every setting from the environment; unset or empty: its default."""
+        resolved = _Resolver(env, container_cpu_limit() if cpu_limit is None else cpu_limit)
+        return cls(**{f.name: resolved[f.name] for f in dataclasses.fields(cls)})
 
-        # One worker per 4 CPUs, each with an equal share of them as intra-op threads: on 2 CPUs one
-        # worker with 2 threads beat two workers (p99 at concurrency 4: 283 vs 460 ms, half the
-        # memory; BENCHMARKS.md). Never more threads in all than the CPUs the container may use.
-        default_workers = max(1, math.floor(cpus / 4))
-        workers = _int(env, "workers", default_workers)
-        if workers < 1:  # the default threads divide by it
-            raise SettingsError(
-                f"SAGEMAKER_MODEL_SERVER_WORKERS={workers} is out of range: it must be between 1 and 64"
-            )
-        default_torch_threads = max(1, math.floor(cpus / workers))
-        batch = _bool(env, "SAGEMAKER_BATCH", False)
+    @classmethod
+    def load(cls, env: Mapping[str, str]) -> Settings:
+        """The entrypoint's resolved settings (RESOLVED_SETTINGS), else from the environment."""
+        path = env.get(RESOLVED_SETTINGS)
+        if not path:
+            return cls.from_env(env)
+        values = json.loads(Path(path).read_text())
+        return cls(**{k: Path(v) if v is not None and _kind(k) is Path else v for k, v in values.items()})
 
-        return cls(
-            port=_int(env, "port", 8080),
-            workers=workers,
-            # SageMaker waits InvocationsTimeoutInSeconds (600 s by default) per mini-batch.
-            request_timeout_s=_int(env, "request_timeout_s", 600 if batch else 60),
-            max_payload_mb=_int(env, "max_payload_mb", 6),
-            batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", BATCH_STRATEGIES),
-            max_concurrent_transforms=_int(env, "max_concurrent_transforms", workers),
-            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
-            batch_transform=batch,
-            mms_jvm_options=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", "").strip() or MMS_JVM_OPTIONS,
-            log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
-            log_format=_choice(env, "QA_LOG_FORMAT", "text", LOG_FORMATS),
-            cloudwatch_emf_namespace=env.get("QA_CLOUDWATCH_EMF_NAMESPACE", "").strip() or None,
-            hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
-            hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,
-            hf_token=(env.get("HF_TOKEN") or env.get("HF_API_TOKEN") or "").strip() or None,
-            bind_host=env.get("QA_BIND_HOST", "").strip() or "0.0.0.0",
-            model_dir=Path(env.get("QA_MODEL_DIR", "").strip() or "/opt/ml/model"),
-            baked_model_dir=Path(env.get("QA_BAKED_MODEL_DIR", "").strip() or "/opt/program/model"),
-            run_dir=Path(env.get("QA_RUN_DIR", "").strip() or "/tmp/qa-serving"),
-            threads_per_worker=_int(env, "threads_per_worker", 16),
-            max_waiting_requests=_int(env, "max_waiting_requests", None),
-            torch_threads=_int(env, "torch_threads", default_torch_threads),
-            preload=_bool(env, "QA_PRELOAD", False),
-            max_items_per_request=_int(env, "max_items_per_request", 64),
-            max_windows_per_request=_int(env, "max_windows_per_request", 256),
-            forward_batch_size=_int(env, "forward_batch_size", 16),
-            allow_pickle_weights=_bool(env, "QA_ALLOW_PICKLE_WEIGHTS", False),
-            install_user_requirements=_bool(env, "QA_INSTALL_USER_REQUIREMENTS", True),
-            user_program=_program(env),
-            worker_user=env.get("QA_WORKER_USER", "").strip() or "qa",
-            shutdown_timeout_s=_int(env, "shutdown_timeout_s", 25),
-            cpu_limit=cpus,
-            backend=_choice(env, "QA_BACKEND", "auto", BACKENDS),
-            precision=_choice(env, "QA_PRECISION", "fp32", PRECISIONS),
-            graph_cache_dir=Path(env["QA_GRAPH_CACHE_DIR"].strip())
-            if env.get("QA_GRAPH_CACHE_DIR", "").strip()
-            else None,
-            batch_wait_ms=_int(env, "batch_wait_ms", 2),
-            batch_max_tokens=_int(env, "batch_max_tokens", 1024),
-            batch_max_padding_percent=_int(env, "batch_max_padding_percent", 10),
-            parallel_batches=_int(env, "parallel_batches", None),
-            # One bad record must not sink a million-record job: in Batch Transform it answers alone.
-            jsonlines_errors=_choice(
-                env, "QA_JSONLINES_ERRORS", "record" if batch else "request", JSONLINES_ERRORS
-            ),
-            memory_check=_choice(
-                env,
-                "QA_MEMORY_CHECK",
-                "refuse" if _bool(env, "SAGEMAKER_MULTI_MODEL", False) else "warn",
-                MEMORY_CHECKS,
-            ),
-            model_memory_report_s=_int(env, "model_memory_report_s", 60),
-            request_metrics=_bool(env, "QA_REQUEST_METRICS", True),
-        )
+    def save(self) -> Path:
+        """Write these settings into the run dir, for `load`; owner-only (the token is in them)."""
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        path = self.resolved_file
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(values, sort_keys=True))
+        return path
 
     def to_log_dict(self) -> dict:
         """The resolved settings for the start-up log line, with the token hidden."""
@@ -323,15 +391,59 @@ class Settings:
         return out
 
 
-def _program(env: Mapping[str, str]) -> str:
-    """SAGEMAKER_PROGRAM: a file in <model_dir>/code, with or without its .py (the SDK sets it
-    when it repacks an entry_point other than inference.py)."""
-    name = env.get("SAGEMAKER_PROGRAM", "").strip() or "inference.py"
-    if "/" in name or name.startswith("."):
-        raise SettingsError(
-            f"SAGEMAKER_PROGRAM={name!r} must be a file name in <model_dir>/code, such as inference.py"
-        )
-    return name if name.endswith(".py") else f"{name}.py"
+SETTINGS = settings_of(Settings)  # field -> its Setting: the one table
+_HINTS = get_type_hints(Settings)
+_QA_FIELDS = tuple(settings_of(QAOptions))
+
+
+class _Resolver(dict):
+    """Field -> value from the environment, each resolved on first use: a derived default reads
+    the settings it depends on through the same mapping, whatever their order."""
+
+    def __init__(self, env: Mapping[str, str], cpu_limit: float):
+        super().__init__(cpu_limit=cpu_limit, workers_run_as=None)
+        self.env = env
+
+    def __missing__(self, name: str) -> Any:
+        spec, kind = SETTINGS[name], _kind(name)
+        raw = self.env.get(spec.var)
+        if raw is None and spec.renamed_from and spec.renamed_from in self.env:
+            log.warning("%s is renamed %s: set that instead", spec.renamed_from, spec.var)
+            spec = dataclasses.replace(spec, var=spec.renamed_from)  # messages name what was set
+            raw = self.env[spec.var]
+        if not (raw or "").strip() and spec.also_read:
+            raw = self.env.get(spec.also_read)
+        raw = None if raw is None else raw.strip()
+        if raw is not None and (raw or kind is bool):  # empty is the default, but for booleans: false
+            value = _parse(spec, raw, kind)
+        else:
+            value = spec.derive(self) if spec.derive else Settings.__dataclass_fields__[name].default
+        if (problem := spec.problem(value)) is not None:
+            raise SettingsError(problem)
+        self[name] = value
+        return value
+
+
+def _kind(name: str) -> type:
+    """The field's type, without its None."""
+    hint = _HINTS[name]
+    return next((a for a in get_args(hint) if a is not type(None)), hint)
+
+
+def _parse(spec: Setting, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise SettingsError(f"{spec.var}={raw!r} is not a boolean: use true or false")
+    try:
+        if spec.parse:
+            return spec.parse(raw)
+        if kind is int:
+            return int(raw)
+    except ValueError as exc:
+        reason = str(exc) if spec.parse else "is not an integer"
+        raise SettingsError(f"{spec.var}={raw!r} {reason}") from None
+    return Path(raw) if kind is Path else raw
 
 
 def batch_payload_mb(settings: Settings, cpu_class: str) -> int:
@@ -353,7 +465,7 @@ def waiting_requests(settings: Settings, cpu_class: str) -> int:
     benchmark's cost per ~1 KB request for this precision and CPU class, so that a request admitted
     last still fits its budget. 2 CPUs, AVX-512, 60 s: fp32 521, bf16 1176, int8 1935. At most
     the kernel's listen queue (MAX_WAITING_REQUESTS) less the requests being served."""
-    in_service = settings.workers * settings.threads_per_worker
+    in_service = settings.workers * settings.requests_per_worker
     room = max(0, MAX_WAITING_REQUESTS - in_service)
     if settings.max_waiting_requests is not None:
         return min(settings.max_waiting_requests, room)
@@ -363,4 +475,4 @@ def waiting_requests(settings: Settings, cpu_class: str) -> int:
 
 def admitted_requests(settings: Settings, cpu_class: str) -> int:
     """POST /invocations requests nginx lets in at once: those the workers serve and those waiting."""
-    return settings.workers * settings.threads_per_worker + waiting_requests(settings, cpu_class)
+    return settings.workers * settings.requests_per_worker + waiting_requests(settings, cpu_class)

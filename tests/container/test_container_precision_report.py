@@ -44,7 +44,7 @@ def check_answers_are_the_hosts(tmp_path: Path, bodies: list[dict], answers: dic
     from qa.request import request_from_object
     from serving.settings import Settings
 
-    settings = Settings(graph_cache_dir=tmp_path / "graphs", torch_threads=1)
+    settings = Settings(graph_cache_dir=tmp_path / "graphs", inference_threads=1)
     for precision in ("fp32", "bf16", "int8"):
         model = load_model(TINY_MODEL, dataclasses.replace(settings, precision=precision))
         for body, got in zip(bodies, answers[precision], strict=True):

@@ -54,7 +54,7 @@ def test_torch_threads_come_from_settings(qa_model_dir, make_context):
     """When PyTorch runs the model (a graph backend never loads it)."""
     before = torch.get_num_threads()
     try:
-        inference.model_fn(qa_model_dir, make_context(torch_threads=2, backend="torch"))
+        inference.model_fn(qa_model_dir, make_context(inference_threads=2, backend="torch"))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -68,7 +68,9 @@ def test_pickle_weights_are_refused_by_default(model_copy):
 
 
 def test_pickle_weights_load_when_allowed(model_copy, qa_model, make_context):
-    context = make_context(allow_pickle_weights=True, torch_threads=torch.get_num_threads(), backend="torch")
+    context = make_context(
+        allow_pickle_weights=True, inference_threads=torch.get_num_threads(), backend="torch"
+    )
     model = inference.model_fn(pickle_only(model_copy), context)
     assert answer(model) == answer(qa_model)
 
@@ -84,7 +86,7 @@ def test_pickle_weights_with_code_in_them_are_not_executed(model_copy, make_cont
     state["payload"] = Payload()
     torch.save(state, model_copy / "pytorch_model.bin")
     (model_copy / "model.safetensors").unlink()
-    context = make_context(allow_pickle_weights=True, torch_threads=torch.get_num_threads())
+    context = make_context(allow_pickle_weights=True, inference_threads=torch.get_num_threads())
     with pytest.raises(ModelLoadError):
         inference.model_fn(model_copy, context)
     assert not marker.exists()
@@ -92,7 +94,7 @@ def test_pickle_weights_with_code_in_them_are_not_executed(model_copy, make_cont
 
 def test_safetensors_win_over_pickle_when_both_exist(model_copy, qa_model, make_context):
     torch.save({"garbage": torch.zeros(1)}, model_copy / "pytorch_model.bin")
-    context = make_context(torch_threads=torch.get_num_threads(), backend="torch")
+    context = make_context(inference_threads=torch.get_num_threads(), backend="torch")
     assert answer(inference.model_fn(model_copy, context)) == answer(qa_model)
 
 

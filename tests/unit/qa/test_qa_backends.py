@@ -122,9 +122,9 @@ def test_default_threads_split_the_cpus_between_workers(backend, cpus, threads):
     settings = Settings.from_env(
         {"QA_BACKEND": backend, "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cpu_limit=cpus
     )
-    assert settings.torch_threads == threads
+    assert settings.inference_threads == threads
     explicit = Settings.from_env({"QA_BACKEND": backend, "QA_TORCH_THREADS": "3"}, cpu_limit=cpus)
-    assert explicit.torch_threads == 3
+    assert explicit.inference_threads == 3
 
 
 # ---- logits -----------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def test_forward_batches_are_bounded_and_padded_to_their_longest_window(
 def test_onnx_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path, precision, batched):
     """Dynamic int8's activation scales span the whole pass: batched, a window's answer would depend
     on its neighbours. fp32 batches (its logits do not depend on them)."""
-    context = make_context(backend="onnx", precision=precision, graph_cache_dir=tmp_path, torch_threads=1)
+    context = make_context(backend="onnx", precision=precision, graph_cache_dir=tmp_path, inference_threads=1)
     qa_model = inference.model_fn(qa_model_dir, context)
     rows = []
     forward = qa_model.backend.forward
@@ -240,7 +240,9 @@ def test_reduced_precision_answers_do_not_depend_on_the_batch(
     """OpenVINO int8 and bf16 round: a window's logits change with the width it is padded to, so
     windows are padded to fixed widths and batched only at one width. The same request alone and
     inside a mixed batch gets the same answer; and mixed batches did form."""
-    context = make_context(backend="openvino", precision=precision, graph_cache_dir=tmp_path, torch_threads=1)
+    context = make_context(
+        backend="openvino", precision=precision, graph_cache_dir=tmp_path, inference_threads=1
+    )
     qa_model = inference.model_fn(qa_model_dir, context)
     passes = []
     forward = qa_model.backend.forward

@@ -40,7 +40,7 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     ],
 )
 def test_auto_picks_the_measured_backend_for_the_cpu_class(flags, precision, backend, lanes):
-    plan = qa_plan.resolve_plan(Settings(precision=precision, torch_threads=2), flags)
+    plan = qa_plan.resolve_plan(Settings(precision=precision, inference_threads=2), flags)
     assert (plan.backend, plan.precision, plan.lanes, plan.threads) == (backend, precision, lanes, 2)
     assert "CPU class" in plan.chosen_by
 
@@ -66,7 +66,7 @@ def test_a_combination_no_backend_runs_is_refused_naming_both_variables():
     ],
 )
 def test_the_plan_is_described_in_one_line(batching, says):
-    plan = qa_plan.resolve_plan(Settings(precision="int8", torch_threads=2), ZEN4)
+    plan = qa_plan.resolve_plan(Settings(precision="int8", inference_threads=2), ZEN4)
     line = plan.describe(batching, Settings())
     assert line.startswith(
         "execution plan: openvino int8 (chosen by the avx512 CPU class), 2 stream(s) of 1 thread(s)"

@@ -46,7 +46,7 @@ def test_compare_counts_answers_text_and_offsets():
 
 @pytest.fixture(scope="module")
 def report(qa_model_dir, tmp_path_factory):
-    settings = Settings(graph_cache_dir=tmp_path_factory.mktemp("graphs"), torch_threads=1)
+    settings = Settings(graph_cache_dir=tmp_path_factory.mktemp("graphs"), inference_threads=1)
     samples, source = qa_report.load_requests(None, 12)
     return qa_report.make_report(qa_model_dir, settings, samples, source), settings, samples.pairs
 

@@ -386,7 +386,7 @@ def labeled_report(qa_model_dir, tmp_path_factory):
         )
     dev = tmp / "dev-v2.0.json"
     dev.write_text(json.dumps(document))
-    options = QAOptions(graph_cache=tmp / "graphs", torch_threads=1)
+    options = QAOptions(graph_cache=tmp / "graphs", inference_threads=1)
     out = tmp / "report.json"
     with contextlib.redirect_stdout(io.StringIO()) as table:
         code = qa_report.main([str(dev), "--json", str(out)], options, qa_model_dir, cache_named=True)

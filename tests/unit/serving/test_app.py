@@ -63,7 +63,7 @@ class FakeHandler:
 @pytest.fixture
 def settings(tmp_path):
     return Settings(
-        run_dir=tmp_path / "run", model_dir=tmp_path, workers=1, threads_per_worker=2, request_timeout_s=2
+        run_dir=tmp_path / "run", model_dir=tmp_path, workers=1, requests_per_worker=2, request_timeout_s=2
     )
 
 
@@ -265,7 +265,7 @@ def test_a_request_left_less_budget_than_requests_take_now_is_dropped_before_any
 def test_over_budget_is_504_and_a_request_still_waiting_for_a_thread_at_its_deadline_never_runs(
     make_client, fake
 ):
-    client = make_client(threads_per_worker=1, request_timeout_s=1)
+    client = make_client(requests_per_worker=1, request_timeout_s=1)
     fake.request_gate.clear()
     result = client.simulate_post("/invocations", body=b"block")
     assert "1 s" in assert_error(result, 504)["message"]

@@ -84,3 +84,17 @@ def test_nginx_workers_run_as_the_chosen_user(tmp_path, monkeypatch):
     assert "user root root;" in nginx.render(settings, worker_user="root")
     monkeypatch.setattr(nginx.os, "geteuid", lambda: 1000)
     assert "\nuser " not in nginx.render(settings, worker_user="nobody")
+
+
+def test_the_entrypoint_hands_its_decision_down_as_a_resolved_setting(tmp_path, monkeypatch):
+    import entrypoint
+
+    monkeypatch.setattr(entrypoint, "worker_identity", lambda user, root: NOBODY)
+    monkeypatch.setattr(entrypoint, "hand_over", lambda paths, identity: None)
+    owners = []
+    monkeypatch.setattr(entrypoint.os, "chown", lambda path, uid, gid: owners.append((path, uid)))
+    requested = Settings(run_dir=tmp_path, model_dir=tmp_path, worker_user="qa")
+    chosen = entrypoint._choose_worker_user(requested, tmp_path)
+    assert (chosen.worker_user, chosen.workers_run_as) == ("qa", "nobody")  # requested, decided
+    assert owners == [(chosen.resolved_file, NOBODY.uid)]  # the workers read it
+    assert Settings.load(entrypoint._gunicorn_env(chosen)) == chosen

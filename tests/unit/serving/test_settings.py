@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 
-from serving.settings import Settings, SettingsError, container_cpu_limit
+from qa.options import OptionsError, QAOptions
+from serving.settings import RESOLVED_SETTINGS, Settings, SettingsError, container_cpu_limit
 
 
 def test_defaults_from_an_empty_environment():
     s = Settings.from_env({}, cpu_limit=2.0)
     assert (s.port, s.request_timeout_s, s.max_payload_mb, s.bind_host) == (8080, 60, 6, "0.0.0.0")
     assert s.model_dir == Path("/opt/ml/model")
-    assert s.workers == 1 and s.torch_threads == 2
+    assert s.workers == 1 and s.inference_threads == 2
     assert (s.backend, s.precision) == ("auto", "fp32")  # the backend from the CPU: qa/plan.py
     assert s.max_concurrent_transforms == s.workers
     assert s.batch_strategy == "MULTI_RECORD"
@@ -22,11 +25,11 @@ def test_defaults_from_an_empty_environment():
 
 
 @pytest.mark.parametrize(
-    "cpus, workers, torch_threads", [(1.0, 1, 1), (1.5, 1, 1), (2.0, 1, 2), (8.0, 2, 4), (16.0, 4, 4)]
+    "cpus, workers, inference_threads", [(1.0, 1, 1), (1.5, 1, 1), (2.0, 1, 2), (8.0, 2, 4), (16.0, 4, 4)]
 )
-def test_default_workers_never_oversubscribe_the_cpu_limit(cpus, workers, torch_threads):
+def test_default_workers_never_oversubscribe_the_cpu_limit(cpus, workers, inference_threads):
     s = Settings.from_env({}, cpu_limit=cpus)
-    assert (s.workers, s.torch_threads) == (workers, torch_threads)
+    assert (s.workers, s.inference_threads) == (workers, inference_threads)
 
 
 def test_every_variable_is_read():
@@ -57,7 +60,7 @@ def test_every_variable_is_read():
     assert s.log_level == logging.DEBUG
     assert (s.hf_model_id, s.hf_model_revision, s.hf_token) == ("org/model", "abc123", "secret")
     assert (s.bind_host, s.model_dir, s.run_dir) == ("127.0.0.1", Path("/m"), Path("/r"))
-    assert s.threads_per_worker == 8 and s.preload and not s.install_user_requirements
+    assert s.requests_per_worker == 8 and s.preload and not s.install_user_requirements
     assert s.shutdown_timeout_s == 20
 
 
@@ -151,10 +154,96 @@ def test_settings_built_directly_check_themselves(field, value, variable):
 
 def test_derived_values_are_properties_of_the_settings(tmp_path):
     s = Settings(
-        run_dir=tmp_path, shutdown_timeout_s=3, log_level=logging.WARNING, precision="int8", torch_threads=2
+        run_dir=tmp_path,
+        shutdown_timeout_s=3,
+        log_level=logging.WARNING,
+        precision="int8",
+        inference_threads=2,
     )
     assert s.graph_cache == tmp_path / "graphs" and s.qa.graph_cache == tmp_path / "graphs"
     assert Settings(graph_cache_dir=tmp_path / "g").qa.graph_cache == tmp_path / "g"
     assert s.gunicorn_stop_s == 3 and Settings().gunicorn_stop_s == 5
     assert s.log_level_name == "warning" and Settings(log_level=5).log_level_name == "debug"
-    assert (s.qa.precision, s.qa.torch_threads, s.qa.request_timeout_s) == ("int8", 2, 60)
+    assert (s.qa.precision, s.qa.inference_threads, s.qa.request_timeout_s) == ("int8", 2, 60)
+
+
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        ("QA_TORCH_THREADS", "QA_INFERENCE_THREADS", "inference_threads"),
+        ("QA_THREADS_PER_WORKER", "QA_REQUESTS_PER_WORKER", "requests_per_worker"),
+    ],
+)
+def test_a_renamed_variable_is_still_read_with_a_warning_naming_the_new_one(old, new, field, caplog):
+    with caplog.at_level(logging.WARNING, logger="serving.settings"):
+        assert getattr(Settings.from_env({old: "3"}, cpu_limit=2.0), field) == 3
+    assert f"{old} is renamed {new}" in caplog.text
+    caplog.clear()
+    assert getattr(Settings.from_env({new: "5", old: "3"}, cpu_limit=2.0), field) == 5
+    assert getattr(Settings.from_env({new: "5"}, cpu_limit=2.0), field) == 5
+    assert caplog.text == ""
+    with pytest.raises(SettingsError, match=f"^{old}=0 is out of range: it must be between 1 and 256$"):
+        Settings.from_env({old: "0"}, cpu_limit=2.0)
+
+
+def test_the_qa_options_check_themselves_with_the_settings_bounds_and_words():
+    with pytest.raises(
+        OptionsError, match="^QA_INFERENCE_THREADS=0 is out of range: it must be between 1 and 256$"
+    ):
+        QAOptions(inference_threads=0)
+    with pytest.raises(
+        OptionsError, match="^QA_PARALLEL_BATCHES=0 is out of range: it must be between 1 and 64$"
+    ):
+        QAOptions(parallel_batches=0)
+    # The upper bounds are the container's: a script may lift them (qa/pipeline.py has no limits).
+    assert QAOptions(parallel_batches=65, max_items_per_request=sys.maxsize).parallel_batches == 65
+    with pytest.raises(
+        SettingsError, match="^QA_PARALLEL_BATCHES=65 is out of range: it must be between 1 and 64$"
+    ):
+        Settings(parallel_batches=65)
+    with pytest.raises(SettingsError, match="^QA_PARALLEL_BATCHES=65 is out of range"):
+        Settings.from_env({"QA_PARALLEL_BATCHES": "65"}, cpu_limit=2.0)
+    with pytest.raises(
+        OptionsError,
+        match="^QA_JSONLINES_ERRORS='line' is not supported: allowed values are request, record$",
+    ):
+        QAOptions(jsonlines_errors="line")
+
+
+def test_every_qa_option_is_a_setting_of_the_same_name_and_default():
+    qa_fields = {f.name: f.default for f in dataclasses.fields(QAOptions) if f.name != "graph_cache"}
+    settings_fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    assert {name: settings_fields[name] for name in qa_fields} == qa_fields
+    assert Settings().qa == QAOptions(graph_cache=Path("/tmp/qa-serving/graphs"))
+
+
+def test_batch_transform_and_multi_model_derive_their_defaults():
+    batch = Settings.from_env({"SAGEMAKER_BATCH": "true"}, cpu_limit=2.0)
+    assert (batch.request_timeout_s, batch.jsonlines_errors, batch.memory_check) == (600, "record", "warn")
+    told = Settings.from_env(
+        {"SAGEMAKER_BATCH": "true", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"}, cpu_limit=2.0
+    )
+    assert told.request_timeout_s == 90
+    assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "on"}, cpu_limit=2.0).memory_check == "refuse"
+
+
+def test_empty_means_the_default_but_an_empty_boolean_is_false():
+    s = Settings.from_env(
+        {"QA_RUN_DIR": " ", "QA_REQUEST_METRICS": "", "HF_TOKEN": "", "HF_API_TOKEN": "t"}, cpu_limit=2.0
+    )
+    assert s.run_dir == Path("/tmp/qa-serving") and s.request_metrics is False and s.hf_token == "t"
+
+
+def test_the_resolved_settings_travel_whole_to_the_processes_started_after(tmp_path):
+    resolved = Settings.from_env(
+        {"QA_RUN_DIR": str(tmp_path), "QA_GRAPH_CACHE_DIR": str(tmp_path / "g"), "HF_TOKEN": "secret"},
+        cpu_limit=6.0,
+    )
+    resolved = dataclasses.replace(resolved, workers_run_as="nobody")
+    path = resolved.save()
+    assert path == resolved.resolved_file and path.stat().st_mode & 0o077 == 0
+    # Another process, on another CPU count and with other variables, gets the same values.
+    loaded = Settings.load({RESOLVED_SETTINGS: str(path), "SAGEMAKER_MODEL_SERVER_WORKERS": "9"})
+    assert loaded == resolved and loaded.cpu_limit == 6.0 and loaded.graph_cache == tmp_path / "g"
+    # Without the file (a test, a script), the environment.
+    assert Settings.load({"QA_RUN_DIR": str(tmp_path)}).workers_run_as is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import pwd
 import subprocess
 import sys
 import types
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from serving import nginx
-from serving.settings import Settings, waiting_requests
+from serving import nginx, privileges
+from serving.settings import RESOLVED_SETTINGS, Settings, waiting_requests
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -47,7 +48,7 @@ def test_nginx_config_is_derived_from_the_settings(settings):
 
 
 def test_nginx_admits_the_served_and_waiting_requests_and_answers_the_next_503(settings):
-    settings = dataclasses.replace(settings, workers=2, threads_per_worker=3, max_waiting_requests=7)
+    settings = dataclasses.replace(settings, workers=2, requests_per_worker=3, max_waiting_requests=7)
     conf = nginx.render(settings)
     invocations = conf[conf.index("location ~ ^/invocations/?$ {") :]
     invocations = invocations[: invocations.index("}")]
@@ -162,3 +163,16 @@ def test_gunicorn_accepts_the_config(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif("nobody" not in {entry.pw_name for entry in pwd.getpwall()}, reason="no user nobody")
+def test_gunicorn_takes_the_entrypoints_resolved_settings_and_its_decided_user(monkeypatch, tmp_path):
+    monkeypatch.setattr(privileges.os, "geteuid", lambda: 0)
+    asked = load_gunicorn_conf(monkeypatch, {"QA_RUN_DIR": str(tmp_path), "QA_WORKER_USER": "nobody"})
+    assert not hasattr(asked, "user")  # requested, not decided: only the entrypoint decides
+    resolved = Settings.from_env({"QA_RUN_DIR": str(tmp_path)}, cpu_limit=2.0)
+    resolved = dataclasses.replace(resolved, workers=3, workers_run_as="nobody")
+    conf = load_gunicorn_conf(
+        monkeypatch, {RESOLVED_SETTINGS: str(resolved.save()), "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
+    )
+    assert conf.workers == 3 and conf.user == pwd.getpwnam("nobody").pw_uid
