@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from botocore import xform_name
 
-
 # Final states the waiters' rules do not call failures: a transform job someone stopped did not do
 # what was asked (the waiter counts it a success), and an endpoint out of service or whose update
 # rollback failed stays so (the waiter would go on polling until the timeout).
