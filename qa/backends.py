@@ -9,8 +9,9 @@
     openvino + int8       OpenVINO on the statically quantized graph (NNCF)
 
 `backend.input_names` are the inputs the model takes (its forward signature, or its graph's);
-`backend.forward({"input_ids": ..., "attention_mask": ...})` returns float32 (start, end) logits of
-shape (batch, width). `backend.batching` says which windows may share a pass without changing a
+`backend.forward({"input_ids": ..., "attention_mask": ...}, alone=...)` returns float32 (start, end)
+logits of shape (batch, width); `alone` says no other pass runs or waits (OpenVINO's adaptive plan
+then gives the pass all the threads; the others ignore it). `backend.batching` says which windows may share a pass without changing a
 window's logits (beyond float rounding): any (ANY_WIDTH), only windows padded to the same width
 (SAME_WIDTH), or none (ALONE). Which backend serves which precision on which CPU: qa/plan.py.
 """
@@ -61,7 +62,7 @@ class TorchBackend:
         self.input_names = [name for name in FORWARD_INPUTS if name in accepted]
         self._use_cache_arg = "use_cache" in accepted
 
-    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, inputs: Mapping[str, np.ndarray], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
         if self._use_cache_arg:
@@ -117,7 +118,7 @@ class OnnxBackend:
             self._pid = os.getpid()
         return self._session
 
-    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, inputs: Mapping[str, np.ndarray], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
         session = self._session_for_this_process()
         feed = {name: inputs[name] for name in self.input_names}
         start, end = session.run(list(OUTPUT_NAMES), feed, self._run_options)
@@ -127,59 +128,129 @@ class OnnxBackend:
 # ---- OpenVINO -------------------------------------------------------------------------------
 
 
+class _Layout:
+    """One compiled model of the graph: `streams` streams sharing `threads` threads."""
+
+    def __init__(self, compiled, streams: int):
+        self.compiled, self.streams = compiled, streams
+        self.outputs = [compiled.output(name) for name in OUTPUT_NAMES]
+        self.local = threading.local()  # one infer request per lane thread: they are not thread-safe
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self.local, "request", None)
+        if request is None:
+            request = self.local.request = self.compiled.create_infer_request()
+        results = request.infer(feed)
+        # Copies: the request reuses its output buffers on the next pass.
+        start, end = (np.array(results[port], dtype=np.float32) for port in self.outputs)
+        return start, end
+
+
 class OpenVinoBackend:
     """An OpenVINO CPU model, compiled again in a forked child (its thread pool does not survive
-    fork). One stream per lane, the worker's threads shared out between them (`threads` each):
-    with one stream a second pass at once only waits for the first."""
+    fork). `streams` streams run passes side by side, the worker's `threads` shared out between
+    them. Adaptive (`adaptive=True`, streams > 1): a pass that runs alone gets all the threads on
+    a second compiled model of one stream (int8 on 2 threads: a 192-token window in 16 ms instead
+    of 29), and passes that overlap run on the streams; the streams' model is compiled the first
+    time passes overlap, so a worker that never sees load never holds its memory (~90 MiB int8).
+    Either way no more threads are busy than `threads`, and a window's logits are the same bit for
+    bit on either model (tests)."""
 
-    def __init__(self, path: Path, precision: str, threads: int, streams: int = 1):
+    def __init__(self, path: Path, precision: str, threads: int, streams: int = 1, adaptive: bool = False):
         self.path = Path(path)
         self.name = f"openvino-{precision}"
         self.precision = precision
         self.threads, self.streams = threads, streams
+        self.adaptive = adaptive and streams > 1 and threads > 1
         self.batching = ANY_WIDTH if precision == "fp32" else SAME_WIDTH
         self._pid: int | None = None
-        self._compiled: Any = None
-        self._local = threading.local()
-        self._compiled_for_this_process()
+        self._lone: _Layout | None = None  # 1 stream of all the threads (adaptive only)
+        self._side_by_side: _Layout | None = None  # `streams` streams
+        self._first_feed: Mapping[str, np.ndarray] | None = None
+        self._for_this_process()
 
-    def config(self) -> dict[str, object]:
+    def config(self, streams: int | None = None) -> dict[str, object]:
         return {
             # OpenVINO's own default is bf16 on CPUs that have it: fp32 and int8 ask for f32.
             "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
             # The CPU plugin quantizes activations per pass by default, which makes a window's
             # logits depend on its batch (1.6e-2 alone vs batched); static int8 has fixed scales.
             "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
-            "INFERENCE_NUM_THREADS": self.threads * self.streams,
-            "NUM_STREAMS": self.streams,
+            "INFERENCE_NUM_THREADS": self.threads,
+            "NUM_STREAMS": self.streams if streams is None else streams,
             # Workers share the CPUs: no worker may pin its threads to cores the others use.
             "ENABLE_CPU_PINNING": False,
         }
 
-    def _compiled_for_this_process(self):
-        if self._pid != os.getpid():
-            import openvino as ov
+    def _compile(self, streams: int) -> _Layout:
+        import openvino as ov
 
-            if self._compiled is not None:
+        return _Layout(ov.Core().compile_model(str(self.path), "CPU", self.config(streams)), streams)
+
+    def _for_this_process(self) -> None:
+        if self._pid == os.getpid():
+            return
+        for made in (self._lone, self._side_by_side):
+            if made is not None:
                 # Made before a fork (QA_PRELOAD): its threads exist only in the parent; keep it,
                 # unused, rather than let its destructor wait for them.
-                ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._compiled))
-            self._compiled = ov.Core().compile_model(str(self.path), "CPU", self.config())
-            self.input_names = [port.get_any_name() for port in self._compiled.inputs]
-            self._outputs = [self._compiled.output(name) for name in OUTPUT_NAMES]
-            self._local = threading.local()
-            self._pid = os.getpid()
-        return self._compiled
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(made.compiled))
+        self._lone = self._compile(1) if self.adaptive else None
+        self._side_by_side = None if self.adaptive else self._compile(self.streams)
+        first = self._lone or self._side_by_side
+        assert first is not None
+        self._compiled = first.compiled
+        self.input_names = [port.get_any_name() for port in first.compiled.inputs]
+        self._cond = threading.Condition()
+        self._free = self.streams
+        self._side_by_side_started = not self.adaptive
+        self._pid = os.getpid()
 
-    def forward(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        compiled = self._compiled_for_this_process()
-        request = getattr(self._local, "request", None)
-        if request is None:  # one infer request per lane thread: they are not thread-safe
-            request = self._local.request = compiled.create_infer_request()
-        results = request.infer({name: inputs[name] for name in self.input_names})
-        # Copies: the request reuses its output buffers on the next pass.
-        start, end = (np.array(results[port], dtype=np.float32) for port in self._outputs)
-        return start, end
+    def _compile_side_by_side(self) -> None:
+        made = self._compile(self.streams)
+        if self._first_feed is not None:  # its first pass plans and allocates: not on a request's time
+            made.infer(self._first_feed)
+        with self._cond:
+            self._side_by_side = made
+            self._cond.notify_all()
+
+    def _enter(self, alone: bool) -> _Layout:
+        """Wait for threads to run a pass on, and take them: all of them on the one-stream model
+        for a lone pass (or while the streams' model is being made), one stream's share for a
+        pass that overlaps others."""
+        with self._cond:
+            if not alone and not self._side_by_side_started:
+                self._side_by_side_started = True
+                # Not a daemon: a process that exits meanwhile waits for it (OpenVINO aborts the
+                # process if its compiler is cut off at exit).
+                threading.Thread(target=self._compile_side_by_side, name="openvino-compile").start()
+            while True:
+                side = self._side_by_side
+                if self._lone is not None and self._free == self.streams and (side is None or alone):
+                    self._free = 0
+                    return self._lone
+                if side is not None and self._free > 0:
+                    self._free -= 1
+                    return side
+                self._cond.wait()
+
+    def _leave(self, layout: _Layout) -> None:
+        with self._cond:
+            self._free += self.streams if layout is self._lone else 1
+            self._cond.notify_all()
+
+    def forward(self, inputs: Mapping[str, np.ndarray], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One pass. `alone`: no other pass is running or ready (the batcher knows), so this one
+        may have all the threads."""
+        self._for_this_process()
+        feed = {name: inputs[name] for name in self.input_names}
+        if self._first_feed is None:  # the warm-up's: it warms up the streams' model when made
+            self._first_feed = feed
+        layout = self._enter(alone)
+        try:
+            return layout.infer(feed)
+        finally:
+            self._leave(layout)
 
 
 def create_backend(
@@ -191,6 +262,7 @@ def create_backend(
     model=None,
     graph: Path | None = None,
     lanes: int = 1,
+    adaptive: bool = False,
 ):
     """The backend, warmed up with one forward pass of `warmup(input_names)` (the runtimes
     allocate and plan on the first run). torch needs `model`; the others their `graph`."""
@@ -202,7 +274,7 @@ def create_backend(
     elif backend == "onnx":
         made = OnnxBackend(graph, precision, threads)
     elif backend == "openvino":
-        made = OpenVinoBackend(graph, precision, max(1, threads // lanes), streams=lanes)
+        made = OpenVinoBackend(graph, precision, threads, streams=lanes, adaptive=adaptive)
     else:
         raise BackendError(f"unknown backend {backend!r}")
     made.forward(warmup(made.input_names))

@@ -74,7 +74,7 @@ def padded_width(length: int, step: int, cap: int | None = None) -> int:
 class Batcher:
     def __init__(
         self,
-        forward: Callable[[list], Logits],
+        forward: Callable[[list, bool], Logits],
         *,
         max_windows: int,
         max_tokens: int,
@@ -84,7 +84,7 @@ class Batcher:
         width_step: int = 1,
         max_width: int | None = None,
     ):
-        self.forward = forward  # padded batch of windows -> (start, end), each (batch, width)
+        self.forward = forward  # (windows, alone) -> (start, end) padded, each (batch, width)
         self.max_windows, self.max_tokens, self.max_wait_s = max_windows, max_tokens, max_wait_s
         self.max_padding = max_padding
         self._cond = threading.Condition()
@@ -156,11 +156,13 @@ class Batcher:
                 ):
                     self._cond.wait(wait)
                 batch = self._take(self.max_tokens - self._tokens_in_flight)
+                # Nothing else running or waiting: the backend may give this pass all its threads.
+                alone = self._tokens_in_flight == 0 and not self._queue
                 padded = len(batch) * max((e.width for e in batch), default=0)
                 self._tokens_in_flight += padded
             if batch:
                 try:
-                    self._run_batch(batch)
+                    self._run_batch(batch, alone)
                 finally:
                     with self._cond:
                         self._tokens_in_flight -= padded
@@ -213,10 +215,10 @@ class Batcher:
         self._queue = [e for e in self._queue if id(e) not in taken]
         return batch
 
-    def _run_batch(self, batch: list[_Entry]) -> None:
+    def _run_batch(self, batch: list[_Entry], alone: bool) -> None:
         began = time.monotonic()
         try:
-            start, end = self.forward([e.window for e in batch])
+            start, end = self.forward([e.window for e in batch], alone)
         except BaseException as exc:  # every request in the batch sees the failure
             for entry in batch:
                 entry.job.fail(exc)

@@ -102,6 +102,7 @@ def load_model(model_dir: Path, options: QAOptions) -> QAModel:
             model=model,
             graph=graph,
             lanes=plan.lanes,
+            adaptive=plan.adaptive,
             warmup=lambda names: example_inputs(windows, names, WARMUP_WIDTHS),
         )
     except Exception as exc:

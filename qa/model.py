@@ -54,10 +54,12 @@ class QAModel:
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def forward_batch(self, chunk: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
-        """One forward pass, padded to the longest window (or its fixed width): the batcher's lanes call this."""
+    def forward_batch(self, chunk: Sequence[Window], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass, padded to the longest window (or its fixed width): the batcher's lanes
+        call this. `alone`: no other pass runs or waits (the backend may give it all its threads)."""
         width = padded_width(max(len(w.input_ids) for w in chunk), self.width_step, self.max_positions)
-        return self.backend.forward(pad_windows(chunk, width, self.windows.pad_token_id, self.input_names))
+        inputs = pad_windows(chunk, width, self.windows.pad_token_id, self.input_names)
+        return self.backend.forward(inputs, alone=alone)
 
     # ---- the whole request ------------------------------------------------------------------
 

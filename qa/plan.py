@@ -39,6 +39,10 @@ LANES = {
     "onnx": {"fp32": 2, "int8": 2},
     "openvino": {"fp32": 1, "bf16": 2, "int8": 2},
 }
+# Where a lone pass gets all the worker's threads (one stream) and overlapping passes the lanes'
+# streams (qa/backends.py): int8 and bf16, whose streams trade a lone window's latency for
+# throughput under load. fp32 runs one stream of all the threads in any case.
+ADAPTIVE = {"openvino": ("bf16", "int8")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Plan:
     lanes: int  # forward passes at once per worker
     cpu_class: str
     chosen_by: str  # why this backend: "QA_BACKEND=onnx" or "the avx512 class"
+    adaptive: bool = False  # a lone pass on all the threads, overlapping ones on the lanes' streams
 
     def describe(self, batching: str, options: QAOptions) -> str:
         """One log line: what runs, and how windows share passes."""
@@ -64,8 +69,14 @@ class Plan:
                 f"up to {options.forward_batch_size} windows / {options.batch_max_tokens} tokens per pass, "
                 f"at most {options.batch_max_padding_percent}% padding"
             )
-        if self.backend == "openvino":  # lanes are streams sharing the threads (qa/backends.py)
-            passes = f"{self.lanes} stream(s) of {max(1, self.threads // self.lanes)} thread(s)"
+        per_stream = max(1, self.threads // self.lanes)
+        if self.adaptive:
+            passes = (
+                f"1 stream of {self.threads} threads for a pass alone, "
+                f"{self.lanes} streams of {per_stream} thread(s) for passes that overlap"
+            )
+        elif self.backend == "openvino":  # lanes are streams sharing the threads (qa/backends.py)
+            passes = f"{self.lanes} stream(s) of {per_stream} thread(s)"
         else:
             passes = f"{self.lanes} lane(s) of {self.threads} thread(s)"
         return (
@@ -82,7 +93,14 @@ def resolve_plan(options: QAOptions, flags: set[str]) -> Plan:
     else:
         backend, chosen_by = options.backend, f"QA_BACKEND={options.backend}"
     lanes = options.parallel_batches or LANES[backend][options.precision]
-    return Plan(backend, options.precision, options.inference_threads, lanes, klass, chosen_by)
+    # QA_PARALLEL_BATCHES fixes the layout; a thread per lane at least, or nothing to adapt.
+    adaptive = (
+        options.parallel_batches is None
+        and options.precision in ADAPTIVE.get(backend, ())
+        and lanes > 1
+        and options.inference_threads >= lanes
+    )
+    return Plan(backend, options.precision, options.inference_threads, lanes, klass, chosen_by, adaptive)
 
 
 def check_cpu(precision: str, flags: set[str]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +235,73 @@ def test_graph_backends_survive_a_fork_as_with_qa_preload(tiny, cache_dir, backe
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_adaptive_openvino_answers_alike_on_all_threads_and_on_the_streams(
+    tiny, windows, cache_dir, precision
+):
+    """The adaptive plan: a lone pass runs on a one-stream model of all the threads, overlapping
+    ones on the streams' model, made the first time passes overlap; a window's logits are the same
+    bit for bit on either."""
+    path, model = tiny
+    kind = graph_files.graph_kind("openvino", precision)
+    pairs = qa_graphs.builtin_calibration_pairs()[:8]
+    graph = qa_graphs.find_or_build_graph(model, path, windows, kind, cache_dir, lambda: pairs)
+    warmup = lambda names: examples(windows, 1, 16)  # noqa: E731
+    b = qa_backends.create_backend(
+        "openvino", precision, 2, graph=graph, lanes=2, adaptive=True, warmup=warmup
+    )
+    assert b._side_by_side is None  # not until passes overlap
+    inputs = examples(windows, 3, 48)
+    alone = b.forward(inputs, alone=True)
+    assert b._side_by_side is None
+    first_overlapping = b.forward(inputs, alone=False)  # on the lone model while the other is made
+    deadline = time.monotonic() + 60
+    while b._side_by_side is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b._side_by_side is not None and b._side_by_side.streams == 2
+    assert int(b._side_by_side.compiled.get_property("NUM_STREAMS")) == 2
+    assert int(b._lone.compiled.get_property("NUM_STREAMS")) == 1
+    on_streams = b.forward(inputs, alone=False)
+    for got in (first_overlapping, on_streams):
+        for g, want in zip(got, alone):
+            np.testing.assert_array_equal(g, want)
+
+
+def test_adaptive_openvino_never_runs_more_threads_than_it_has(tiny, windows, cache_dir):
+    """Passes from four threads at once: a lone pass holds every stream's share, the others one
+    each; the count of shares in use never exceeds the streams."""
+    path, model = tiny
+    graph = qa_graphs.find_or_build_graph(model, path, windows, "fp32", cache_dir)
+    warmup = lambda names: examples(windows, 1, 16)  # noqa: E731
+    b = qa_backends.create_backend("openvino", "fp32", 2, graph=graph, lanes=2, adaptive=True, warmup=warmup)
+    inputs = examples(windows, 1, 32)
+    want = b.forward(inputs, alone=True)
+    seen = []
+    real_enter = b._enter
+
+    def watched(alone):
+        layout = real_enter(alone)
+        seen.append(b._free)  # shares left once this pass took its own
+        return layout
+
+    b._enter = watched
+    errors = []
+
+    def client(alone):
+        try:
+            for _ in range(6):
+                for g, w in zip(b.forward(inputs, alone=alone), want):
+                    np.testing.assert_array_equal(g, w)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    clients = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(4)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(120)
+    assert not errors
+    assert len(seen) == 24 and min(seen) >= 0
+    assert b._free == 2

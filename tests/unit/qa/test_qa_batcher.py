@@ -33,8 +33,10 @@ class FakeModel:
         self.gate.set()
         self.entered = threading.Event()
         self.fail_with: BaseException | None = None
+        self.alone: list[bool] = []
 
-    def __call__(self, windows):
+    def __call__(self, windows, alone=False):
+        self.alone.append(alone)
         self.entered.set()
         self.gate.wait(10)
         self.batches.append([len(w.input_ids) for w in windows])
@@ -111,9 +113,9 @@ def test_lanes_run_forward_passes_at_the_same_time():
     inside = threading.Barrier(2, timeout=5)
 
     class Overlapping(FakeModel):
-        def __call__(self, windows):
+        def __call__(self, windows, alone=False):
             inside.wait()  # breaks (BrokenBarrierError) unless two passes are in here at once
-            return super().__call__(windows)
+            return super().__call__(windows, alone)
 
     model = Overlapping()
     batcher = make(model, parallel=2, max_padding=0.0)
@@ -124,6 +126,23 @@ def test_lanes_run_forward_passes_at_the_same_time():
     assert not inside.broken
 
 
+def test_a_pass_is_alone_only_when_no_other_pass_runs_or_waits():
+    """What the adaptive plan rests on (qa/backends.py): a lone pass may take all the threads."""
+    model = FakeModel()
+    batcher = make(model, parallel=2, max_wait_s=0)
+    batcher.submit([window(10, 1)])
+    held = hold(batcher, model)  # a second lone pass, held inside the model
+    second = threading.Thread(target=batcher.submit, args=([window(12, 2)],))
+    second.start()
+    deadline = time.monotonic() + 5
+    while len(model.alone) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    model.gate.set()
+    held.join(5)
+    second.join(5)
+    assert model.alone == [True, True, False]
+
+
 @pytest.mark.parametrize("length,overlap", [(40, True), (60, False)])
 def test_lanes_share_one_token_budget(length, overlap):
     """Two passes of 40 padded tokens fit a budget of 100 at once; two of 60 do not."""
@@ -132,13 +151,13 @@ def test_lanes_share_one_token_budget(length, overlap):
         inside = most = 0
         lock = threading.Lock()
 
-        def __call__(self, windows):
+        def __call__(self, windows, alone=False):
             with self.lock:
                 self.inside += 1
                 self.most = max(self.most, self.inside)
             time.sleep(0.05)
             try:
-                return super().__call__(windows)
+                return super().__call__(windows, alone)
             finally:
                 with self.lock:
                     self.inside -= 1

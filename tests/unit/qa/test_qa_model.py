@@ -222,9 +222,9 @@ def test_onnx_int8_runs_one_window_per_pass(qa_model_dir, make_context, tmp_path
     rows = []
     forward = qa_model.backend.forward
 
-    def spy(inputs):
+    def spy(inputs, alone=False):
         rows.append(len(inputs["input_ids"]))
-        return forward(inputs)
+        return forward(inputs, alone)
 
     qa_model.backend.forward = spy
     items = [{"question": "Who?", "context": LONG_CONTEXT}]
@@ -247,9 +247,9 @@ def test_reduced_precision_answers_do_not_depend_on_the_batch(
     passes = []
     forward = qa_model.backend.forward
 
-    def spy(inputs):
+    def spy(inputs, alone=False):
         passes.append(inputs["input_ids"].shape)
-        return forward(inputs)
+        return forward(inputs, alone)
 
     qa_model.backend.forward = spy
     target = {"question": "Who designed the lighthouse?", "context": CONTEXT}

@@ -66,12 +66,32 @@ def test_a_combination_no_backend_runs_is_refused_naming_both_variables():
     ],
 )
 def test_the_plan_is_described_in_one_line(batching, says):
-    plan = qa_plan.resolve_plan(Settings(precision="int8", inference_threads=2), ZEN4)
+    plan = qa_plan.resolve_plan(Settings(precision="int8", inference_threads=2, parallel_batches=2), ZEN4)
     line = plan.describe(batching, Settings())
     assert line.startswith(
         "execution plan: openvino int8 (chosen by the avx512 CPU class), 2 stream(s) of 1 thread(s)"
     )
     assert says in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "flags,precision,settings,adaptive",
+    [
+        (ZEN4, "int8", {}, True),
+        (ZEN4, "bf16", {}, True),
+        (ZEN4, "fp32", {}, False),  # one stream of all the threads anyway
+        (ZEN4, "int8", {"parallel_batches": 2}, False),  # QA_PARALLEL_BATCHES fixes the layout
+        (ZEN4, "int8", {"inference_threads": 1}, False),  # one thread: nothing to share out
+        (ZEN3, "int8", {}, False),  # ONNX Runtime: not measured there
+    ],
+)
+def test_a_lone_pass_gets_all_the_threads_where_the_plan_adapts(flags, precision, settings, adaptive):
+    plan = qa_plan.resolve_plan(Settings(**{"precision": precision, "inference_threads": 2, **settings}), flags)
+    assert plan.adaptive is adaptive
+    line = plan.describe(SAME_WIDTH, Settings())
+    assert (
+        "1 stream of 2 threads for a pass alone, 2 streams of 1 thread(s) for passes that overlap" in line
+    ) is adaptive
 
 
 @pytest.mark.parametrize(
