@@ -17,9 +17,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import http.client
-import itertools
 import json
-import math
 import os
 import socket
 import threading
@@ -27,6 +25,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from bench import loadgen
+from bench.loadgen import percentile  # noqa: F401  (the fault tests import it from here)
 
 SLOW_INFERENCE = """
 import json
@@ -269,67 +270,46 @@ def error_shape_problem(outcome: Outcome, status: int) -> str | None:
 
 
 def retry_pause_s(outcome: Outcome) -> float:
-    """How long a client waits before its next request after a failure: a 503's Retry-After (up to
-    1 s), as SageMaker's clients honour it; 50 ms after anything else, so that a refusing or
-    failing server is not hammered in a hot loop either."""
-    retry_after = (outcome.headers or {}).get("retry-after", "")
-    if outcome.status == 503 and retry_after.isdigit():
-        return min(float(retry_after), 1.0)
-    return 0.05
+    """How long a client waits before its next request after a failure: a 503's Retry-After, as
+    the benchmark's clients wait (bench/loadgen.py)."""
+    return loadgen.retry_pause_s(
+        (outcome.headers or {}).get("retry-after", "") if outcome.status == 503 else ""
+    )
 
 
 class LoadLoop:
-    """`clients` threads POSTing `body` back to back (own connection each time) until stopped,
-    pausing after a failure (`retry_pause_s`); every outcome is kept. Bounded: stop() after at most
-    `max_s` whatever the caller does."""
+    """`clients` threads POSTing `body` back to back (own connection each time, so a refused
+    connection shows as one) until stopped, pausing after a failure (`retry_pause_s`); every
+    outcome is kept. The benchmark's closed loop (bench/loadgen.py), bounded: stopped after at
+    most `max_s` whatever the caller does."""
 
     def __init__(self, base_url: str, body: bytes, clients: int, name: str = "load", max_s: float = 60.0):
-        self.base_url, self.body, self.name, self.max_s = base_url, body, name, max_s
+        self.base_url, self.body, self.name = base_url, body, name
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}", daemon=True)
-            for i in range(clients)
-        ]
+        self._loop = loadgen.ClosedLoop(clients, self._step, name=name, max_s=max_s)
 
-    def _run(self, index: int) -> None:
-        deadline = time.monotonic() + self.max_s
-        for n in itertools.count():
-            if self._stop.is_set() or time.monotonic() > deadline:
-                return
-            outcome = send(self.base_url, self.body, f"{self.name}-{index}-{n}", timeout_s=30)
-            with self._lock:
-                self.outcomes.append(outcome)
-            if outcome.status != 200:
-                time.sleep(retry_pause_s(outcome))
+    def _step(self, client, index: int, n: int) -> float:
+        outcome = send(self.base_url, self.body, f"{self.name}-{index}-{n}", timeout_s=30)
+        with self._lock:
+            self.outcomes.append(outcome)
+        return 0.0 if outcome.status == 200 else retry_pause_s(outcome)
 
     def __enter__(self) -> LoadLoop:
-        for thread in self._threads:
-            thread.start()
+        self._loop.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def stop(self) -> list[Outcome]:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=40)
-        assert not any(t.is_alive() for t in self._threads), "a load thread is still waiting for an answer"
+        assert self._loop.stop(join_s=40), "a load thread is still waiting for an answer"
         with self._lock:
             return sorted(self.outcomes, key=lambda o: o.started)
 
     def snapshot(self) -> list[Outcome]:
         with self._lock:
             return list(self.outcomes)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (as bench/loadgen.py)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) / 100)))
-    return ordered[rank - 1]
 
 
 def slow_request(
