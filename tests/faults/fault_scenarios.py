@@ -19,37 +19,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from process_helpers import wait_for
+from process_helpers import GATED_CODE, GATED_PREDICT_FN, make_slow_model_dir, wait_for
 
 from bench import loadgen
 
-# The slow user code above, but input_fn writes its worker's pid into `received-<id>` (renamed into
-# place, so a reader never sees it empty): a test knows which worker holds which request. A body
-# {"hold": true} waits for `release-requests` in input_fn, which runs on many threads at once, so
-# unlike {"block": true} (in predict_fn, one request at a time per worker) it does not stop the
+# process_helpers.SLOW_INFERENCE, but input_fn writes its worker's pid into `received-<id>` (renamed
+# into place, so a reader never sees it empty): a test knows which worker holds which request. A
+# body {"hold": true} waits for `release-requests` in input_fn, which runs on many threads at once,
+# so unlike {"block": true} (in predict_fn, one request at a time per worker) it does not stop the
 # worker's other requests.
-TRACED_SLOW_INFERENCE = """
-import json
-import os
-import time
-from pathlib import Path
-
-GATES = Path({gates!r})
-
-
-def _wait(name, timeout_s=120):
-    deadline = time.monotonic() + timeout_s
-    while not (GATES / name).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {{name}} never opened")
-        time.sleep(0.02)
-
-
-def model_fn(model_dir, context):
-    if (GATES / "hold-load").exists():
-        _wait("release-load")
-    return {{"model_dir": str(model_dir)}}
-
+TRACED_SLOW_INFERENCE = (
+    GATED_CODE
+    + """
 
 def input_fn(body, content_type, context):
     # Per process: two workers' warm-ups share the request id "warm-up".
@@ -60,14 +41,9 @@ def input_fn(body, content_type, context):
     if isinstance(data, dict) and data.get("hold"):
         _wait("release-requests")
     return data
-
-
-def predict_fn(data, model, context):
-    (GATES / f"entered-{{context.request_id}}").touch()
-    if isinstance(data, dict) and data.get("block"):
-        _wait("release-requests")
-    return {{"score": 1.0, "start": 0, "end": 4, "answer": "done"}}
 """
+    + GATED_PREDICT_FN
+)
 
 BLOCK = b'{"block": true}'
 HOLD = b'{"hold": true}'
@@ -78,16 +54,8 @@ TINY_QUESTION = json.dumps(
 
 
 def make_traced_slow_model_dir(root: Path) -> tuple[Path, Path]:
-    """(model_dir, gates_dir) like make_slow_model_dir, with `received-<id>` holding the worker's pid.
-    The gate directory is writable by all: the workers may run as another user (the image's `qa`)."""
-    gates = root / "gates"
-    gates.mkdir(parents=True)
-    gates.chmod(0o777)
-    model_dir = root / "model"
-    (model_dir / "code").mkdir(parents=True)
-    (model_dir / "weights.txt").write_text("the user code needs no weights\n")
-    (model_dir / "code" / "inference.py").write_text(TRACED_SLOW_INFERENCE.format(gates=str(gates)))
-    return model_dir, gates
+    """(model_dir, gates_dir) like make_slow_model_dir, with `received-<id>` holding the worker's pid."""
+    return make_slow_model_dir(root, TRACED_SLOW_INFERENCE)
 
 
 def received_pid(gates: Path, request_id: str) -> int | None:
@@ -260,6 +228,16 @@ def ready_worker_lines(logs: str) -> int:
     return logs.count("; worker ready")
 
 
+def respawn_ready_after(ctl, ready_before: int, killed_at: float, timeout_s: float) -> float | None:
+    """Seconds from the kill to the replacement's "worker ready" line (more than `ready_before`
+    such lines), or None when it did not come within `timeout_s`."""
+    while time.monotonic() - killed_at < timeout_s:
+        if ready_worker_lines(ctl.logs()) > ready_before:
+            return time.monotonic() - killed_at
+        time.sleep(0.1)
+    return None
+
+
 # Fault scenarios, driven the same way on the host stack and on the image. `ctl` is the stack
 # under test: base_url, logs(), worker_cpu() -> {worker pid: CPU seconds}, kill_worker(pid),
 # sigterm(), wait_exit(timeout_s) -> exit code. The scenarios only drive and record; the test
@@ -330,12 +308,7 @@ def kill_worker_under_load(
         kill_sent_at = time.monotonic()
         ctl.kill_worker(victim)
         killed_at = time.monotonic()
-        respawn_ready_s = None
-        while time.monotonic() - killed_at < respawn_timeout_s:
-            if ready_worker_lines(ctl.logs()) > ready_before:
-                respawn_ready_s = time.monotonic() - killed_at
-                break
-            time.sleep(0.1)
+        respawn_ready_s = respawn_ready_after(ctl, ready_before, killed_at, respawn_timeout_s)
         time.sleep(after_s)
         outcomes = load.stop()
     return KillRun(victim, killed_at, outcomes, respawn_ready_s, kill_sent_at)
@@ -367,12 +340,7 @@ def kill_worker_holding_requests(
         victim_outcomes = [f.result(timeout=20) for f in mine]
         time.sleep(0.5)
         pending = sum(not f.done() for f in others)
-        respawn_ready_s = None
-        while time.monotonic() - killed_at < respawn_timeout_s:
-            if ready_worker_lines(ctl.logs()) > ready_before:
-                respawn_ready_s = time.monotonic() - killed_at
-                break
-            time.sleep(0.1)
+        respawn_ready_s = respawn_ready_after(ctl, ready_before, killed_at, respawn_timeout_s)
         (gates / "release-requests").touch()
         other_outcomes = [f.result(timeout=30) for f in others]
     after = [send(ctl.base_url, QUICK, f"after-{i}", timeout_s=30) for i in range(10)]

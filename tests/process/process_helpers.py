@@ -16,8 +16,11 @@ import os
 import time
 from pathlib import Path
 
-SLOW_INFERENCE = """
+# The user code's common part (a .format template: `gates`): the gate files and a model_fn that
+# waits for `release-load` while `hold-load` exists.
+GATED_CODE = """
 import json
+import os
 import time
 from pathlib import Path
 
@@ -36,12 +39,8 @@ def model_fn(model_dir, context):
     if (GATES / "hold-load").exists():
         _wait("release-load")
     return {{"model_dir": str(model_dir)}}
-
-
-def input_fn(body, content_type, context):
-    (GATES / f"received-{{context.request_id}}").touch()
-    return json.loads(body)
-
+"""
+GATED_PREDICT_FN = """
 
 def predict_fn(data, model, context):
     (GATES / f"entered-{{context.request_id}}").touch()
@@ -49,16 +48,29 @@ def predict_fn(data, model, context):
         _wait("release-requests")
     return {{"score": 1.0, "start": 0, "end": 4, "answer": "done"}}
 """
+SLOW_INFERENCE = (
+    GATED_CODE
+    + """
+
+def input_fn(body, content_type, context):
+    (GATES / f"received-{{context.request_id}}").touch()
+    return json.loads(body)
+"""
+    + GATED_PREDICT_FN
+)
 
 
-def make_slow_model_dir(root: Path) -> tuple[Path, Path]:
-    """(model_dir, gates_dir): a tiny model dir holding only user code (plus a marker file)."""
+def make_slow_model_dir(root: Path, code: str = SLOW_INFERENCE) -> tuple[Path, Path]:
+    """(model_dir, gates_dir): a tiny model dir holding only user code (`code`, formatted with the
+    gate directory; plus a marker file). The gate directory is writable by all: the workers may
+    run as another user (the image's `qa`)."""
     gates = root / "gates"
     gates.mkdir(parents=True)
+    gates.chmod(0o777)
     model_dir = root / "model"
     (model_dir / "code").mkdir(parents=True)
     (model_dir / "weights.txt").write_text("the user code needs no weights\n")
-    (model_dir / "code" / "inference.py").write_text(SLOW_INFERENCE.format(gates=str(gates)))
+    (model_dir / "code" / "inference.py").write_text(code.format(gates=str(gates)))
     return model_dir, gates
 
 
