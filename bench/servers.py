@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from qa.memory import process_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 PEER_PINS = [
     "torch==2.13.0",
@@ -32,7 +34,6 @@ PEER_PINS = [
 PEER_WORKERS = 2
 STOP_GRACE_S = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --- measuring a session's processes ---------------------------------------------------------
@@ -87,20 +88,8 @@ def cpu_seconds(pids: set[int]) -> float:
 
 
 def memory_bytes(pids: set[int]) -> int:
-    """Summed PSS (RSS where smaps_rollup is unreadable)."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            try:
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-            except OSError:
-                pass
-    return total
+    """Summed PSS (RSS where smaps_rollup is unreadable; a vanished process counts 0)."""
+    return sum(process_bytes(pid) for pid in pids)
 
 
 class Meter:

@@ -50,7 +50,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import servers
+from bench import loadgen, servers
 from bench.loopback import HOST, NotReady, ServerDied, free_port, wait_until_ready
 from qa import corpus
 
@@ -166,37 +166,18 @@ def invalid_probes() -> list[Probe]:
     ]
 
 
-class Connection:
-    """One keep-alive connection to 127.0.0.1; reconnects after any failure or a `close`."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.conn: http.client.HTTPConnection | None = None
-
-    def send(self, probe: Probe) -> tuple[int | None, dict[str, str], bytes, str | None]:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT_S)
-        headers = {}
-        if probe.content_type is not None:
-            headers["Content-Type"] = probe.content_type
-        if probe.accept is not None:
-            headers["Accept"] = probe.accept
-        try:
-            self.conn.request(probe.method, "/invocations", body=probe.body or None, headers=headers)
-            resp = self.conn.getresponse()
-            data = resp.read()
-            got = {k.lower(): v for k, v in resp.getheaders()}
-            if got.get("connection", "").lower() == "close":
-                self.close()
-            return resp.status, got, data, None
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            return None, {}, b"", f"{type(exc).__name__}: {exc}"
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+def send(client: loadgen.Client, probe: Probe) -> tuple[int | None, dict[str, str], bytes, str | None]:
+    """(status, headers, body, None), or (None, {}, b"", the connection error): recorded, not raised."""
+    headers = {}
+    if probe.content_type is not None:
+        headers["Content-Type"] = probe.content_type
+    if probe.accept is not None:
+        headers["Accept"] = probe.accept
+    try:
+        status, got, data = client.request(probe.method, probe.body or None, headers)
+    except (OSError, http.client.HTTPException) as exc:
+        return None, {}, b"", f"{type(exc).__name__}: {exc}"
+    return status, got, data, None
 
 
 def parse_answer(headers: dict[str, str], data: bytes):
@@ -392,16 +373,16 @@ def check(
 
 
 def record_canary(port: int, probes: list[Probe]) -> dict[str, object]:
-    conn = Connection(port)
+    client = loadgen.Client(port, timeout_s=REQUEST_TIMEOUT_S)
     canary = {}
     try:
         for probe in probes:
-            status, headers, data, error = conn.send(probe)
+            status, headers, data, error = send(client, probe)
             if status != 200:
                 raise RuntimeError(f"canary {probe.name}: {error or status} {data[:300]!r}")
             canary[probe.name] = parse_answer(headers, data)
     finally:
-        conn.close()
+        client.close()
     return canary
 
 
@@ -411,42 +392,49 @@ def traffic(
     invalid: list[Probe],
     canary: dict[str, object],
     concurrency: int,
-    stop_at: float,
+    seconds: float,
     tally: Tally,
-) -> list[threading.Thread]:
-    def client(index: int) -> None:
-        rng = random.Random(SEED * 1000 + index)
-        conn = Connection(port)
-        try:
-            while time.monotonic() < stop_at:
-                probe = rng.choice(invalid) if rng.random() < INVALID_SHARE else rng.choice(valid)
-                started = time.monotonic()
-                status, headers, data, error = conn.send(probe)
-                seconds = time.monotonic() - started
-                problem, changed, drift = check(probe, canary, status, headers, data, error)
-                tally.record(probe, status, problem, changed, seconds, drift)
-                if error is not None:
-                    time.sleep(0.1)  # a dead server is not hammered in a hot loop
-        finally:
-            conn.close()
+) -> loadgen.ClosedLoop:
+    """The seeded mix from `concurrency` closed-loop clients for `seconds`, started."""
+    rngs = [random.Random(SEED * 1000 + index) for index in range(concurrency)]
 
-    threads = [
-        threading.Thread(target=client, args=(i,), name=f"soak-{i}", daemon=True) for i in range(concurrency)
-    ]
-    for thread in threads:
-        thread.start()
-    return threads
+    def step(client: loadgen.Client | None, index: int, n: int) -> float:
+        assert client is not None
+        rng = rngs[index]
+        probe = rng.choice(invalid) if rng.random() < INVALID_SHARE else rng.choice(valid)
+        started = time.monotonic()
+        status, headers, data, error = send(client, probe)
+        elapsed = time.monotonic() - started
+        problem, changed, drift = check(probe, canary, status, headers, data, error)
+        tally.record(probe, status, problem, changed, elapsed, drift)
+        return 0.1 if error is not None else 0.0  # a dead server is not hammered in a hot loop
 
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, min(len(ordered), math.ceil(q * len(ordered) / 100))) - 1]
+    load = loadgen.ClosedLoop(
+        concurrency, step, port=port, name="soak", max_s=seconds, client_timeout_s=REQUEST_TIMEOUT_S
+    )
+    return load.start()
 
 
 def _mib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+@dataclasses.dataclass
+class Observed:
+    """What one soak saw of the server, beside the clients' Tally."""
+
+    tally: Tally
+    seconds: float
+    memory: dict[str, dict]  # start, warm, end
+    workers_first: set[int]
+    workers_seen: set[int]
+    booted: int  # "Booting worker" log lines
+    alive: bool
+    timeline: list[dict]
+
+    @property
+    def restarts(self) -> int:
+        return max(len(self.workers_seen) - len(self.workers_first), self.booted - len(self.workers_first))
 
 
 def soak(args: argparse.Namespace) -> tuple[dict, int]:
@@ -470,72 +458,107 @@ def soak(args: argparse.Namespace) -> tuple[dict, int]:
         "invalid_probes": {p.name: p.expected for p in invalid},
     }
     try:
-        port = free_port(between=PORTS)
-        server.start(port)
-        probe_ping = lambda: _ping(port)  # noqa: E731
-        try:
-            result["startup_s"] = round(wait_until_ready(probe_ping, args.startup_timeout, server.alive), 2)
-        except (ServerDied, NotReady) as exc:
-            result["error"] = f"the server did not become ready: {exc}\n{server.log_tail()}"
-            return result, 2
-        timeline: list[dict] = []
-        mem_start = memory(server, docker_stats=True)
-        workers_first = worker_pids(server)
-        seen = set(workers_first)
-        try:
-            canary = record_canary(port, valid)
-        except RuntimeError as exc:
-            result["error"] = f"{exc}\n{server.log_tail()}"
-            return result, 2
-        tally = Tally()
-        began = time.monotonic()
-        stop_at = began + args.minutes * 60
-        threads = traffic(port, valid, invalid, canary, args.concurrency, stop_at, tally)
-        mem_warm = None
-        next_progress = began + 60
-        while time.monotonic() < stop_at:
-            time.sleep(min(SAMPLE_EVERY_S, max(0.0, stop_at - time.monotonic())))
-            now = time.monotonic() - began
-            pids = worker_pids(server)
-            seen |= pids
-            sample = {"t_s": round(now, 1), "requests": tally.sent, "workers": sorted(pids), **memory(server)}
-            timeline.append(sample)
-            if mem_warm is None and now >= args.warmup_s:
-                mem_warm = {**memory(server, docker_stats=True), "t_s": round(now, 1)}
-            if not server.alive():
-                result["error"] = "the server exited during the soak"
-                break
-            if time.monotonic() >= next_progress:
-                next_progress += 60
-                print(
-                    f"soak: {now / 60:.1f} min, {tally.sent} requests, {tally.unexpected} unexpected, "
-                    f"{tally.changed} changed, usage {_mib(sample.get('usage_bytes'))}",
-                    flush=True,
-                )
-        for thread in threads:
-            thread.join(timeout=REQUEST_TIMEOUT_S + 10)
-        seconds = time.monotonic() - began
-        mem_end = memory(server, docker_stats=True)
-        seen |= worker_pids(server)
-        log = server_log(server)
-        booted = len(re.findall(r"Booting worker with pid", log))
-        restarts = max(len(seen) - len(workers_first), booted - len(workers_first))
-        alive = server.alive()
+        observed = _soak_server(server, args, valid, invalid, result)
     finally:
         server.stop()
         if not args.host:  # the container's logs went with it; the scratch dir holds nothing
             shutil.rmtree(work, ignore_errors=True)
-    if mem_warm is None:
-        mem_warm = dict(mem_end)
-    if mem_end.get("usage_bytes") and mem_warm.get("usage_bytes"):
-        growth = (mem_end["usage_bytes"] - mem_warm["usage_bytes"]) / mem_warm["usage_bytes"]
+    if observed is None:
+        return result, 2
+    missed = _verdict(observed, result)
+    if args.host:  # the host stack's log: kept when a goal was missed
+        if missed:
+            result["server_log"] = str(server.log_path)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return result, 1 if missed else 0
+
+
+def _soak_server(
+    server: servers.Server, args: argparse.Namespace, valid: list[Probe], invalid: list[Probe], result: dict
+) -> Observed | None:
+    """Start the server, record the canary, run the mix while sampling; None (with result["error"])
+    when the server could not be started or answer the canary."""
+    port = free_port(between=PORTS)
+    server.start(port)
+    try:
+        result["startup_s"] = round(
+            wait_until_ready(lambda: _ping(port), args.startup_timeout, server.alive), 2
+        )
+    except (ServerDied, NotReady) as exc:
+        result["error"] = f"the server did not become ready: {exc}\n{server.log_tail()}"
+        return None
+    mem_start = memory(server, docker_stats=True)
+    workers_first = worker_pids(server)
+    try:
+        canary = record_canary(port, valid)
+    except RuntimeError as exc:
+        result["error"] = f"{exc}\n{server.log_tail()}"
+        return None
+    tally = Tally()
+    began = time.monotonic()
+    load = traffic(port, valid, invalid, canary, args.concurrency, args.minutes * 60, tally)
+    timeline, mem_warm, seen = _watch(server, tally, args, began, result)
+    load.stop(join_s=REQUEST_TIMEOUT_S + 10)
+    seconds = time.monotonic() - began
+    mem_end = memory(server, docker_stats=True)
+    seen |= workers_first | worker_pids(server)
+    return Observed(
+        tally=tally,
+        seconds=seconds,
+        memory={"start": mem_start, "warm": mem_warm or dict(mem_end), "end": mem_end},
+        workers_first=workers_first,
+        workers_seen=seen,
+        booted=len(re.findall(r"Booting worker with pid", server_log(server))),
+        alive=server.alive(),
+        timeline=timeline,
+    )
+
+
+def _watch(
+    server: servers.Server, tally: Tally, args: argparse.Namespace, began: float, result: dict
+) -> tuple[list[dict], dict | None, set[int]]:
+    """Every SAMPLE_EVERY_S until the run's end (or the server's): (timeline, the memory at the end
+    of the warm-up, the worker pids seen); progress printed every minute."""
+    stop_at = began + args.minutes * 60
+    timeline: list[dict] = []
+    mem_warm = None
+    seen: set[int] = set()
+    next_progress = began + 60
+    while time.monotonic() < stop_at:
+        time.sleep(min(SAMPLE_EVERY_S, max(0.0, stop_at - time.monotonic())))
+        now = time.monotonic() - began
+        pids = worker_pids(server)
+        seen |= pids
+        sample = {"t_s": round(now, 1), "requests": tally.sent, "workers": sorted(pids), **memory(server)}
+        timeline.append(sample)
+        if mem_warm is None and now >= args.warmup_s:
+            mem_warm = {**memory(server, docker_stats=True), "t_s": round(now, 1)}
+        if not server.alive():
+            result["error"] = "the server exited during the soak"
+            break
+        if time.monotonic() >= next_progress:
+            next_progress += 60
+            print(
+                f"soak: {now / 60:.1f} min, {tally.sent} requests, {tally.unexpected} unexpected, "
+                f"{tally.changed} changed, usage {_mib(sample.get('usage_bytes'))}",
+                flush=True,
+            )
+    return timeline, mem_warm, seen
+
+
+def _verdict(observed: Observed, result: dict) -> list[str]:
+    """Write the figures into `result`; returns the goals missed."""
+    tally, mem = observed.tally, observed.memory
+    if mem["end"].get("usage_bytes") and mem["warm"].get("usage_bytes"):
+        growth = (mem["end"]["usage_bytes"] - mem["warm"]["usage_bytes"]) / mem["warm"]["usage_bytes"]
     else:
         growth = math.inf  # not measured: the goal cannot be met
     result.update(
         {
-            "seconds": round(seconds, 1),
+            "seconds": round(observed.seconds, 1),
             "requests": tally.sent,
-            "requests_per_s": round(tally.sent / seconds, 2),
+            "requests_per_s": round(tally.sent / observed.seconds, 2),
             "statuses": {kind: dict(sorted(c.items())) for kind, c in tally.statuses.items()},
             "statuses_by_probe": {name: dict(c) for name, c in sorted(tally.by_probe.items())},
             "unexpected": tally.unexpected,
@@ -544,38 +567,33 @@ def soak(args: argparse.Namespace) -> tuple[dict, int]:
             "changed_examples": tally.changed_examples,
             "max_score_drift": max(tally.drift, default=0.0),
             "valid_latency_s": {
-                "p50": _round(percentile(tally.latencies, 50)),
-                "p99": _round(percentile(tally.latencies, 99)),
+                "p50": _round(loadgen.percentile(tally.latencies, 50)),
+                "p99": _round(loadgen.percentile(tally.latencies, 99)),
                 "max": _round(max(tally.latencies, default=None)),
             },
-            "workers_at_start": sorted(workers_first),
-            "worker_pids_seen": sorted(seen),
-            "booting_worker_lines": booted,
-            "worker_restarts": restarts,
-            "memory": {"start": mem_start, "warm": mem_warm, "end": mem_end},
+            "workers_at_start": sorted(observed.workers_first),
+            "worker_pids_seen": sorted(observed.workers_seen),
+            "booting_worker_lines": observed.booted,
+            "worker_restarts": observed.restarts,
+            "memory": mem,
             "memory_growth_after_warmup_percent": round(100 * growth, 2) if math.isfinite(growth) else None,
-            "server_alive_at_end": alive,
-            "timeline": timeline,
+            "server_alive_at_end": observed.alive,
+            "timeline": observed.timeline,
         }
     )
-    missed = []
-    if tally.unexpected:
-        missed.append("unexpected statuses")
-    if tally.changed:
-        missed.append("changed answers")
-    if restarts:
-        missed.append("worker restarts")
-    if growth >= MEMORY_GROWTH_GOAL:
-        missed.append("memory growth")
-    if not alive or result.get("error"):
-        missed.append("server died")
+    missed = [
+        goal
+        for goal, failed in (
+            ("unexpected statuses", tally.unexpected),
+            ("changed answers", tally.changed),
+            ("worker restarts", observed.restarts),
+            ("memory growth", growth >= MEMORY_GROWTH_GOAL),
+            ("server died", not observed.alive or result.get("error")),
+        )
+        if failed
+    ]
     result["goals_missed"] = missed
-    if args.host:  # the host stack's log: kept when a goal was missed
-        if missed:
-            result["server_log"] = str(server.log_path)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return result, 1 if missed else 0
+    return missed
 
 
 def _percent(value: float | None) -> str:

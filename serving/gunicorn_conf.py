@@ -117,7 +117,7 @@ def _write_head_with_body(response, data):
 
 
 # gunicorn has no setting for it either; patched in the master, before the workers fork.
-# tests/process/test_process_faults.py kills a worker between the two writes.
+# tests/faults/test_faults.py kills a worker between the two writes.
 gunicorn.http.wsgi.Response.write = _write_head_with_body
 
 

@@ -8,12 +8,9 @@ Prometheus runs in prometheus_client's multiprocess mode when PROMETHEUS_MULTIPR
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import resource
 import sys
-import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +24,8 @@ from prometheus_client import (
 )
 
 from qa.accounting import RequestAccount
+from qa.memory import resident_bytes
+from serving.emf import emf_line as emf_record
 
 request_log = logging.getLogger("serving.requests")
 
@@ -53,14 +52,6 @@ MODEL_LOAD_SECONDS = Gauge(
     "qa_model_load_seconds", "Model load time, per worker", multiprocess_mode="liveall"
 )
 RESIDENT_BYTES = Gauge("qa_resident_memory_bytes", "Resident memory, per worker", multiprocess_mode="liveall")
-
-
-def resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def model_loaded(seconds: float) -> None:
@@ -126,26 +117,16 @@ def request_served(
 
 
 def emf_line(namespace: str, fields: dict) -> str:
-    """One CloudWatch embedded-metric-format record: SageMaker's log group turns it into metrics."""
-    metrics = [{"Name": "Latency", "Unit": "Milliseconds"}]
-    values: dict = {"Latency": fields["total_ms"]}
+    """The request's EMF record: its latency, queue and forward times, windows and error flag."""
+    metrics: dict[str, tuple[float, str]] = {"Latency": (fields["total_ms"], "Milliseconds")}
     for name in ("queue_ms", "forward_ms"):
         if name in fields:
-            metric = name.removesuffix("_ms").capitalize() + "Time"
-            metrics.append({"Name": metric, "Unit": "Milliseconds"})
-            values[metric] = fields[name]
-    metrics += [{"Name": "Windows", "Unit": "Count"}, {"Name": "Errors", "Unit": "Count"}]
-    values.update(Windows=fields["windows"], Errors=int(fields["status"] >= 400))
-    record = {
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": [["Status"]], "Metrics": metrics}],
-        },
-        "Status": str(fields["status"]),
-        "RequestId": fields["request_id"],
-        **values,
-    }
-    return json.dumps(record)
+            metrics[name.removesuffix("_ms").capitalize() + "Time"] = (fields[name], "Milliseconds")
+    metrics["Windows"] = (fields["windows"], "Count")
+    metrics["Errors"] = (int(fields["status"] >= 400), "Count")
+    return emf_record(
+        namespace, {"Status": str(fields["status"])}, metrics, {"RequestId": fields["request_id"]}
+    )
 
 
 def render() -> tuple[bytes, str]:

@@ -12,15 +12,14 @@ when the container runs out.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from qa.memory import process_bytes
+from serving.emf import emf_line as emf_record
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +68,7 @@ def model_memory(proc: Path = Path("/proc")) -> dict[str, int]:
 
 def emf_line(namespace: str, model: str, held_bytes: int) -> str:
     """One CloudWatch embedded-metric-format record of a model's memory."""
-    return json.dumps(
-        {
-            "_aws": {
-                "Timestamp": int(time.time() * 1000),
-                "CloudWatchMetrics": [
-                    {
-                        "Namespace": namespace,
-                        "Dimensions": [["Model"]],
-                        "Metrics": [{"Name": "ModelMemory", "Unit": "Bytes"}],
-                    }
-                ],
-            },
-            "Model": model,
-            "ModelMemory": held_bytes,
-        }
-    )
+    return emf_record(namespace, {"Model": model}, {"ModelMemory": (held_bytes, "Bytes")})
 
 
 class ModelMemoryReporter(threading.Thread):

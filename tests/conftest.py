@@ -1,9 +1,10 @@
-"""Shared test plumbing: the repository on sys.path, the `server` fixture over run-time targets,
+"""Shared test plumbing: the `server` fixture over run-time targets,
 server logs attached to failing tests, and start-up times in the summary.
 
     pytest tests/http --targets host                 # the stack on this host
     pytest tests/http --image distilbert-qa:latest   # host and container (tests/container/target.py)
     pytest tests/http --image distilbert-qa:latest --slim-image distilbert-qa:slim   # and the slim image
+    pytest tests/faults --targets container --image distilbert-qa:latest   # the fault suite on the image
 
 The slim target serves the tiny model with graphs the full image (--image) made, as users ship
 them. Without --image (or --slim-image) a container target is skipped with a loud reason, or fails
@@ -14,21 +15,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from targets import TINY_MODEL, start_host_target
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-# `tests` itself is not importable by package name here (the dev venv has a site-packages `tests`).
-for path in (ROOT, TESTS):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from targets import TINY_MODEL, start_host_target  # noqa: E402
 
 TARGETS = ("host", "container", "slim")
+STACK_KINDS = ("host", "container")
 STARTUP_TIMES: list[tuple[str, float]] = []
 
 
@@ -40,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--targets",
         default="host,container,slim",
-        help="comma-separated targets for the HTTP suite: host, container, slim",
+        help="comma-separated targets for the HTTP suite: host, container, slim (the fault suite: host, container)",
     )
 
 
@@ -57,6 +53,13 @@ def _selected_targets(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "server" in metafunc.fixturenames:
         metafunc.parametrize("server", _selected_targets(metafunc.config), indirect=True, scope="session")
+    if "stack_kind" in metafunc.fixturenames:
+        # The fault suite (tests/faults): the host stack and the full image, which it drives from
+        # outside (signals, docker exec); a test marked host-only by its `stack_kinds` runs on the host.
+        allowed = getattr(metafunc.function, "stack_kinds", STACK_KINDS)
+        kinds = [k for k in _selected_targets(metafunc.config) if k in allowed]
+        params = [pytest.param(k, id=k, marks=[pytest.mark.container] if k != "host" else []) for k in kinds]
+        metafunc.parametrize("stack_kind", params, scope="module")
 
 
 def _image_or_skip(config: pytest.Config, option: str, build: str) -> str:
@@ -77,6 +80,18 @@ def _load_container_target():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def target_image(request: pytest.FixtureRequest) -> str:
+    """The full image (--image) for a container target; skips (or fails in CI) without one."""
+    return _image_or_skip(request.config, "--image", "./build.sh")
+
+
+@pytest.fixture(scope="session")
+def container_target():
+    """tests/container/target.py: ContainerTarget, start_container_target, model_with_graphs."""
+    return _load_container_target()
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +127,9 @@ def startup_times() -> list[tuple[str, float]]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     if report.failed:
-        target = item.funcargs.get("server") if hasattr(item, "funcargs") else None
-        if target is not None:
+        server = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+        # `server` (the HTTP suite) or the stacks a fault test started (tests/faults/conftest.py)
+        for target in [server] if server is not None else getattr(item, "qa_stacks", []):
             report.sections.append(
                 ("server logs (last 200 lines)", "\n".join(target.logs().splitlines()[-200:]))
             )

@@ -18,7 +18,7 @@ from typing import Protocol
 import requests
 
 # One free-port and readiness-poll implementation for the tests and the benchmark (the repository
-# root is on sys.path: tests/conftest.py). free_port and ServerDied are imported from here too.
+# root is on pytest's pythonpath). free_port and ServerDied are imported from here too.
 from bench.loopback import NotReady, ServerDied, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,14 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from target import ContainerTarget  # noqa: E402
+from target import ContainerTarget
 
 
 def require_or_skip(reason: str) -> None:

@@ -20,19 +20,13 @@ from __future__ import annotations
 import atexit
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import requests
-
-TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from targets import READY_TIMEOUT_S, ServerDied, free_port, started_and_ready, wait_ready  # noqa: E402
+from targets import READY_TIMEOUT_S, ServerDied, free_port, started_and_ready, wait_ready
 
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 STOP_TIMEOUT_S = 30
@@ -189,7 +183,7 @@ def start_container_target(
 def model_with_graphs(full_image: str, model_dir: Path, dest: Path, precisions: tuple[str, ...]) -> Path:
     """A copy of `model_dir` with the graphs `precisions` need in its graphs/ directory, made by
     `full_image` as `deploy package --graphs-from-image` makes them: what the slim image serves."""
-    from deploy.package import export_graphs  # the repository root is on sys.path (tests/conftest.py)
+    from deploy.package import export_graphs  # the repository root is on pytest's pythonpath
 
     shutil.copytree(model_dir, dest)
     export_graphs(full_image, dest, dest / "graphs", list(precisions), report=False)

@@ -6,7 +6,6 @@ serves it with PyTorch when no graph can (Longformer), and logs why."""
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import requests
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-sys.path.insert(0, str(FIXTURES))
 
 from golden_cases import answers_equal, load_architecture_cases, model_dir  # noqa: E402
 

@@ -10,17 +10,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from target import CONTAINER_MODEL_DIR, ContainerTarget
 from targets import TINY_MODEL, ServerDied
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from user_code import MARKER, model_with_dependency  # noqa: E402
+from user_code import MARKER, model_with_dependency
 
 pytestmark = pytest.mark.container
 

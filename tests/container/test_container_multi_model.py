@@ -12,18 +12,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from emf import check_emf
+from golden_cases import load_cases, model_dir
+from memory_models import holding_model, hungry_model, wide_model
 from target import ContainerTarget
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from emf import check_emf  # noqa: E402
-from golden_cases import load_cases, model_dir  # noqa: E402
-from memory_models import holding_model, hungry_model, wide_model  # noqa: E402
-from user_code import MARKER, model_with_dependency  # noqa: E402
+from user_code import MARKER, model_with_dependency
 
 pytestmark = pytest.mark.container
 

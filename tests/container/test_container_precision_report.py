@@ -9,13 +9,10 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from targets import TINY_MODEL
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "code"))
 
 pytestmark = pytest.mark.container
 

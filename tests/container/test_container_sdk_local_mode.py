@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import requests
 from targets import TINY_MODEL, free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-sys.path.insert(0, str(FIXTURES))
 
 from golden_cases import answers_equal  # noqa: E402
 

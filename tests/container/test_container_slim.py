@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
+from golden_cases import load_cases
 from target import ContainerTarget, model_with_graphs
 from targets import TINY_MODEL, ServerDied
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_cases import load_cases  # noqa: E402
 
 pytestmark = pytest.mark.container
 

@@ -14,17 +14,13 @@ Answers must equal the transformers 4.57.6 pipeline's golden answers for the ser
 from __future__ import annotations
 
 import io
-import sys
 import warnings
-from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
 import pytest
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from golden_cases import load_cases  # noqa: E402
+from golden_cases import load_cases
 
 SERVED_MODEL = "distilbert-tiny-s0"  # what the `server` fixture serves (tests/targets.py TINY_MODEL)
 REL_TOL = 1e-4

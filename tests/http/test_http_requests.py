@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from golden_answers import assert_same_answers
-from http_checks import assert_answer, assert_error
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from golden_cases import load_cases
+from http_checks import assert_answer, assert_error
 
 Q1, C1 = (
     "Where is the harbour?",

@@ -1,18 +1,11 @@
-"""Put the repository root (for `qa` and `serving`), code/ (`import inference`, the hooks as the
-runtime loads them) and tests/fixtures (golden_cases.py) on sys.path, and share the tiny fixture
-model between the tests of qa/, serving/ and code/ (the folders here mirror the tree)."""
+"""The tiny fixture model, shared between the tests of qa/, serving/ and code/ (the folders here
+mirror the tree). code/ (`import inference`, the hooks as the runtime loads them) and
+tests/fixtures (golden_cases.py) are on pytest's `pythonpath` (pyproject.toml)."""
 
-import sys
 import types
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures"
-for path in (ROOT, ROOT / "code", FIXTURES):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 
 @pytest.fixture(scope="session")

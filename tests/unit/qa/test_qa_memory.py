@@ -166,3 +166,13 @@ def test_load_model_warns_and_serves_when_told_to(qa_model_dir, free_mb, caplog,
         model = load_model(qa_model_dir, options)
     assert model is not None
     assert "1 MB free" in caplog.text and "qa.graphs export" not in caplog.text  # torch makes no graph
+
+
+def test_resident_memory_is_rss_even_where_pss_is_known(tmp_path):
+    proc = tmp_path / "proc"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42" / "smaps_rollup").write_text("Pss:  1024 kB\n")
+    (proc / "42" / "statm").write_text("1000 300 20 1 0 50 0\n")
+    assert memory.resident_bytes(42, proc) == 300 * os.sysconf("SC_PAGE_SIZE")
+    assert memory.resident_bytes(44, proc) == 0  # gone
+    assert 10 * MB < memory.resident_bytes() < 64 * GB

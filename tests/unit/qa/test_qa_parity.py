@@ -11,7 +11,6 @@ the exact backends: PyTorch fp32 and ONNX Runtime fp32.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import types
 from collections import defaultdict
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-sys.path.insert(0, str(FIXTURES))
 
 import inference  # noqa: E402
 from golden_answers import assert_same_answers  # noqa: E402

@@ -86,7 +86,9 @@ def test_the_plan_is_described_in_one_line(batching, says):
     ],
 )
 def test_a_lone_pass_gets_all_the_threads_where_the_plan_adapts(flags, precision, settings, adaptive):
-    plan = qa_plan.resolve_plan(Settings(**{"precision": precision, "inference_threads": 2, **settings}), flags)
+    plan = qa_plan.resolve_plan(
+        Settings(**{"precision": precision, "inference_threads": 2, **settings}), flags
+    )
     assert plan.adaptive is adaptive
     line = plan.describe(SAME_WIDTH, Settings())
     assert (

@@ -76,3 +76,17 @@ def test_a_server_failure_is_a_warning_a_client_error_is_info(caplog):
                 account(), status, 0.01, request_id="r", inference_id=None, error="e", emf=None
             )
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
+
+
+def test_the_emf_builder_names_its_dimensions_metrics_and_properties():
+    from serving.emf import emf_line
+
+    record = json.loads(emf_line("NS", {"Model": "m"}, {"Held": (5, "Bytes")}, {"Note": "x"}))
+    check_emf(record)
+    directive = record["_aws"]["CloudWatchMetrics"][0]
+    assert directive == {
+        "Namespace": "NS",
+        "Dimensions": [["Model"]],
+        "Metrics": [{"Name": "Held", "Unit": "Bytes"}],
+    }
+    assert (record["Model"], record["Held"], record["Note"]) == ("m", 5, "x")

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from golden_cases import load_cases, model_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fixtures"))
-from golden_cases import load_cases, model_dir  # noqa: E402
-
-from serving import mms_service  # noqa: E402
+from serving import mms_service
 
 
 class FakeRequest:

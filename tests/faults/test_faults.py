@@ -1,31 +1,34 @@
-"""Faults under load on the host stack (nginx -> gunicorn -> app): a worker SIGKILLed while requests
-run, SIGTERM under load, many slow clients, load past the workers' threads and past the queue.
+"""Faults under load, one suite on the host stack (nginx -> gunicorn -> app) and on the image
+(`docker run IMAGE serve`): a worker SIGKILLed while requests run, SIGTERM under load, many slow
+clients, load past the workers' threads and past the queue.
 
-Each scenario is driven by process_helpers (the image runs the same ones:
-tests/container/test_container_faults.py); this file starts the stacks and asserts. The tiny model
-(tests/fixtures/models/distilbert-tiny-s0) gives real answers in ~20 ms; the traced slow user code
-(gate files) holds requests inside a worker for as long as a test needs. 127.0.0.1 only.
+    pytest tests/faults --targets host                                   # the host stack
+    pytest tests/faults --targets container --image distilbert-qa:test   # the image
+
+The stacks come from conftest.py (`tiny_stack`, `start_stack`, each with its `ctl`), the scenarios
+from fault_scenarios.py; this file asserts. The tiny model (tests/fixtures/models/distilbert-tiny-s0)
+gives real answers in ~20 ms; the traced slow user code (gate files) holds requests inside a worker
+for as long as a test needs. 127.0.0.1 only.
 
 What tests/process/test_process_slow_requests.py and test_process_lifecycle.py already cover is not
 repeated: one blocked request drained on SIGTERM, a request waiting out its budget behind 2 held
 ones, a killed lone worker's ping.
 A worker killed just after its first write of a response must leave the client the whole answer
 or nginx's JSON 502, never a 200 with a short body (gunicorn wrote headers and body in two writes;
-serving/gunicorn_conf.py now sends them in one).
+serving/gunicorn_conf.py now sends them in one): host only, under strace.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from process_helpers import (
+from fault_scenarios import (
     BLOCK,
     FIRST_200_WITH_A_SURVIVOR_S,
     NORMAL_P99_S,
@@ -38,91 +41,27 @@ from process_helpers import (
     check_budget_spent_run,
     check_burst_run,
     check_sigterm_run,
-    child_pid,
-    children_of,
     error_shape_problem,
     fmt_s,
     kill_worker_holding_requests,
     kill_worker_under_load,
-    make_traced_slow_model_dir,
-    percentile,
     received_pid,
     send,
     sigterm_under_load,
     slow_clients_and_normal_requests,
     sort_kill_run,
-    wait_for,
 )
-from targets import TINY_MODEL, HostTarget, started_and_ready
+from process_helpers import children_of, wait_for
+
+from bench.loadgen import percentile
 
 pytestmark = pytest.mark.slow
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-
-class HostControl:
-    """process_helpers' `ctl` for a HostTarget: workers are the gunicorn master's children."""
-
-    def __init__(self, target: HostTarget):
-        self.target = target
-        self.base_url = target.base_url
-
-    def logs(self) -> str:
-        return self.target.logs()
-
-    def master(self) -> int:
-        return child_pid(self.target.proc.pid, "gunicorn")
-
-    def worker_cpu(self) -> dict[int, float]:
-        cpu = {}
-        for pid in children_of(self.master()):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except FileNotFoundError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            cpu[pid] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
-        return cpu
-
-    def kill_worker(self, pid: int) -> None:
-        os.kill(pid, signal.SIGKILL)
-
-    def sigterm(self) -> None:
-        self.target.signal(signal.SIGTERM)
-
-    def wait_exit(self, timeout_s: float) -> int:
-        return self.target.wait_exit(timeout_s)
-
-
-@pytest.fixture(scope="module")
-def tiny_stack(tmp_path_factory):
-    """The tiny model, two workers, default limits (16 served at once per worker)."""
-    target = started_and_ready(
-        HostTarget(
-            TINY_MODEL, tmp_path_factory.mktemp("faults-tiny"), {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
-        )
-    )
-    target.canary = send(target.base_url, TINY_QUESTION, "canary").json()
-    yield target
-    target.stop()
-
-
-@pytest.fixture
-def traced_stack(tmp_path):
-    """Traced slow user code (process_helpers): `traced_stack(env)` starts it; stopped afterwards."""
-    made: list[HostTarget] = []
-
-    def start(env: dict[str, str]) -> HostTarget:
-        model_dir, gates = make_traced_slow_model_dir(tmp_path)
-        target = HostTarget(model_dir, tmp_path, env)
-        target.gates = gates
-        made.append(target)
-        return started_and_ready(target)
-
-    yield start
-    for target in made:
-        (target.gates / "release-requests").touch()
-        target.stop()
+def host_only(test):
+    """Run `test` on the host stack only (tests/conftest.py reads `stack_kinds`)."""
+    test.stack_kinds = ("host",)
+    return test
 
 
 def test_many_slow_clients_do_not_delay_normal_requests(tiny_stack, record_property):
@@ -165,7 +104,8 @@ def test_sigkill_of_a_busy_worker_under_load(tiny_stack, record_property):
     replacement while it loads, get its documented loading 503 with Retry-After (docs/contract.md,
     Routes: a replaced worker "answers 503 until it has loaded"; the clients honour Retry-After).
     The replacement is ready within 30 s; at least 90% of all requests are 200."""
-    ctl = HostControl(tiny_stack)
+    ctl = tiny_stack.ctl
+    workers_before = set(ctl.worker_cpu())
     run = kill_worker_under_load(ctl, TINY_QUESTION, clients=8)
     kinds, problems = sort_kill_run(run, tiny_stack.canary)
     first_200 = run.first_200_after_kill_s()
@@ -183,22 +123,23 @@ def test_sigkill_of_a_busy_worker_under_load(tiny_stack, record_property):
     assert run.respawn_ready_s is not None and run.respawn_ready_s < RESPAWN_READY_S, tiny_stack.logs()[
         -3000:
     ]
-    assert run.victim not in children_of(ctl.master())
-    assert len(children_of(ctl.master())) == 2
+    workers_after = set(ctl.worker_cpu())  # on the host, the gunicorn master's children
+    assert run.victim not in workers_after
+    assert len(workers_after) == 2
+    assert len(workers_after - workers_before) == 1
+    assert tiny_stack.is_alive()
     assert "was sent SIGKILL" in tiny_stack.logs()
 
 
-def test_sigkill_of_the_only_worker_under_load(tmp_path, record_property):
+def test_sigkill_of_the_only_worker_under_load(start_stack, record_property):
     """One worker, 4 closed-loop clients, the worker SIGKILLed: requests in flight get a JSON 502
     (never a truncated 200), those sent while gunicorn boots the replacement wait for it,
     then get the loading 503 with Retry-After until it is ready; the first 200 comes within 30 s
     of the kill."""
-    target = started_and_ready(HostTarget(TINY_MODEL, tmp_path, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}))
-    try:
-        canary = send(target.base_url, TINY_QUESTION, "canary").json()
-        run = kill_worker_under_load(HostControl(target), TINY_QUESTION, clients=4)
-    finally:
-        target.stop()
+    target = start_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+    canary = send(target.base_url, TINY_QUESTION, "canary").json()
+    run = kill_worker_under_load(target.ctl, TINY_QUESTION, clients=4)
+    target.stop()
     kinds, problems = sort_kill_run(run, canary)
     first_200 = run.first_200_after_kill_s()
     record_property("first_200_after_kill_s", first_200)
@@ -210,6 +151,7 @@ def test_sigkill_of_the_only_worker_under_load(tmp_path, record_property):
     assert first_200 is not None and first_200 < RESPAWN_READY_S
 
 
+@host_only
 def test_a_worker_killed_right_after_its_first_write_leaves_the_whole_answer_or_a_502(tiny_stack, tmp_path):
     """Deterministic form of a rare failure under load (2 of 12 kills once gave a truncated 200,
     when gunicorn wrote the headers and the body apart): strace delays each sendto() return of
@@ -219,7 +161,7 @@ def test_a_worker_killed_right_after_its_first_write_leaves_the_whole_answer_or_
         if os.environ.get("CI"):
             pytest.fail("strace is missing (Debian: apt-get install strace); .ci/run installs it")
         pytest.skip("NOT RUN: needs strace (Debian: apt-get install strace)")
-    ctl = HostControl(tiny_stack)
+    ctl = tiny_stack.ctl
     tracers: dict[int, tuple[subprocess.Popen, Path]] = {}
     try:
         for pid in ctl.worker_cpu():
@@ -275,13 +217,13 @@ def test_a_worker_killed_right_after_its_first_write_leaves_the_whole_answer_or_
         assert error_shape_problem(outcome, 502) is None, outcome.describe()
 
 
-def test_sigkill_fails_exactly_the_killed_workers_requests(traced_stack, record_property):
+def test_sigkill_fails_exactly_the_killed_workers_requests(start_stack, record_property):
     """Each of 2 workers holds as many requests as it serves at once (3) inside the user code; one is SIGKILLed.
     Its 3 requests (the running one and the two queued behind it) get nginx's JSON 502 at once;
     the other worker's 3 are untouched and answer 200 once released; the replacement is ready
     within 30 s and serves."""
-    target = traced_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "3"})
-    run = kill_worker_holding_requests(HostControl(target), target.gates, per_worker=3)
+    target = start_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "3"}, traced=True)
+    run = kill_worker_holding_requests(target.ctl, target.gates, per_worker=3)
     record_property("respawn_ready_s", run.respawn_ready_s)
     print(f"\nheld requests, worker killed: replacement ready after {fmt_s(run.respawn_ready_s)}")
     assert len(run.victim_outcomes) == 3
@@ -297,21 +239,21 @@ def test_sigkill_fails_exactly_the_killed_workers_requests(traced_stack, record_
         assert outcome.status == 200, outcome.describe()
 
 
-def test_sigterm_under_load_drains_then_refuses_new_connections(traced_stack, record_property):
+def test_sigterm_under_load_drains_then_refuses_new_connections(start_stack, record_property):
     """3 requests held inside the user code and 4 quick closed-loop clients; SIGTERM. The held
     requests (in flight) all answer 200; every quick request sent before the signal is a 200;
     once nginx got SIGQUIT its listener is closed, so new requests are refused at connect
     (docs/contract.md, Lifecycle: "stops accepting connections"; the app's shutting-down 503 is
     never reached, nginx is gone before gunicorn stops; one sent in the ~0.1 s before the close may
     be reset instead) - never a 502/504 and never a hang; the stack exits 0 within 30 s."""
-    target = traced_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "8"})
-    run = sigterm_under_load(HostControl(target), target.gates, held=3, clients=4)
+    target = start_stack({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "8"}, traced=True)
+    run = sigterm_under_load(target.ctl, target.gates, held=3, clients=4)
     check_sigterm_run(run, target.logs())
     record_property("exit_s", round(run.exit_s, 2))
 
 
 def test_a_burst_past_the_queue_is_refused_by_nginx_and_the_admitted_are_all_served(
-    traced_stack, record_property
+    start_stack, record_property
 ):
     """One worker serving 2 at once (QA_THREADS_PER_WORKER=2) with 3 allowed to wait
     (QA_MAX_WAITING_REQUESTS=3); 100 blocked requests at once: 2 reach the user code, 3 wait, the
@@ -323,9 +265,9 @@ def test_a_burst_past_the_queue_is_refused_by_nginx_and_the_admitted_are_all_ser
         "QA_THREADS_PER_WORKER": "2",
         "QA_MAX_WAITING_REQUESTS": "3",
     }
-    target = traced_stack(env)
+    target = start_stack(env, traced=True)
     run = burst_past_the_queue(
-        target.base_url, target.gates, HostControl(target).worker_cpu, count=100, served=2, waiting=3
+        target.base_url, target.gates, target.ctl.worker_cpu, count=100, served=2, waiting=3
     )
     record_property("burst_worker_cpu_s", round(run.worker_cpu_s, 3))
     print(f"\nburst of 100 past 2 served + 3 waiting: worker CPU {run.worker_cpu_s:.3f} s for 95 refusals")
@@ -333,7 +275,7 @@ def test_a_burst_past_the_queue_is_refused_by_nginx_and_the_admitted_are_all_ser
     assert send(target.base_url, QUICK, "after").status == 200
 
 
-def test_requests_whose_budget_ran_out_while_waiting_are_dropped_before_the_user_code(traced_stack):
+def test_requests_whose_budget_ran_out_while_waiting_are_dropped_before_the_user_code(start_stack):
     """One worker serving 1 at once, a 3 s budget: a blocked request holds the worker past its
     budget (504) while 3 quick ones wait behind it; when the worker takes them, their budget (from
     when nginx had read them) is spent: each is a 503 with Retry-After that never reached input_fn."""
@@ -342,17 +284,17 @@ def test_requests_whose_budget_ran_out_while_waiting_are_dropped_before_the_user
         "QA_THREADS_PER_WORKER": "1",
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3",
     }
-    target = traced_stack(env)
+    target = start_stack(env, traced=True)
     run = budget_spent_while_waiting(target.base_url, target.gates, waiting=3)
     check_budget_spent_run(run, waiting=3)
 
 
-def test_a_busy_worker_takes_no_more_requests_while_another_is_free(traced_stack):
+def test_a_busy_worker_takes_no_more_requests_while_another_is_free(start_stack):
     """2 workers serving 1 at a time: while one holds a blocked request, 6 quick requests sent one
     after another are all answered by the other, none waits behind the busy one (gunicorn's own
     threaded worker would take some into its thread pool's queue)."""
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "QA_THREADS_PER_WORKER": "1"}
-    target = traced_stack(env)
+    target = start_stack(env, traced=True)
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(send, target.base_url, BLOCK, "held", timeout_s=30)
         wait_for(lambda: received_pid(target.gates, "held") is not None, 10, "the held request")
