@@ -63,18 +63,19 @@ class QAOptions:
     inference_threads: int = setting(
         "QA_INFERENCE_THREADS",
         1,
-        "inference threads per worker, whatever the backend: OpenVINO shares them out among its "
-        "streams (one per `QA_PARALLEL_BATCHES`), ONNX Runtime and torch give each of the parallel "
-        "forward passes all of them (a lone request still gets them all)",
+        "inference threads per worker, whatever the backend: OpenVINO gives them all to a forward "
+        "pass that runs alone and shares them out among its streams (one per `QA_PARALLEL_BATCHES`) "
+        "when passes overlap; ONNX Runtime and torch give each of the parallel forward passes all of them",
         bounds=(1, 256),
         renamed_from="QA_TORCH_THREADS",
     )
     parallel_batches: int | None = setting(
         "QA_PARALLEL_BATCHES",
         None,
-        "forward passes at once per worker (the batcher's lanes)",
+        "forward passes at once per worker (the batcher's lanes); set, it fixes OpenVINO's layout "
+        "(by default bf16 and int8 adapt: a pass alone on all the threads, overlapping passes on 2 streams)",
         bounds=(1, 64),
-        default_doc="from the plan: OpenVINO fp32 1, OpenVINO bf16/int8 2, ONNX Runtime and torch 2",
+        default_doc="from the plan: OpenVINO fp32 1, OpenVINO bf16/int8 2 (adaptive), ONNX Runtime and torch 2",
     )
     graph_cache: Path = Path("/tmp/qa-serving/graphs")  # where graphs made at start-up are kept
     allow_pickle_weights: bool = setting(
