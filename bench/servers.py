@@ -39,7 +39,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- measuring a session's processes ---------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -54,7 +54,7 @@ def session_pids(sid: int, root: int | None = None) -> set[int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
+        fields = stat_fields(int(entry.name))
         if fields is None:
             continue
         pid = int(entry.name)
@@ -74,14 +74,14 @@ def session_pids(sid: int, root: int | None = None) -> set[int]:
 
 def _running(pid: int) -> bool:
     """False for a zombie (exited, not yet reaped) or a vanished process."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
 
 
 def cpu_seconds(pids: set[int]) -> float:
     total = 0
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return total / _CLK_TCK
@@ -366,7 +366,7 @@ class ImageServer(Server):
         pid = int(_docker("inspect", "-f", "{{.State.Pid}}", self.container) or 0)
         if pid:
             self._root = pid
-            fields = _stat_fields(pid)
+            fields = stat_fields(pid)
             self._sid = int(fields[3]) if fields else pid
 
     def alive(self) -> bool:

@@ -272,12 +272,13 @@ def worker_pids(server: servers.Server) -> set[int]:
                 procs[int(parts[0])] = (int(parts[1]), parts[2])
     else:
         for pid in server.pids():
+            fields = servers.stat_fields(pid)
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            procs[pid] = (int(stat[stat.rfind(")") + 2 :].split()[1]), cmd)
+            if fields is not None:
+                procs[pid] = (int(fields[1]), cmd)
     masters = {
         pid
         for pid, (ppid, cmd) in procs.items()

@@ -10,7 +10,7 @@
 
 `backend.input_names` are the inputs the model takes (its forward signature, or its graph's);
 `backend.forward({"input_ids": ..., "attention_mask": ...}, alone=...)` returns float32 (start, end)
-logits of shape (batch, width); `alone` says no other pass runs or waits (OpenVINO's adaptive plan
+logits of shape (batch, width); `alone` says no other pass runs or waits, nor did lately (OpenVINO's adaptive plan
 then gives the pass all the threads; the others ignore it). `backend.batching` says which windows may share a pass without changing a
 window's logits (beyond float rounding): any (ANY_WIDTH), only windows padded to the same width
 (SAME_WIDTH), or none (ALONE). Which backend serves which precision on which CPU: qa/plan.py.
@@ -248,7 +248,7 @@ class OpenVinoBackend:
             self._cond.notify_all()
 
     def forward(self, inputs: Mapping[str, np.ndarray], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """One pass. `alone`: no other pass is running or ready (the batcher knows), so this one
+        """One pass. `alone`: no other pass is running or ready, nor was lately (the batcher knows), so this one
         may have all the threads."""
         self._for_this_process()
         feed = {name: inputs[name] for name in self.input_names}

@@ -37,6 +37,8 @@ from qa import accounting
 from qa.errors import DeadlineExceeded
 
 Logits = tuple[np.ndarray, np.ndarray]
+# A pass counts as alone only this long after passes last overlapped (see _run).
+CALM_S = 0.1
 
 
 class _Job:
@@ -83,6 +85,7 @@ class Batcher:
         parallel: int = 1,
         width_step: int = 1,
         max_width: int | None = None,
+        calm_s: float = CALM_S,
     ):
         self.forward = forward  # (windows, alone) -> (start, end) padded, each (batch, width)
         self.max_windows, self.max_tokens, self.max_wait_s = max_windows, max_tokens, max_wait_s
@@ -93,6 +96,8 @@ class Batcher:
         # width_step > 1: every window is padded to a multiple of it, and batches hold one width only.
         self.width_step, self.max_width = width_step, max_width
         self._tokens_in_flight = 0  # padded tokens of the passes running now, across lanes
+        self.calm_s = calm_s
+        self._overlapped_at = -math.inf  # when a pass last started beside others or with windows waiting
         self._threads: list[threading.Thread] = []
         self._pid: int | None = None
 
@@ -156,8 +161,14 @@ class Batcher:
                 ):
                     self._cond.wait(wait)
                 batch = self._take(self.max_tokens - self._tokens_in_flight)
-                # Nothing else running or waiting: the backend may give this pass all its threads.
-                alone = self._tokens_in_flight == 0 and not self._queue
+                # Nothing else running or waiting, nor lately: the backend may give this pass all
+                # its threads. Under steady load the queue still empties for a moment now and then;
+                # a pass on all the threads then holds up the next arrivals, which the streams
+                # would have run beside it at less CPU per window.
+                now = time.monotonic()
+                if batch and (self._tokens_in_flight or self._queue):
+                    self._overlapped_at = now
+                alone = now - self._overlapped_at > self.calm_s
                 padded = len(batch) * max((e.width for e in batch), default=0)
                 self._tokens_in_flight += padded
             if batch:

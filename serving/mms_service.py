@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qa.errors import QAError
 from qa.memory import MB, InsufficientMemory, free_bytes, process_bytes
 from serving import logs, mms_unregister
-from serving.errors import TYPES, ServingError, error_response
+from serving.errors import TYPES, as_serving_error
 from serving.handler import CUSTOM_ATTRIBUTES, Handler, install_user_requirements
 from serving.model_memory import first_to_go_while_loading
 from serving.settings import Settings
@@ -114,14 +113,14 @@ class QAService:
 
 
 def _error(context: Any, index: int, error: Exception, request_id: str | None) -> bytes:
-    status, headers, body = error_response(error, request_id)
-    if status >= 500 and not isinstance(error, (ServingError, QAError)):
+    served, expected = as_serving_error(error, request_id)
+    if not expected:
         log.error("request failed", exc_info=error)
-    context.set_response_status(status, TYPES[status], index)
+    context.set_response_status(served.status, TYPES[served.status], index)
     context.set_response_content_type(index, "application/json")
-    for key, value in headers.items():
+    for key, value in served.headers.items():
         context.set_response_header(index, key, value)
-    return body
+    return served.body()
 
 
 _service = QAService()

@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 import requests
+from golden_answers import assert_same_answers
 from golden_cases import load_cases
 
 SERVED_MODEL = "distilbert-tiny-s0"  # what the `server` fixture serves (tests/targets.py TINY_MODEL)
-REL_TOL = 1e-4
 MAX_CASES = 8  # bounded request count
 
 
@@ -72,33 +72,18 @@ def predictor(sdk, server, monkeypatch):
     )
 
 
-def assert_answers(got, expected, where: str) -> None:
-    if isinstance(expected, list):
-        assert isinstance(got, list) and len(got) == len(expected), f"{where}: {got!r}"
-        for i, (g, e) in enumerate(zip(got, expected)):
-            assert_answers(g, e, f"{where}[{i}]")
-        return
-    assert isinstance(got, dict) and set(got) == {"score", "start", "end", "answer"}, f"{where}: {got!r}"
-    assert (got["answer"], got["start"], got["end"]) == (
-        expected["answer"],
-        expected["start"],
-        expected["end"],
-    ), f"{where}: {got!r} != {expected!r}"
-    assert got["score"] == pytest.approx(expected["score"], rel=REL_TOL, abs=1e-12), where
-
-
 def test_predictor_gets_the_pipeline_answers(predictor):
     cases = golden_cases()
     assert cases, f"no golden cases for {SERVED_MODEL}"
     for case in cases:
-        assert_answers(predictor.predict(case["request"]), case["expected"], case["id"])
+        assert_same_answers(predictor.predict(case["request"]), case["expected"], case["id"])
 
 
 def test_predictor_batch_request(predictor):
     singles = [c for c in golden_cases() if not c["request"].get("parameters")][:3]
     assert len(singles) >= 2
     batch = {"inputs": [c["request"]["inputs"] for c in singles]}
-    assert_answers(predictor.predict(batch), [c["expected"] for c in singles], "batch")
+    assert_same_answers(predictor.predict(batch), [c["expected"] for c in singles], "batch")
 
 
 def test_predictor_sees_the_error_shape(predictor):
@@ -122,4 +107,4 @@ def test_serializer_and_deserializer_over_http(sdk, server):
     content_type = response.headers["Content-Type"]
     assert content_type.startswith("application/json")
     answer = deserializer.deserialize(io.BytesIO(response.content), content_type)
-    assert_answers(answer, case["expected"], case["id"])
+    assert_same_answers(answer, case["expected"], case["id"])

@@ -24,6 +24,8 @@ from fault_scenarios import TINY_QUESTION, make_traced_slow_model_dir, send
 from process_helpers import child_pid, children_of
 from targets import TINY_MODEL, HostTarget, started_and_ready
 
+from bench.servers import stat_fields
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The gunicorn master's children and their CPU seconds, from inside the container.
@@ -61,12 +63,9 @@ class HostControl:
     def worker_cpu(self) -> dict[int, float]:
         cpu = {}
         for pid in children_of(self.master()):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except FileNotFoundError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            cpu[pid] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+            fields = stat_fields(pid)
+            if fields is not None:
+                cpu[pid] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
         return cpu
 
     def kill_worker(self, pid: int) -> None:

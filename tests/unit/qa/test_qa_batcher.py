@@ -143,6 +143,42 @@ def test_a_pass_is_alone_only_when_no_other_pass_runs_or_waits():
     assert model.alone == [True, True, False]
 
 
+def test_one_request_after_another_runs_alone():
+    """Concurrency 1: both lanes wake for each request and one takes it; the other, finding the
+    queue empty, has seen no overlap."""
+
+    class Slow(FakeModel):  # the other lane gives up waiting for company while this pass runs
+        def __call__(self, windows, alone=False):
+            time.sleep(0.02)
+            return super().__call__(windows, alone)
+
+    model = Slow()
+    batcher = make(model, parallel=2, max_wait_s=0.005)
+    for i in range(20):
+        batcher.submit([window(10 + i, i)])
+    assert model.alone == [True] * 20
+
+
+def test_a_pass_is_alone_again_only_after_a_calm_spell():
+    """Under steady load the queue empties for moments: a pass then stays on a stream's share
+    rather than take all the threads and hold up the arrivals the other stream could run."""
+    model = FakeModel()
+    batcher = make(model, parallel=2, max_wait_s=0, calm_s=0.3)
+    held = hold(batcher, model)
+    second = threading.Thread(target=batcher.submit, args=([window(12, 2)],))
+    second.start()
+    deadline = time.monotonic() + 5
+    while len(model.alone) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    model.gate.set()
+    held.join(5)
+    second.join(5)
+    batcher.submit([window(10, 3)])  # right after the overlap: not alone
+    time.sleep(0.4)
+    batcher.submit([window(10, 4)])  # after a calm spell: alone
+    assert model.alone == [True, False, False, True]
+
+
 @pytest.mark.parametrize("length,overlap", [(40, True), (60, False)])
 def test_lanes_share_one_token_budget(length, overlap):
     """Two passes of 40 padded tokens fit a budget of 100 at once; two of 60 do not."""
