@@ -10,9 +10,10 @@
 
 `backend.input_names` are the inputs the model takes (its forward signature, or its graph's);
 `backend.forward({"input_ids": ..., "attention_mask": ...}, alone=...)` returns float32 (start, end)
-logits of shape (batch, width); `alone` says no other pass runs or waits, nor did lately (OpenVINO's adaptive plan
-then gives the pass all the threads; the others ignore it). `backend.batching` says which windows may share a pass without changing a
-window's logits (beyond float rounding): any (ANY_WIDTH), only windows padded to the same width
+logits of shape (batch, width). `alone` says no other pass runs or waits, nor did lately: the
+adaptive plans of OpenVINO and ONNX Runtime then give the pass all the threads (`_Gate`); torch
+ignores it. `backend.batching` says which windows may share a pass without changing a window's
+logits (beyond float rounding): any (ANY_WIDTH), only windows padded to the same width
 (SAME_WIDTH), or none (ALONE). Which backend serves which precision on which CPU: qa/plan.py.
 """
 
@@ -73,56 +74,139 @@ class TorchBackend:
         return output[0].float().numpy().copy(), output[1].float().numpy().copy()
 
 
+class _Gate:
+    """The adaptive plan's two forms of one model in a worker: `lone`, all the threads for a pass
+    that runs alone, and `side`, `shares` passes side by side on a share of the threads each, made
+    by `make_side()` in the background the first time passes overlap (until then overlapping
+    passes take turns on `lone`), and given `first_feed` for its first pass, which plans and
+    allocates: not on a request's time. Shares in use are counted: whichever form runs, no more
+    threads are busy than the worker's."""
+
+    def __init__(self, lone, make_side: Callable[[], Any], shares: int):
+        self.lone, self.side, self.shares = lone, None, shares
+        self._make_side = make_side
+        self.first_feed: Mapping[str, np.ndarray] | None = None
+        self.free = shares
+        self._started = False
+        self._cond = threading.Condition()
+
+    def _make(self, run: Callable[[Any, Mapping[str, np.ndarray]], object]) -> None:
+        made = self._make_side()
+        if self.first_feed is not None:
+            run(made, self.first_feed)
+        with self._cond:
+            self.side = made
+            self._cond.notify_all()
+
+    def enter(self, alone: bool, run: Callable[[Any, Mapping[str, np.ndarray]], object]):
+        """Wait for threads to run a pass on, and take them: all of them on `lone` for a lone
+        pass (or while `side` is being made), one share on `side` for a pass that overlaps."""
+        with self._cond:
+            if not alone and not self._started:
+                self._started = True
+                # Not a daemon: a process that exits meanwhile waits for it (OpenVINO aborts the
+                # process if its compiler is cut off at exit).
+                threading.Thread(target=self._make, args=(run,), name="qa-side-by-side").start()
+            while True:
+                if self.free == self.shares and (self.side is None or alone):
+                    self.free = 0
+                    return self.lone
+                if self.side is not None and self.free > 0:
+                    self.free -= 1
+                    return self.side
+                self._cond.wait()
+
+    def leave(self, used) -> None:
+        with self._cond:
+            self.free += self.shares if used is self.lone else 1
+            self._cond.notify_all()
+
+    def run(
+        self, feed: Mapping[str, np.ndarray], alone: bool, run: Callable[[Any, Mapping[str, np.ndarray]], Any]
+    ):
+        """`run(form, feed)` on the form this pass may take."""
+        if self.first_feed is None:  # the warm-up's
+            self.first_feed = feed
+        form = self.enter(alone, run)
+        try:
+            return run(form, feed)
+        finally:
+            self.leave(form)
+
+
 # ---- ONNX Runtime ---------------------------------------------------------------------------
 
 
 class OnnxBackend:
-    """An ONNX Runtime session; re-created in a forked child (ORT sessions do not survive fork)."""
+    """An ONNX Runtime session; re-created in a forked child (ORT sessions do not survive fork).
+    Adaptive (`adaptive=True`, lanes > 1): a pass that runs alone gets a session of all the
+    threads, and passes that overlap share a second session of `threads // lanes` threads each
+    (concurrent runs of one session are safe), made the first time passes overlap. Fixed, every
+    lane runs on one session of all the threads."""
 
-    def __init__(self, path: Path, precision: str, threads: int):
+    def __init__(self, path: Path, precision: str, threads: int, lanes: int = 1, adaptive: bool = False):
         self.path = Path(path)
         # Dynamic int8 quantizes activations with one scale per tensor, so a window's logits
         # would shift with the windows (and padding) it shares a pass with: under load, the same
         # request could get another answer. int8 therefore runs one window per pass.
         self.batching = ALONE if precision == "int8" else ANY_WIDTH
         self.name = f"onnx-{precision}"
-        self.threads = threads
+        self.threads, self.lanes = threads, lanes
+        self.adaptive = adaptive and lanes > 1 and threads > 1
         self._pid: int | None = None
-        self._session: Any = None
-        self._session_for_this_process()
+        self._sessions: list[Any] = []
+        self._for_this_process()
 
-    def _session_for_this_process(self):
-        if self._pid != os.getpid():
-            import onnxruntime as ort
+    def _session(self, threads: int):
+        import onnxruntime as ort
 
-            if self._session is not None:
-                # Made before a fork (QA_PRELOAD): destroying it here would join intra-op
-                # threads that only exist in the parent, which hangs. Keep it, unused, for good.
-                ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._session))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Workers share few CPUs: idle pool threads must sleep, not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The arena reuses activation buffers within a run (without it, int8 at one window ran
+        # 10-20% slower on an AVX2 CPU); shrinking it after each run gives the memory back, which
+        # it would otherwise keep at the largest batch's size (+670 MB after 16 x 384 tokens).
+        options.enable_cpu_mem_arena = True
+        session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._sessions.append(session)
+        return session
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Workers share few CPUs: idle pool threads must sleep, not spin.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # The arena reuses activation buffers within a run (without it, int8 at one window ran
-            # 10-20% slower on an AVX2 CPU); shrinking it after each run gives the memory back, which
-            # it would otherwise keep at the largest batch's size (+670 MB after 16 x 384 tokens).
-            options.enable_cpu_mem_arena = True
-            self._run_options = ort.RunOptions()
-            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            self.input_names = [i.name for i in self._session.get_inputs()]
-            self._pid = os.getpid()
-        return self._session
+    def _for_this_process(self) -> None:
+        if self._pid == os.getpid():
+            return
+        import onnxruntime as ort
+
+        for made in self._sessions:
+            # Made before a fork (QA_PRELOAD): destroying it here would join intra-op threads
+            # that only exist in the parent, which hangs. Keep it, unused, for good.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(made))
+        self._sessions = []
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        first = self._session(self.threads)
+        self.input_names = [i.name for i in first.get_inputs()]
+        if self.adaptive:
+            side_threads = max(1, self.threads // self.lanes)
+            self._gate: _Gate | None = _Gate(first, lambda: self._session(side_threads), self.lanes)
+        else:
+            self._gate, self._fixed = None, first
+        self._pid = os.getpid()
 
     def forward(self, inputs: Mapping[str, np.ndarray], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        session = self._session_for_this_process()
+        self._for_this_process()
         feed = {name: inputs[name] for name in self.input_names}
-        start, end = session.run(list(OUTPUT_NAMES), feed, self._run_options)
+        if self._gate is None:
+            start, end = self._run(self._fixed, feed)
+        else:
+            start, end = self._gate.run(feed, alone, self._run)
         return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
+
+    def _run(self, session, feed: Mapping[str, np.ndarray]):
+        return session.run(list(OUTPUT_NAMES), feed, self._run_options)
 
 
 # ---- OpenVINO -------------------------------------------------------------------------------
@@ -164,10 +248,9 @@ class OpenVinoBackend:
         self.adaptive = adaptive and streams > 1 and threads > 1
         self.batching = ANY_WIDTH if precision == "fp32" else SAME_WIDTH
         self._pid: int | None = None
-        self._lone: _Layout | None = None  # 1 stream of all the threads (adaptive only)
-        self._side_by_side: _Layout | None = None  # `streams` streams
+        # Compiled in this process (adaptive: 1 stream of all the threads, then `streams` streams).
+        self._layouts: list[_Layout] = []
         self._graph: Any = None  # the graph as read, for both layouts (adaptive only)
-        self._first_feed: Mapping[str, np.ndarray] | None = None
         self._for_this_process()
 
     def config(self, streams: int | None = None) -> dict[str, object]:
@@ -192,73 +275,36 @@ class OpenVinoBackend:
             # then adds 185 MiB for the stand-in in bf16, not 600 (int8: 93 MiB either way).
             self._graph = core.read_model(str(self.path))
         graph = self._graph if self.adaptive else str(self.path)
-        return _Layout(core.compile_model(graph, "CPU", self.config(streams)), streams)
+        layout = _Layout(core.compile_model(graph, "CPU", self.config(streams)), streams)
+        self._layouts.append(layout)
+        return layout
 
     def _for_this_process(self) -> None:
         if self._pid == os.getpid():
             return
-        for made in (self._lone, self._side_by_side):
-            if made is not None:
-                # Made before a fork (QA_PRELOAD): its threads exist only in the parent; keep it,
-                # unused, rather than let its destructor wait for them.
-                ctypes.pythonapi.Py_IncRef(ctypes.py_object(made.compiled))
+        for made in self._layouts:
+            # Made before a fork (QA_PRELOAD): its threads exist only in the parent; keep it,
+            # unused, rather than let its destructor wait for them.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(made.compiled))
+        self._layouts = []
         self._graph = None  # read again in a forked child, as the compiled models are
-        self._lone = self._compile(1) if self.adaptive else None
-        self._side_by_side = None if self.adaptive else self._compile(self.streams)
-        first = self._lone or self._side_by_side
-        assert first is not None
+        first = self._compile(1 if self.adaptive else self.streams)
         self._compiled = first.compiled
         self.input_names = [port.get_any_name() for port in first.compiled.inputs]
-        self._cond = threading.Condition()
-        self._free = self.streams
-        self._side_by_side_started = not self.adaptive
+        if self.adaptive:
+            self._gate: _Gate | None = _Gate(first, lambda: self._compile(self.streams), self.streams)
+        else:
+            self._gate, self._fixed = None, first
         self._pid = os.getpid()
 
-    def _compile_side_by_side(self) -> None:
-        made = self._compile(self.streams)
-        if self._first_feed is not None:  # its first pass plans and allocates: not on a request's time
-            made.infer(self._first_feed)
-        with self._cond:
-            self._side_by_side = made
-            self._cond.notify_all()
-
-    def _enter(self, alone: bool) -> _Layout:
-        """Wait for threads to run a pass on, and take them: all of them on the one-stream model
-        for a lone pass (or while the streams' model is being made), one stream's share for a
-        pass that overlaps others."""
-        with self._cond:
-            if not alone and not self._side_by_side_started:
-                self._side_by_side_started = True
-                # Not a daemon: a process that exits meanwhile waits for it (OpenVINO aborts the
-                # process if its compiler is cut off at exit).
-                threading.Thread(target=self._compile_side_by_side, name="openvino-compile").start()
-            while True:
-                side = self._side_by_side
-                if self._lone is not None and self._free == self.streams and (side is None or alone):
-                    self._free = 0
-                    return self._lone
-                if side is not None and self._free > 0:
-                    self._free -= 1
-                    return side
-                self._cond.wait()
-
-    def _leave(self, layout: _Layout) -> None:
-        with self._cond:
-            self._free += self.streams if layout is self._lone else 1
-            self._cond.notify_all()
-
     def forward(self, inputs: Mapping[str, np.ndarray], alone: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """One pass. `alone`: no other pass is running or ready, nor was lately (the batcher knows), so this one
-        may have all the threads."""
+        """One pass. `alone`: no other pass is running or ready, nor was lately (the batcher
+        knows), so this one may have all the threads."""
         self._for_this_process()
         feed = {name: inputs[name] for name in self.input_names}
-        if self._first_feed is None:  # the warm-up's: it warms up the streams' model when made
-            self._first_feed = feed
-        layout = self._enter(alone)
-        try:
-            return layout.infer(feed)
-        finally:
-            self._leave(layout)
+        if self._gate is None:
+            return self._fixed.infer(feed)
+        return self._gate.run(feed, alone, _Layout.infer)
 
 
 def create_backend(
@@ -280,7 +326,7 @@ def create_backend(
     elif graph is None:
         raise BackendError(f"the {backend} backend needs a graph (qa/graphs.py)")
     elif backend == "onnx":
-        made = OnnxBackend(graph, precision, threads)
+        made = OnnxBackend(graph, precision, threads, lanes=lanes, adaptive=adaptive)
     elif backend == "openvino":
         made = OpenVinoBackend(graph, precision, threads, streams=lanes, adaptive=adaptive)
     else:

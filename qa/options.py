@@ -63,19 +63,21 @@ class QAOptions:
     inference_threads: int = setting(
         "QA_INFERENCE_THREADS",
         1,
-        "inference threads per worker, whatever the backend: OpenVINO gives them all to a forward "
-        "pass that runs alone and shares them out among its streams (one per `QA_PARALLEL_BATCHES`) "
-        "when passes overlap; ONNX Runtime and torch give each of the parallel forward passes all of them",
+        "inference threads per worker, whatever the backend: OpenVINO (and ONNX Runtime on AVX-512 "
+        "CPUs) gives them all to a forward pass that runs alone and shares them out among the passes "
+        "that overlap (one stream or lane each, `QA_PARALLEL_BATCHES`); ONNX Runtime on AVX2 CPUs and "
+        "torch give each of their parallel passes all of them",
         bounds=(1, 256),
         renamed_from="QA_TORCH_THREADS",
     )
     parallel_batches: int | None = setting(
         "QA_PARALLEL_BATCHES",
         None,
-        "forward passes at once per worker (the batcher's lanes); set, it fixes OpenVINO's layout "
-        "(by default bf16 and int8 adapt: a pass alone on all the threads, overlapping passes on 2 streams)",
+        "forward passes at once per worker (the batcher's lanes); set, it fixes the layout (by default "
+        "OpenVINO bf16 and int8, and ONNX Runtime on AVX-512 CPUs, adapt: a pass alone on all the "
+        "threads, overlapping passes on a share each; fixed, ONNX Runtime lanes each get all the threads)",
         bounds=(1, 64),
-        default_doc="from the plan: OpenVINO fp32 1, OpenVINO bf16/int8 2 (adaptive), ONNX Runtime and torch 2",
+        default_doc="from the plan: OpenVINO fp32 1, OpenVINO bf16/int8 2 (adaptive), ONNX Runtime 2 (adaptive on AVX-512), torch 2",
     )
     graph_cache: Path = Path("/tmp/qa-serving/graphs")  # where graphs made at start-up are kept
     allow_pickle_weights: bool = setting(

@@ -29,9 +29,9 @@ AUTO_BACKENDS = {
     "avx2": {"fp32": "onnx", "bf16": "openvino", "int8": "onnx"},
 }
 # Forward passes at once per worker (backend -> precision -> lanes). ONNX Runtime leaves a core
-# idle between small operators (1.2 of 2 CPUs busy with one lane, AVX2 host): two lanes, each with
-# all the threads. OpenVINO runs one stream per lane and shares the threads out: for fp32 one
-# stream of 2 threads was fastest (9.3 vs 8.7 windows/s); for int8 two streams of one thread gave
+# idle between small operators (1.2 of 2 CPUs busy with one lane, AVX2 host): two lanes (sharing
+# the threads out where ADAPTIVE says so). OpenVINO runs one stream per lane and shares the
+# threads out: for fp32 one stream of 2 threads was fastest (9.3 vs 8.7 windows/s); for int8 two streams of one thread gave
 # 10% more at concurrency 4 and 15% at 16 (the benchmark, AVX-512 EPYC, 2026-12-01), and for bf16
 # 23% more windows/s, at twice a lone window's latency (int8: 65 ms p50 at c=1, the peer's 206).
 LANES = {
@@ -39,10 +39,19 @@ LANES = {
     "onnx": {"fp32": 2, "int8": 2},
     "openvino": {"fp32": 1, "bf16": 2, "int8": 2},
 }
-# Where a lone pass gets all the worker's threads (one stream) and overlapping passes the lanes'
-# streams (qa/backends.py): int8 and bf16, whose streams trade a lone window's latency for
-# throughput under load. fp32 runs one stream of all the threads in any case.
-ADAPTIVE = {"openvino": ("bf16", "int8")}
+# CPU class -> backend -> the precisions where a lone pass gets all the worker's threads (one
+# stream or session) and overlapping passes a share each (qa/backends.py). OpenVINO int8 and bf16,
+# whose streams trade a lone window's latency for throughput under load (fp32 runs one stream of
+# all the threads in any case). ONNX Runtime's lanes each had all the threads, more busy threads
+# than CPUs; int8 on the avx512 class (2026-12-03, same run): 2 lanes x 2 threads 6.70x / 4.81x /
+# 4.46x the peer at c=1 / 4 / 16, 1 lane x 2 threads 8.21x / 4.90x / 4.50x, 2 lanes x 1 thread
+# 4.49x / 5.29x / 5.00x; adaptive, in a later run, 7-14% over 2 x 2 for int8 and fp32, for a
+# second session's memory once passes overlap (int8 +167 MiB, fp32 +376 MiB). Where ONNX Runtime
+# is the default (avx2) it stays fixed until measured there.
+ADAPTIVE = {
+    "avx512": {"openvino": ("bf16", "int8"), "onnx": ("fp32", "int8")},
+    "avx2": {"openvino": ("bf16", "int8")},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +79,11 @@ class Plan:
                 f"at most {options.batch_max_padding_percent}% padding"
             )
         per_stream = max(1, self.threads // self.lanes)
+        unit = "stream" if self.backend == "openvino" else "lane"
         if self.adaptive:
             passes = (
-                f"1 stream of {self.threads} threads for a pass alone, "
-                f"{self.lanes} streams of {per_stream} thread(s) for passes that overlap"
+                f"1 {unit} of {self.threads} threads for a pass alone, "
+                f"{self.lanes} {unit}s of {per_stream} thread(s) for passes that overlap"
             )
         elif self.backend == "openvino":  # lanes are streams sharing the threads (qa/backends.py)
             passes = f"{self.lanes} stream(s) of {per_stream} thread(s)"
@@ -96,7 +106,7 @@ def resolve_plan(options: QAOptions, flags: set[str]) -> Plan:
     # QA_PARALLEL_BATCHES fixes the layout; a thread per lane at least, or nothing to adapt.
     adaptive = (
         options.parallel_batches is None
-        and options.precision in ADAPTIVE.get(backend, ())
+        and options.precision in ADAPTIVE[klass].get(backend, ())
         and lanes > 1
         and options.inference_threads >= lanes
     )

@@ -237,56 +237,74 @@ def test_graph_backends_survive_a_fork_as_with_qa_preload(tiny, cache_dir, backe
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
-def test_adaptive_openvino_answers_alike_on_all_threads_and_on_the_streams(
-    tiny, windows, cache_dir, precision
-):
-    """The adaptive plan: a lone pass runs on a one-stream model of all the threads, overlapping
-    ones on the streams' model, made the first time passes overlap; a window's logits are the same
-    bit for bit on either."""
+ADAPTIVE_CASES = [
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+]
+
+
+def adaptive_backend(tiny, windows, cache_dir, backend, precision):
     path, model = tiny
-    kind = graph_files.graph_kind("openvino", precision)
+    kind = graph_files.graph_kind(backend, precision)
     pairs = qa_graphs.builtin_calibration_pairs()[:8]
     graph = qa_graphs.find_or_build_graph(model, path, windows, kind, cache_dir, lambda: pairs)
     warmup = lambda names: examples(windows, 1, 16)  # noqa: E731
-    b = qa_backends.create_backend(
-        "openvino", precision, 2, graph=graph, lanes=2, adaptive=True, warmup=warmup
+    return qa_backends.create_backend(
+        backend, precision, 2, graph=graph, lanes=2, adaptive=True, warmup=warmup
     )
-    assert b._side_by_side is None  # not until passes overlap
-    inputs = examples(windows, 3, 48)
+
+
+@pytest.mark.parametrize("backend,precision", ADAPTIVE_CASES)
+def test_adaptive_backends_answer_alike_on_all_threads_and_on_a_share(
+    tiny, windows, cache_dir, backend, precision
+):
+    """The adaptive plan: a lone pass runs on a form of the model with all the threads (OpenVINO:
+    one stream; ONNX Runtime: a session), overlapping ones on a second form, a share each (two
+    streams; a session of one thread), made the first time passes overlap; a window's logits are
+    the same bit for bit on either."""
+    b = adaptive_backend(tiny, windows, cache_dir, backend, precision)
+    gate = b._gate
+    assert gate.side is None  # not until passes overlap
+    inputs = examples(windows, 1 if b.batching == qa_backends.ALONE else 3, 48)
     alone = b.forward(inputs, alone=True)
-    assert b._side_by_side is None
-    first_overlapping = b.forward(inputs, alone=False)  # on the lone model while the other is made
+    assert gate.side is None
+    first_overlapping = b.forward(inputs, alone=False)  # on the lone form while the other is made
     deadline = time.monotonic() + 60
-    while b._side_by_side is None and time.monotonic() < deadline:
+    while gate.side is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert b._side_by_side is not None and b._side_by_side.streams == 2
-    assert int(b._side_by_side.compiled.get_property("NUM_STREAMS")) == 2
-    assert int(b._lone.compiled.get_property("NUM_STREAMS")) == 1
-    on_streams = b.forward(inputs, alone=False)
-    for got in (first_overlapping, on_streams):
+    assert gate.side is not None
+    if backend == "openvino":
+        assert int(gate.side.compiled.get_property("NUM_STREAMS")) == 2
+        assert int(gate.lone.compiled.get_property("NUM_STREAMS")) == 1
+    else:
+        assert gate.side.get_session_options().intra_op_num_threads == 1
+        assert gate.lone.get_session_options().intra_op_num_threads == 2
+    on_a_share = b.forward(inputs, alone=False)
+    for got in (first_overlapping, on_a_share):
         for g, want in zip(got, alone):
             np.testing.assert_array_equal(g, want)
 
 
-def test_adaptive_openvino_never_runs_more_threads_than_it_has(tiny, windows, cache_dir):
-    """Passes from four threads at once: a lone pass holds every stream's share, the others one
-    each; the count of shares in use never exceeds the streams."""
-    path, model = tiny
-    graph = qa_graphs.find_or_build_graph(model, path, windows, "fp32", cache_dir)
-    warmup = lambda names: examples(windows, 1, 16)  # noqa: E731
-    b = qa_backends.create_backend("openvino", "fp32", 2, graph=graph, lanes=2, adaptive=True, warmup=warmup)
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_adaptive_backends_never_run_more_threads_than_they_have(tiny, windows, cache_dir, backend):
+    """Passes from four threads at once: a lone pass holds every share, the others one each; the
+    count of shares in use never exceeds the lanes."""
+    b = adaptive_backend(tiny, windows, cache_dir, backend, "fp32")
+    gate = b._gate
     inputs = examples(windows, 1, 32)
     want = b.forward(inputs, alone=True)
     seen = []
-    real_enter = b._enter
+    real_enter = gate.enter
 
-    def watched(alone):
-        layout = real_enter(alone)
-        seen.append(b._free)  # shares left once this pass took its own
-        return layout
+    def watched(alone, run):
+        form = real_enter(alone, run)
+        seen.append(gate.free)  # shares left once this pass took its own
+        return form
 
-    b._enter = watched
+    gate.enter = watched
     errors = []
 
     def client(alone):
@@ -304,4 +322,4 @@ def test_adaptive_openvino_never_runs_more_threads_than_it_has(tiny, windows, ca
         c.join(120)
     assert not errors
     assert len(seen) == 24 and min(seen) >= 0
-    assert b._free == 2
+    assert gate.free == 2

@@ -82,7 +82,11 @@ def test_the_plan_is_described_in_one_line(batching, says):
         (ZEN4, "fp32", {}, False),  # one stream of all the threads anyway
         (ZEN4, "int8", {"parallel_batches": 2}, False),  # QA_PARALLEL_BATCHES fixes the layout
         (ZEN4, "int8", {"inference_threads": 1}, False),  # one thread: nothing to share out
-        (ZEN3, "int8", {}, False),  # ONNX Runtime: not measured there
+        (ZEN4, "int8", {"backend": "onnx"}, True),  # a session of all the threads, one of a share
+        (ZEN4, "fp32", {"backend": "onnx"}, True),
+        (ZEN4, "fp32", {"backend": "onnx", "parallel_batches": 2}, False),
+        (ZEN3, "int8", {}, False),  # ONNX Runtime, the default there: not measured there
+        (ZEN4, "bf16", {"backend": "torch"}, False),  # torch's threads are process-wide
     ],
 )
 def test_a_lone_pass_gets_all_the_threads_where_the_plan_adapts(flags, precision, settings, adaptive):
@@ -90,9 +94,10 @@ def test_a_lone_pass_gets_all_the_threads_where_the_plan_adapts(flags, precision
         Settings(**{"precision": precision, "inference_threads": 2, **settings}), flags
     )
     assert plan.adaptive is adaptive
+    unit = "stream" if plan.backend == "openvino" else "lane"
     line = plan.describe(SAME_WIDTH, Settings())
     assert (
-        "1 stream of 2 threads for a pass alone, 2 streams of 1 thread(s) for passes that overlap" in line
+        f"1 {unit} of 2 threads for a pass alone, 2 {unit}s of 1 thread(s) for passes that overlap" in line
     ) is adaptive
 
 
