@@ -46,8 +46,8 @@ LANES = {
 # than CPUs; int8 on the avx512 class (2026-12-03, same run): 2 lanes x 2 threads 6.70x / 4.81x /
 # 4.46x the peer at c=1 / 4 / 16, 1 lane x 2 threads 8.21x / 4.90x / 4.50x, 2 lanes x 1 thread
 # 4.49x / 5.29x / 5.00x; adaptive, in a later run, 7-14% over 2 x 2 for int8 and fp32, for a
-# second session's memory once passes overlap (int8 +167 MiB, fp32 +376 MiB). Where ONNX Runtime
-# is the default (avx2) it stays fixed until measured there.
+# second session's memory once passes overlap (peak: int8 +187 MiB, fp32 +351 MiB). Where ONNX
+# Runtime is the default (avx2) it stays fixed until measured there.
 ADAPTIVE = {
     "avx512": {"openvino": ("bf16", "int8"), "onnx": ("fp32", "int8")},
     "avx2": {"openvino": ("bf16", "int8")},

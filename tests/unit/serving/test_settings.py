@@ -111,6 +111,14 @@ def test_multi_model_mode_is_a_setting():
     assert Settings.from_env({}, cpu_limit=2.0).multi_model is False
 
 
+def test_multi_model_endpoints_run_one_pass_at_a_time_per_model_unless_told():
+    """Density first: no adaptive second form of each model (a fixed one-stream layout)."""
+    assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0).qa.parallel_batches == 1
+    assert Settings.from_env({}, cpu_limit=2.0).qa.parallel_batches is None  # the plan's
+    told = Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true", "QA_PARALLEL_BATCHES": "2"}, cpu_limit=2.0)
+    assert told.qa.parallel_batches == 2
+
+
 def test_a_load_that_would_not_fit_is_refused_on_multi_model_endpoints_and_logged_otherwise():
     assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}, cpu_limit=2.0).qa.memory_check == "refuse"
     assert Settings.from_env({}, cpu_limit=2.0).qa.memory_check == "warn"
