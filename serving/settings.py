@@ -110,8 +110,7 @@ _IN_THE_CONTAINER = {
     # model ~80 MiB: 2 models 667 MiB vs 565 with one, slim image, 2026-12-03).
     "parallel_batches": dict(
         derive=lambda r: 1 if r["multi_model"] else None,
-        default_doc="from the plan: OpenVINO fp32 1, OpenVINO bf16/int8 2 (adaptive), ONNX Runtime 2 "
-        "(adaptive on AVX-512), torch 2; 1 on multi-model endpoints",
+        default_doc=f"{settings_of(QAOptions)['parallel_batches'].default_doc}; 1 on multi-model endpoints",
     ),
     # A multi-model endpoint answers 507 and SageMaker unloads another model; elsewhere one model
     # that does not fit fails either way.

@@ -126,20 +126,25 @@ def test_lanes_run_forward_passes_at_the_same_time():
     assert not inside.broken
 
 
+def overlap(batcher: Batcher, model: FakeModel, passes_seen: int) -> None:
+    """A pass held inside the model while a second request comes: the two overlap."""
+    held = hold(batcher, model)
+    second = threading.Thread(target=batcher.submit, args=([window(12, 2)],))
+    second.start()
+    deadline = time.monotonic() + 5
+    while len(model.alone) < passes_seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    model.gate.set()
+    held.join(5)
+    second.join(5)
+
+
 def test_a_pass_is_alone_only_when_no_other_pass_runs_or_waits():
     """What the adaptive plan rests on (qa/backends.py): a lone pass may take all the threads."""
     model = FakeModel()
     batcher = make(model, parallel=2, max_wait_s=0)
     batcher.submit([window(10, 1)])
-    held = hold(batcher, model)  # a second lone pass, held inside the model
-    second = threading.Thread(target=batcher.submit, args=([window(12, 2)],))
-    second.start()
-    deadline = time.monotonic() + 5
-    while len(model.alone) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    model.gate.set()
-    held.join(5)
-    second.join(5)
+    overlap(batcher, model, passes_seen=3)  # the held pass started alone; the second did not
     assert model.alone == [True, True, False]
 
 
@@ -164,15 +169,7 @@ def test_a_pass_is_alone_again_only_after_a_calm_spell():
     rather than take all the threads and hold up the arrivals the other stream could run."""
     model = FakeModel()
     batcher = make(model, parallel=2, max_wait_s=0, calm_s=0.3)
-    held = hold(batcher, model)
-    second = threading.Thread(target=batcher.submit, args=([window(12, 2)],))
-    second.start()
-    deadline = time.monotonic() + 5
-    while len(model.alone) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    model.gate.set()
-    held.join(5)
-    second.join(5)
+    overlap(batcher, model, passes_seen=2)
     batcher.submit([window(10, 3)])  # right after the overlap: not alone
     time.sleep(0.4)
     batcher.submit([window(10, 4)])  # after a calm spell: alone
